@@ -1,0 +1,122 @@
+//! Command-line definitions (clap derive). The names are a contract other tooling depends on.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const KEYREF_HELP: &str = "KEYREF forms:
+  file:PATH           a DSE local key file (lines CIPHER:STRENGTH:BASE64KEY, mode 0600); the line is
+                      chosen by each table's cipher_algorithm and secret_key_strength
+  kmip://GROUP/ID     a KMIP key by unique identifier; GROUP is the kmip_hosts entry of dse.yaml.
+                      Resolved offline through --keyring
+  replicated:UUID     (--from/--key only) a DSE replicated key, resolved through --keyring
+Key material is never accepted on the command line.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sstable-rekey",
+    version,
+    about = "Re-encrypt DSE/HCD encrypted SSTables offline, chunk by chunk, after a key compromise",
+    long_about = "Re-encrypt DSE/HCD encrypted SSTables offline, chunk by chunk, after a key compromise.\n\n\
+Procedure: back up; revoke the compromised key; stop the node; `sstable-rekey rekey --to NEW`; \
+`sstable-rekey verify --key NEW` (exit 0 proves no live chunk is under any other key); start the node; \
+run the printed ALTER TABLE; repeat on every node; only then destroy the old key.\n\n\
+Exit status: 0 success, 1 some SSTable failed or (verify) is under another key, 2 usage, \
+configuration or key error before any work, 130 interrupted.",
+    after_help = KEYREF_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Re-encrypt every chunk of the selected SSTables under a new key, atomically per SSTable
+    #[command(after_help = KEYREF_HELP)]
+    Rekey(RekeyArgs),
+    /// Decrypt every chunk and prove which keys the live SSTables are under
+    #[command(after_help = KEYREF_HELP)]
+    Verify(VerifyArgs),
+    /// Show version, class, options, chunks and the keys named in chunk headers (no key needed)
+    Inspect(InspectArgs),
+    /// Resolve leftover transaction logs the way Cassandra's startup does (like sstableutil --cleanup)
+    Recover(RecoverArgs),
+    /// Run inspect → rekey → verify on a scratch copy of the bundled demo data
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct Scope {
+    /// Cassandra data directory (repeatable), as data_file_directories in cassandra.yaml
+    #[arg(long = "data-dir", value_name = "DIR", default_value = "/var/lib/cassandra/data")]
+    pub data_dirs: Vec<PathBuf>,
+    /// Offline keyring resolving kmip:// and replicated references: lines `<key id>:<base64 key>`, mode 0600
+    #[arg(long, value_name = "PATH")]
+    pub keyring: Option<PathBuf>,
+    /// Write a JSON report here
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Keyspace to work on (all keyspaces when absent)
+    pub keyspace: Option<String>,
+    /// Tables of KEYSPACE (all its tables when absent)
+    pub tables: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RekeyArgs {
+    /// The new key
+    #[arg(long, value_name = "KEYREF")]
+    pub to: String,
+    /// Only touch SSTables under these keys (default: every chunk not already under --to). A
+    /// single file: key is also the key of header-less chunks of tables that name no key file
+    #[arg(long, value_name = "KEYREF")]
+    pub from: Vec<String>,
+    /// SSTables rewritten at once (chunks are always parallel across all cores)
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 2)]
+    pub jobs: usize,
+    /// Plan and check keys and space, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress output
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub scope: Scope,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// A key the SSTables may be under (repeatable); chunks under any other key fail verification
+    #[arg(long = "key", value_name = "KEYREF", required = true)]
+    pub keys: Vec<String>,
+    /// Also decompress every chunk and check its length
+    #[arg(long)]
+    pub deep: bool,
+    #[command(flatten)]
+    pub scope: Scope,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+    /// A Data.db (or any component), an SSTable prefix such as .../nb-1-big-, or a table folder
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RecoverArgs {
+    /// Cassandra data directory (repeatable)
+    #[arg(long = "data-dir", value_name = "DIR", default_value = "/var/lib/cassandra/data")]
+    pub data_dirs: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Where to put the scratch copy (default: a new folder under the system temp dir)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}

@@ -1,0 +1,235 @@
+//! Runs the subcommands: builds options from the arguments, calls the pipeline, prints results and
+//! maps them to the exit-status contract (0 ok, 1 partial failure, 2 before any work, 130 Ctrl-C).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cli::{Cli, Command, InspectArgs, RecoverArgs, RekeyArgs, Scope, VerifyArgs};
+use crate::error::{Error, Result};
+use crate::keys::{KeyRef, KeyStore};
+use crate::rekey::find::Selection;
+use crate::rekey::report::{write_json, Status};
+use crate::rekey::verify::VerifyOptions;
+use crate::rekey::{self, inspect, RekeyOptions};
+use crate::sstable::txnlog;
+use crate::util::human_bytes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+    Interrupted = 130,
+}
+
+/// Set by the SIGINT handler; checked between windows of work.
+pub static CANCEL: AtomicBool = AtomicBool::new(false);
+
+pub fn run(cli: Cli) -> Exit {
+    let r = match cli.command {
+        Command::Rekey(a) => run_rekey(&a),
+        Command::Verify(a) => run_verify(&a),
+        Command::Inspect(a) => run_inspect(&a),
+        Command::Recover(a) => run_recover(&a),
+        Command::Demo(a) => crate::demo::run(a.dir.as_deref()),
+    };
+    match r {
+        Ok(code) => code,
+        Err(Error::Interrupted) => {
+            eprintln!("sstable-rekey: interrupted; the SSTable in flight was rolled back");
+            Exit::Interrupted
+        }
+        Err(e) => {
+            eprintln!("sstable-rekey: error: {e}");
+            if e.is_config() || matches!(e, Error::Io { .. }) {
+                Exit::Usage
+            } else {
+                Exit::Failed
+            }
+        }
+    }
+}
+
+fn selection(s: &Scope) -> Selection {
+    Selection {
+        keyspace: s.keyspace.clone(),
+        tables: s.tables.clone(),
+    }
+}
+
+fn parse_refs(v: &[String]) -> Result<Vec<KeyRef>> {
+    v.iter().map(|s| s.parse()).collect()
+}
+
+pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
+    let to: KeyRef = a.to.parse()?;
+    let from = parse_refs(&a.from)?;
+    if a.jobs == 0 {
+        return Err(Error::Usage("--jobs must be at least 1".into()));
+    }
+    let store = KeyStore::offline(a.scope.keyring.as_deref())?;
+    let opts = RekeyOptions {
+        to,
+        from,
+        data_dirs: a.scope.data_dirs.clone(),
+        selection: selection(&a.scope),
+        jobs: a.jobs,
+        dry_run: a.dry_run,
+        progress: !a.quiet,
+    };
+    let report = rekey::rekey(&opts, &store, &CANCEL)?;
+    if let Some(p) = &a.scope.report {
+        write_json(p, &report)?;
+    }
+    let t = &report.totals;
+    for s in &report.sstables {
+        match s.status {
+            Status::Failed => println!("FAILED   {}: {}", s.old, s.reason.as_deref().unwrap_or("")),
+            Status::Planned => println!(
+                "PLAN     {} ({} chunks, keys {:?})",
+                s.old, s.chunks, s.keys_before
+            ),
+            Status::Skipped => println!("skipped  {}: {}", s.old, s.reason.as_deref().unwrap_or("")),
+            Status::Rekeyed => println!(
+                "rekeyed  {} -> {} ({} chunks{})",
+                s.old,
+                s.new.as_deref().unwrap_or(""),
+                s.rekeyed_chunks,
+                if s.raw_chunks > 0 {
+                    format!(", {} PLAINTEXT chunks copied as they were", s.raw_chunks)
+                } else {
+                    String::new()
+                }
+            ),
+        }
+    }
+    println!(
+        "{} SSTables: {} rekeyed, {} planned, {} skipped, {} failed; {} in {:.2}s ({:.0} MB/s)",
+        t.sstables,
+        t.rekeyed,
+        t.planned,
+        t.skipped,
+        t.failed,
+        human_bytes(t.bytes_in),
+        t.seconds,
+        t.throughput_mb_s
+    );
+    if t.raw_chunks > 0 {
+        println!(
+            "warning: {} chunks are stored in plaintext on disk (min_compress_ratio); no key protects them",
+            t.raw_chunks
+        );
+    }
+    if !report.backups.is_empty() {
+        println!(
+            "note: {} snapshot/backup SSTables were not modified; they still need their old keys",
+            report.backups.len()
+        );
+    }
+    if !report.alter_table.is_empty() {
+        println!("\nRun once per table (on any node) so that new writes use the new key:");
+        for s in &report.alter_table {
+            println!("  {s}");
+        }
+    }
+    if CANCEL.load(Ordering::SeqCst) {
+        return Ok(Exit::Interrupted);
+    }
+    Ok(if t.failed > 0 { Exit::Failed } else { Exit::Ok })
+}
+
+pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
+    let keys = parse_refs(&a.keys)?;
+    let store = KeyStore::offline(a.scope.keyring.as_deref())?;
+    let opts = VerifyOptions {
+        keys,
+        data_dirs: a.scope.data_dirs.clone(),
+        selection: selection(&a.scope),
+        deep: a.deep,
+    };
+    let rep = rekey::verify::verify(&opts, &store, &CANCEL)?;
+    if let Some(p) = &a.scope.report {
+        write_json(p, &rep)?;
+    }
+    for v in &rep.sstables {
+        let keys: Vec<String> = v.keys.iter().map(|(k, n)| format!("{n} under {k}")).collect();
+        match v.status {
+            "ok" => println!("OK          {}: {} chunks, {}", v.data, v.chunks, keys.join(", ")),
+            "other_keys" => println!(
+                "OTHER KEY   {}: {} (not given: {})",
+                v.data,
+                keys.join(", "),
+                v.other_keys.join(", ")
+            ),
+            "unencrypted" => println!("UNENCRYPTED {}", v.data),
+            _ => println!("FAILED      {}: {}", v.data, v.error.as_deref().unwrap_or("")),
+        }
+    }
+    for b in &rep.backups {
+        let keys: Vec<String> = b.keys.iter().map(|(k, n)| format!("{n} under {k}")).collect();
+        println!("backup      {} ({:?}): {}", b.data, b.location, keys.join(", "));
+    }
+    println!(
+        "{} SSTables: {} ok, {} under other keys, {} failed, {} unencrypted; {} plaintext chunks{}",
+        rep.sstables.len(),
+        rep.ok,
+        rep.under_other_keys,
+        rep.failed,
+        rep.unencrypted,
+        rep.raw_chunks,
+        if rep.deep { " (deep)" } else { "" }
+    );
+    if !rep.backups.is_empty() {
+        println!(
+            "note: {} snapshot/backup SSTables still need the keys listed above; destroying those keys makes them unreadable",
+            rep.backups.len()
+        );
+    }
+    Ok(if rep.passed() { Exit::Ok } else { Exit::Failed })
+}
+
+pub fn run_inspect(a: &InspectArgs) -> Result<Exit> {
+    let mut all = Vec::new();
+    for p in &a.paths {
+        for f in inspect::targets(p)? {
+            all.push(inspect::inspect(&f));
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&all).expect("serializable"));
+    } else {
+        for i in &all {
+            inspect::print_human(i);
+        }
+    }
+    Ok(if all.iter().any(|i| i.error.is_some()) { Exit::Failed } else { Exit::Ok })
+}
+
+pub fn run_recover(a: &RecoverArgs) -> Result<Exit> {
+    let tables = rekey::find::tables(&a.data_dirs, &Selection::default())?;
+    let mut failed = false;
+    let mut n = 0;
+    for t in &tables {
+        let mut dirs: Vec<PathBuf> = rekey::find::live_dirs(t)?;
+        dirs.dedup();
+        for d in dirs {
+            for log in txnlog::logs_in(&d)? {
+                n += 1;
+                match txnlog::recover_log(&log) {
+                    Ok(r) => println!(
+                        "{}: {}, {} files deleted",
+                        r.log.display(),
+                        r.outcome,
+                        r.deleted.len()
+                    ),
+                    Err(e) => {
+                        failed = true;
+                        println!("FAILED {}: {e}", log.display());
+                    }
+                }
+            }
+        }
+    }
+    println!("{n} transaction logs resolved{}", if failed { " (some failed: see above)" } else { "" });
+    Ok(if failed { Exit::Failed } else { Exit::Ok })
+}

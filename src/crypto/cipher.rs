@@ -1,0 +1,272 @@
+//! AES in CBC or ECB mode with PKCS#5 padding, as the JCE transformations
+//! `AES/CBC/PKCS5Padding` and `AES/ECB/PKCS5Padding` (FORMAT.md 2.1, 2.3).
+
+use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use aes::{Aes128, Aes192, Aes256, Block};
+
+pub const BLOCK: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Mode {
+    Cbc,
+    Ecb,
+}
+
+/// What a table's options say about its cipher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CipherSpec {
+    /// The JCE transformation exactly as in the options (also the key-file lookup field).
+    pub transformation: String,
+    pub mode: Mode,
+    /// 16 for CBC, 0 for ECB (FORMAT.md 2.1).
+    pub iv_len: usize,
+    /// `secret_key_strength`: 128, 192 or 256.
+    pub key_bits: u32,
+}
+
+pub const DEFAULT_TRANSFORMATION: &str = "AES/CBC/PKCS5Padding";
+
+impl CipherSpec {
+    /// From `cipher_algorithm`, `secret_key_strength` and `iv_length`; anything else is refused.
+    pub fn from_options(
+        cipher_algorithm: Option<&str>,
+        key_strength: Option<&str>,
+        iv_length: Option<&str>,
+    ) -> std::result::Result<CipherSpec, String> {
+        let t = cipher_algorithm.unwrap_or(DEFAULT_TRANSFORMATION);
+        let parts: Vec<&str> = t.split('/').collect();
+        if parts.len() != 3 || !parts[0].eq_ignore_ascii_case("AES") {
+            return Err(format!(
+                "cipher_algorithm {t:?} is not supported (only AES/CBC/PKCS5Padding and AES/ECB/PKCS5Padding)"
+            ));
+        }
+        let mode = match parts[1].to_ascii_uppercase().as_str() {
+            "CBC" => Mode::Cbc,
+            "ECB" => Mode::Ecb,
+            other => {
+                return Err(format!(
+                    "cipher mode {other} in {t:?} is not supported (only CBC and ECB)"
+                ))
+            }
+        };
+        if !parts[2].eq_ignore_ascii_case("PKCS5Padding") {
+            return Err(format!("padding {} in {t:?} is not supported (only PKCS5Padding)", parts[2]));
+        }
+        // An IV exists only if the transformation matches `.*/(CBC|CFB|OFB|PCBC)/.*` case-sensitively.
+        let has_iv = parts[1] == "CBC";
+        if mode == Mode::Cbc && !has_iv {
+            return Err(format!(
+                "cipher_algorithm {t:?}: DSE decides on an IV case-sensitively; write the mode as CBC"
+            ));
+        }
+        let iv_len = if has_iv {
+            let n: i64 = iv_length
+                .map(|s| s.trim().parse().map_err(|_| format!("iv_length {s:?} is not a number")))
+                .transpose()?
+                .unwrap_or(0);
+            if n > 0 && n != 16 {
+                return Err(format!("iv_length {n}: AES takes only a 16-byte IV"));
+            }
+            BLOCK
+        } else {
+            0
+        };
+        let key_bits = match key_strength.map(str::trim) {
+            None | Some("") => 128,
+            Some(s) => s
+                .parse()
+                .map_err(|_| format!("secret_key_strength {s:?} is not a number"))?,
+        };
+        if !matches!(key_bits, 128 | 192 | 256) {
+            return Err(format!("secret_key_strength {key_bits}: AES keys are 128, 192 or 256 bits"));
+        }
+        Ok(CipherSpec {
+            transformation: t.to_string(),
+            mode,
+            iv_len,
+            key_bits,
+        })
+    }
+
+    /// Length of the ciphertext of `n` plain bytes with PKCS#5 padding.
+    pub fn padded_len(n: usize) -> usize {
+        BLOCK * (n / BLOCK + 1)
+    }
+}
+
+/// An expanded AES key. The `aes` crate's `zeroize` feature wipes the round keys on drop.
+pub enum AesKey {
+    A128(Box<Aes128>),
+    A192(Box<Aes192>),
+    A256(Box<Aes256>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecryptError {
+    /// Not a positive multiple of the block size.
+    Length(usize),
+    /// PKCS#5 padding invalid: almost always a wrong key.
+    Padding,
+}
+
+impl std::fmt::Display for DecryptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecryptError::Length(n) => write!(f, "ciphertext length {n} is not a positive multiple of 16"),
+            DecryptError::Padding => f.write_str("bad PKCS#5 padding"),
+        }
+    }
+}
+
+impl AesKey {
+    pub fn new(raw: &[u8]) -> std::result::Result<AesKey, String> {
+        Ok(match raw.len() {
+            16 => AesKey::A128(Box::new(Aes128::new_from_slice(raw).unwrap())),
+            24 => AesKey::A192(Box::new(Aes192::new_from_slice(raw).unwrap())),
+            32 => AesKey::A256(Box::new(Aes256::new_from_slice(raw).unwrap())),
+            n => return Err(format!("a {}-bit key is not an AES key", n * 8)),
+        })
+    }
+
+    pub fn bits(&self) -> u32 {
+        match self {
+            AesKey::A128(_) => 128,
+            AesKey::A192(_) => 192,
+            AesKey::A256(_) => 256,
+        }
+    }
+
+    fn enc_block(&self, b: &mut Block) {
+        match self {
+            AesKey::A128(k) => k.encrypt_block(b),
+            AesKey::A192(k) => k.encrypt_block(b),
+            AesKey::A256(k) => k.encrypt_block(b),
+        }
+    }
+
+    fn dec_blocks(&self, b: &mut [Block]) {
+        match self {
+            AesKey::A128(k) => k.decrypt_blocks(b),
+            AesKey::A192(k) => k.decrypt_blocks(b),
+            AesKey::A256(k) => k.decrypt_blocks(b),
+        }
+    }
+
+    fn enc_blocks(&self, b: &mut [Block]) {
+        match self {
+            AesKey::A128(k) => k.encrypt_blocks(b),
+            AesKey::A192(k) => k.encrypt_blocks(b),
+            AesKey::A256(k) => k.encrypt_blocks(b),
+        }
+    }
+
+    /// Appends `E(plain)` (PKCS#5-padded) to `out`. `iv` is 16 bytes for CBC and empty for ECB.
+    pub fn encrypt_append(&self, mode: Mode, iv: &[u8], plain: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        let total = CipherSpec::padded_len(plain.len());
+        out.extend_from_slice(plain);
+        let pad = (total - plain.len()) as u8;
+        out.resize(start + total, pad);
+        let (blocks, rest) = Block::slice_as_chunks_mut(&mut out[start..]);
+        debug_assert!(rest.is_empty());
+        match mode {
+            Mode::Ecb => self.enc_blocks(blocks),
+            Mode::Cbc => {
+                let mut prev = Block::try_from(iv).expect("16-byte IV");
+                for b in blocks.iter_mut() {
+                    for (x, p) in b.iter_mut().zip(prev.iter()) {
+                        *x ^= *p;
+                    }
+                    self.enc_block(b);
+                    prev = *b;
+                }
+            }
+        }
+    }
+
+    /// Appends the unpadded plaintext of `ct` to `out`. On error `out` is left as it was.
+    pub fn decrypt_append(
+        &self,
+        mode: Mode,
+        iv: &[u8],
+        ct: &[u8],
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), DecryptError> {
+        if ct.is_empty() || ct.len() % BLOCK != 0 {
+            return Err(DecryptError::Length(ct.len()));
+        }
+        let start = out.len();
+        out.extend_from_slice(ct);
+        {
+            let (blocks, _) = Block::slice_as_chunks_mut(&mut out[start..]);
+            // CBC decryption is parallel across blocks: decrypt all, then XOR with the previous
+            // ciphertext block.
+            self.dec_blocks(blocks);
+            if mode == Mode::Cbc {
+                for (i, b) in blocks.iter_mut().enumerate() {
+                    let prev = if i == 0 {
+                        iv
+                    } else {
+                        &ct[(i - 1) * BLOCK..i * BLOCK]
+                    };
+                    for (x, p) in b.iter_mut().zip(prev) {
+                        *x ^= *p;
+                    }
+                }
+            }
+        }
+        let pad = *out.last().unwrap() as usize;
+        let body_len = out.len() - start;
+        let ok = (1..=BLOCK).contains(&pad)
+            && out[out.len() - pad..].iter().all(|&b| b as usize == pad);
+        if !ok {
+            zeroize::Zeroize::zeroize(&mut out[start..]);
+            out.truncate(start);
+            return Err(DecryptError::Padding);
+        }
+        out.truncate(start + body_len - pad);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+
+    #[test]
+    fn cbc_matches_the_cbc_crate_for_every_length_up_to_three_blocks() {
+        let key = [7u8; 16];
+        let iv = [9u8; 16];
+        let k = AesKey::new(&key).unwrap();
+        for n in 0..50 {
+            let plain: Vec<u8> = (0..n as u8).collect();
+            let mut mine = Vec::new();
+            k.encrypt_append(Mode::Cbc, &iv, &plain, &mut mine);
+            let theirs = cbc::Encryptor::<Aes128>::new_from_slices(&key, &iv)
+                .unwrap()
+                .encrypt_padded_vec::<cbc::cipher::block_padding::Pkcs7>(&plain);
+            assert_eq!(mine, theirs, "length {n}");
+            let mut back = vec![1, 2];
+            k.decrypt_append(Mode::Cbc, &iv, &mine, &mut back).unwrap();
+            assert_eq!(&back[2..], &plain[..]);
+            let again = cbc::Decryptor::<Aes128>::new_from_slices(&key, &iv)
+                .unwrap()
+                .decrypt_padded_vec::<cbc::cipher::block_padding::Pkcs7>(&mine)
+                .unwrap();
+            assert_eq!(again, plain);
+        }
+    }
+
+    #[test]
+    fn spec_parsing() {
+        let s = CipherSpec::from_options(None, None, None).unwrap();
+        assert_eq!((s.mode, s.iv_len, s.key_bits), (Mode::Cbc, 16, 128));
+        let s = CipherSpec::from_options(Some("AES/ECB/PKCS5Padding"), Some("256"), Some("16")).unwrap();
+        assert_eq!((s.mode, s.iv_len, s.key_bits), (Mode::Ecb, 0, 256));
+        assert!(CipherSpec::from_options(Some("DES/CBC/PKCS5Padding"), None, None).is_err());
+        assert!(CipherSpec::from_options(Some("AES/CTR/NoPadding"), None, None).is_err());
+        assert!(CipherSpec::from_options(None, Some("512"), None).is_err());
+        assert!(CipherSpec::from_options(None, None, Some("8")).is_err());
+    }
+}

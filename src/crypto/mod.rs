@@ -1,0 +1,8 @@
+//! Ciphers and the DSE/HCD encryption envelopes (FORMAT.md 2). Nothing here knows about files.
+
+pub mod cipher;
+pub mod envelope;
+pub mod random;
+
+pub use cipher::{AesKey, CipherSpec, Mode};
+pub use envelope::{ChunkClass, Envelope, KeyHeader, ProviderKind};

@@ -1,0 +1,84 @@
+//! The library's error type. Every message says what broke, where (file, chunk, offset) and, where
+//! there is one, what the operator can do next. Key material never appears in an error.
+
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system error on a named file.
+    #[error("{path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes on disk do not have the layout FORMAT.md describes (corrupt or truncated input).
+    #[error("{path}: {msg}")]
+    Corrupt { path: PathBuf, msg: String },
+    /// A well-formed file this tool deliberately does not handle.
+    #[error("{path}: unsupported: {msg}")]
+    Unsupported { path: PathBuf, msg: String },
+    /// A chunk or record did not decrypt to a valid structure with the key its header names.
+    #[error("{path}: {what} does not decrypt with key {key}: {msg} (wrong key, or corrupt data)")]
+    WrongKey {
+        path: PathBuf,
+        what: String,
+        key: String,
+        msg: String,
+    },
+    /// Key references, key files, keyrings: configuration problems found before any work.
+    #[error("{0}")]
+    Key(String),
+    /// Bad command-line usage or configuration.
+    #[error("{0}")]
+    Usage(String),
+    /// The operation was interrupted (Ctrl-C) and rolled back.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, op: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            op,
+            source,
+        }
+    }
+
+    pub fn corrupt(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn unsupported(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::Unsupported {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Errors that are the operator's configuration (exit 2) rather than a per-SSTable failure.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Key(_) | Error::Usage(_))
+    }
+
+    /// A short machine-readable kind for JSON reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => "no_space",
+            Error::Io { .. } => "io",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Unsupported { .. } => "unsupported",
+            Error::WrongKey { .. } => "wrong_key",
+            Error::Key(_) => "key",
+            Error::Usage(_) => "usage",
+            Error::Interrupted => "interrupted",
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Step 4, commit: Cassandra's own transaction-log protocol (FORMAT.md 1.5), so that a crash at
+//! any instant leaves exactly one of the old and new SSTable once `recover` or Cassandra's startup
+//! has run. Order: log ADD(new) → write new files → fsync files and folder → REMOVE(old) → COMMIT
+//! → delete old files (oldest first) → delete the log. Before COMMIT, any failure rolls back.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::sstable::txnlog::{last_modified_ms, record_path, Record, TxnLog};
+use crate::sstable::Descriptor;
+use crate::util::sync_dir;
+
+pub struct Transaction {
+    log: TxnLog,
+    dir: PathBuf,
+    old: Descriptor,
+    new: Descriptor,
+    cassandra_3: bool,
+}
+
+/// `/canonical/dir/nb-5-big-` for a descriptor.
+fn prefix_path(dir: &Path, d: &Descriptor) -> Result<PathBuf> {
+    let canon = fs::canonicalize(dir).map_err(|e| Error::io(dir, "resolve path", e))?;
+    Ok(canon.join(d.prefix()))
+}
+
+impl Transaction {
+    /// Opens the log and records the new SSTable (`numFiles` = its component count).
+    pub fn begin(old: &Descriptor, new: &Descriptor, components: usize) -> Result<Transaction> {
+        let dir = old.dir.clone();
+        let cassandra_3 = old.is_cassandra_3();
+        let mut log = TxnLog::create(&dir, &old.version)?;
+        let path = record_path(&prefix_path(&dir, new)?, cassandra_3);
+        if let Err(e) = log.append(&Record::add(path, components as i32)) {
+            let _ = log.finish();
+            return Err(e);
+        }
+        Ok(Transaction {
+            log,
+            dir,
+            old: old.clone(),
+            new: new.clone(),
+            cassandra_3,
+        })
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.log.path()
+    }
+
+    /// Files whose names start with a descriptor's prefix.
+    fn files_of(&self, d: &Descriptor) -> Result<Vec<(i64, PathBuf)>> {
+        let prefix = d.prefix();
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, "list folder", e))? {
+            let e = e.map_err(|e| Error::io(&self.dir, "list folder", e))?;
+            if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+                let m = fs::symlink_metadata(e.path()).map_err(|x| Error::io(e.path(), "stat", x))?;
+                out.push((m.mtime() * 1_000_000_000 + m.mtime_nsec(), e.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Commits: the new SSTable's files must already be durable. After COMMIT the old files are
+    /// deleted oldest first and the log removed; a crash in between is finished by `recover`.
+    pub fn commit(mut self) -> Result<Vec<PathBuf>> {
+        sync_dir(&self.dir)?;
+        let old_files = self.files_of(&self.old)?;
+        let mut update_time = 0;
+        for (_, f) in &old_files {
+            let m = fs::metadata(f).map_err(|e| Error::io(f, "stat", e))?;
+            update_time = update_time.max(last_modified_ms(&m));
+        }
+        let path = record_path(&prefix_path(&self.dir, &self.old)?, self.cassandra_3);
+        self.log
+            .append(&Record::remove(path, update_time, old_files.len() as i32))?;
+        self.log.append(&Record::commit())?;
+        // Committed: from here the new SSTable is the live one.
+        let mut deleted = Vec::new();
+        for (_, f) in old_files {
+            fs::remove_file(&f).map_err(|e| Error::io(&f, "delete obsolete file", e))?;
+            deleted.push(f);
+        }
+        sync_dir(&self.dir)?;
+        self.log.finish()?;
+        Ok(deleted)
+    }
+
+    /// Rolls back: ABORT, delete every file of the new SSTable, remove the log.
+    pub fn rollback(mut self) -> Result<()> {
+        let _ = self.log.append(&Record::abort());
+        for (_, f) in self.files_of(&self.new)? {
+            match fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&f, "delete partial output", e)),
+            }
+        }
+        sync_dir(&self.dir)?;
+        self.log.finish()
+    }
+}

@@ -1,0 +1,171 @@
+//! `inspect`: what an SSTable is and which keys its chunks are under, read from the headers
+//! (nothing is decrypted, no key is needed).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::rekey::find::{self, Found, Location, Table};
+use crate::rekey::plan::{self, Load};
+use crate::sstable::Descriptor;
+
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    pub data: String,
+    pub version: String,
+    pub format: String,
+    pub generation: String,
+    pub class: Option<String>,
+    pub encrypted: bool,
+    pub options: BTreeMap<String, String>,
+    pub cipher: Option<String>,
+    pub key_bits: Option<u32>,
+    pub provider: Option<String>,
+    pub chunk_length: Option<u32>,
+    pub chunks: Option<usize>,
+    pub data_length: Option<u64>,
+    pub max_compressed_length: Option<i32>,
+    /// Chunks per key, from the key headers (or the table's key file for header-less chunks).
+    pub keys: BTreeMap<String, usize>,
+    /// Chunks stored in plaintext (FORMAT.md 2.5).
+    pub raw_chunks: usize,
+    /// Component → size in bytes.
+    pub components: BTreeMap<String, u64>,
+    pub page_encrypted: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// Resolves an argument to SSTables: a component file, a prefix (`…/nb-1-big-`), or a folder.
+pub fn targets(arg: &Path) -> Result<Vec<Found>> {
+    let table = |dir: &Path| Table {
+        keyspace: String::new(),
+        table: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        dir: dir.to_path_buf(),
+    };
+    let mk = |desc: Descriptor, present: Vec<String>| Found {
+        table: table(&desc.dir),
+        location: Location::Live,
+        desc,
+        present,
+    };
+    if arg.is_dir() {
+        let v: Vec<Found> = find::sstables_in(arg)?
+            .into_values()
+            .map(|(d, p)| mk(d, p))
+            .collect();
+        if v.is_empty() {
+            return Err(Error::Usage(format!("{}: no SSTables (no *-Data.db) in this folder", arg.display())));
+        }
+        return Ok(v);
+    }
+    // A prefix without the component: add a dummy component to parse it.
+    let s = arg.to_string_lossy();
+    let probe: PathBuf = if s.ends_with("-big-") || s.ends_with("-bti-") {
+        PathBuf::from(format!("{s}Data.db"))
+    } else if s.ends_with("-big") || s.ends_with("-bti") {
+        PathBuf::from(format!("{s}-Data.db"))
+    } else {
+        arg.to_path_buf()
+    };
+    let (desc, _) = Descriptor::from_path(&probe)?;
+    let all = find::sstables_in(&desc.dir)?;
+    let (d, p) = all
+        .into_values()
+        .find(|(d, _)| d.prefix() == desc.prefix())
+        .ok_or_else(|| Error::Usage(format!("{}: no such SSTable (no {} found)", arg.display(), desc.data_path().display())))?;
+    Ok(vec![mk(d, p)])
+}
+
+pub fn inspect(f: &Found) -> Inspection {
+    let d = &f.desc;
+    let mut out = Inspection {
+        data: d.data_path().display().to_string(),
+        version: d.version.clone(),
+        format: d.format.as_str().into(),
+        generation: d.generation.to_string(),
+        class: None,
+        encrypted: false,
+        options: BTreeMap::new(),
+        cipher: None,
+        key_bits: None,
+        provider: None,
+        chunk_length: None,
+        chunks: None,
+        data_length: None,
+        max_compressed_length: None,
+        keys: BTreeMap::new(),
+        raw_chunks: 0,
+        components: BTreeMap::new(),
+        page_encrypted: Vec::new(),
+        error: None,
+    };
+    for c in &f.present {
+        if let Ok(m) = std::fs::metadata(d.path(c)) {
+            out.components.insert(c.clone(), m.len());
+        }
+        if (c == "Partitions.db" || c == "Rows.db") && plan::is_page_encrypted(&d.path(c)).unwrap_or(false) {
+            out.page_encrypted.push(c.clone());
+        }
+    }
+    // The CompressionInfo alone, so that even a refused SSTable shows its class and options.
+    let ci_path = d.path("CompressionInfo.db");
+    if let Ok(bytes) = crate::util::read_small(&ci_path, 1 << 30) {
+        if let Ok(ci) = crate::sstable::CompressionInfo::parse(&bytes, d.has_max_compressed_length(), None, &ci_path) {
+            out.class = Some(ci.class.clone());
+            out.options = ci.options.iter().cloned().collect();
+            out.chunk_length = Some(ci.chunk_length);
+            out.chunks = Some(ci.chunk_count());
+            out.data_length = Some(ci.data_length);
+            out.max_compressed_length = ci.max_compressed_length;
+        }
+    }
+    match plan::load(f, None) {
+        Ok(Load::Encrypted(l)) => {
+            out.encrypted = true;
+            out.cipher = Some(l.envelope.cipher.transformation.clone());
+            out.key_bits = Some(l.envelope.cipher.key_bits);
+            out.provider = Some(l.envelope.provider.factory_name().into());
+            out.keys = l.key_counts();
+            out.raw_chunks = l.raw_chunks();
+        }
+        Ok(Load::Unencrypted { .. }) => {}
+        Err(e) => out.error = Some(e.to_string()),
+    }
+    out
+}
+
+pub fn print_human(i: &Inspection) {
+    println!("{}", i.data);
+    println!("  version {} ({}), generation {}", i.version, i.format, i.generation);
+    if let Some(c) = &i.class {
+        println!("  class {c}{}", if i.encrypted { " (encrypted)" } else { "" });
+    }
+    for (k, v) in &i.options {
+        println!("  option {k} = {v}");
+    }
+    if let (Some(cl), Some(n), Some(dl)) = (i.chunk_length, i.chunks, i.data_length) {
+        println!("  {n} chunks of {} KiB, {dl} bytes uncompressed", cl / 1024);
+    }
+    if let Some(m) = i.max_compressed_length {
+        println!(
+            "  maxCompressedLength {}",
+            if m == i32::MAX { "none (min_compress_ratio 0)".to_string() } else { m.to_string() }
+        );
+    }
+    for (k, n) in &i.keys {
+        println!("  {n} chunks under {k}");
+    }
+    if i.raw_chunks > 0 {
+        println!("  {} chunks stored in PLAINTEXT (min_compress_ratio): unencrypted data on disk", i.raw_chunks);
+    }
+    for c in &i.page_encrypted {
+        println!("  {c} is page-encrypted");
+    }
+    let sizes: Vec<String> = i.components.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    println!("  components: {}", sizes.join(", "));
+    if let Some(e) = &i.error {
+        println!("  ERROR: {e}");
+    }
+}

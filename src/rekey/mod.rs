@@ -1,0 +1,625 @@
+//! The rekey pipeline: [`find`] → [`plan`] → [`rewrite`] → [`commit`] → [`report`], plus
+//! [`verify`] (the proof before destroying a key) and [`inspect`].
+
+pub mod commit;
+pub mod find;
+pub mod inspect;
+pub mod plan;
+pub mod report;
+pub mod rewrite;
+pub mod verify;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::IsTerminal;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::crypto::{AesKey, Envelope};
+use crate::error::{Error, Result};
+use crate::keys::{KeyId, KeyRef, KeyStore};
+use crate::sstable::data::format_digest;
+use crate::sstable::{Descriptor, Generation};
+use crate::util::{human_bytes, sync_dir};
+
+use find::{Found, Selection};
+use plan::{Load, Loaded, Target};
+use report::{BackupReport, RekeyReport, SstableReport, Status};
+use rewrite::{DataChunks, Span};
+
+pub struct RekeyOptions {
+    pub to: KeyRef,
+    pub from: Vec<KeyRef>,
+    pub data_dirs: Vec<PathBuf>,
+    pub selection: Selection,
+    pub jobs: usize,
+    pub dry_run: bool,
+    /// Print progress on stderr (a bar on a terminal, lines otherwise).
+    pub progress: bool,
+}
+
+/// An SSTable with everything resolved: ready to rewrite.
+struct Job {
+    loaded: Box<Loaded>,
+    report: SstableReport,
+    keys: Vec<Option<Arc<AesKey>>>,
+    target_key: Arc<AesKey>,
+    target_idx: Option<u32>,
+    new_lens: Vec<u32>,
+    new_offsets: Vec<u64>,
+}
+
+/// The single `file:` key among `--from`/`--key`: the key of header-less chunks of a table that
+/// names no `secret_key_file`.
+pub fn fallback_file(refs: &[KeyRef]) -> Option<KeyId> {
+    let files: Vec<&KeyRef> = refs.iter().filter(|r| matches!(r, KeyRef::File(_))).collect();
+    (files.len() == 1).then(|| files[0].id())
+}
+
+/// Loads every SSTable of the selection, split into live ones and snapshots/backups.
+pub fn discover(
+    data_dirs: &[PathBuf],
+    sel: &Selection,
+    fallback: Option<&KeyId>,
+) -> Result<(Vec<(Found, Result<Load>)>, Vec<(Found, Result<Load>)>)> {
+    let tables = find::tables(data_dirs, sel)?;
+    if tables.is_empty() {
+        return Err(Error::Usage(format!(
+            "no table folders match{} in {}",
+            match (&sel.keyspace, sel.tables.is_empty()) {
+                (None, _) => String::new(),
+                (Some(k), true) => format!(" keyspace {k}"),
+                (Some(k), false) => format!(" {k}.{{{}}}", sel.tables.join(",")),
+            },
+            data_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let mut live = Vec::new();
+    let mut backups = Vec::new();
+    for t in &tables {
+        let logs = find::leftover_logs(t)?;
+        if !logs.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} has unfinished transaction logs ({}): a compaction or rekey was interrupted. Run `sstable-rekey recover` (with Cassandra stopped) first",
+                t.qualified(),
+                logs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        for f in find::sstables_of(t)? {
+            let l = plan::load(&f, fallback);
+            if f.location.is_live() {
+                live.push((f, l));
+            } else {
+                backups.push((f, l));
+            }
+        }
+    }
+    Ok((live, backups))
+}
+
+/// Free bytes for unprivileged writers on the filesystem holding `dir`.
+pub fn free_space(dir: &Path) -> Result<(u64, u64)> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| Error::Usage("path with NUL".into()))?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and s a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(Error::io(dir, "statvfs", std::io::Error::last_os_error()));
+    }
+    Ok((s.f_bavail as u64 * s.f_frsize as u64, s.f_fsid as u64))
+}
+
+/// Hands out new generations per folder, in the folder's style, never reusing one on disk
+/// (snapshots and backups included, so a restore cannot collide).
+struct Generations {
+    next: Mutex<HashMap<PathBuf, u64>>,
+}
+
+impl Generations {
+    fn new() -> Self {
+        Generations {
+            next: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn max_int_generation(dir: &Path) -> u64 {
+        let mut max = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+                let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                if is_dir && (d == dir && (name == "snapshots" || name == "backups") || d != dir) {
+                    stack.push(e.path());
+                } else if let Some((desc, _)) = Descriptor::parse_file_name(&d, &name) {
+                    if let Generation::Int(n) = desc.generation {
+                        max = max.max(n);
+                    }
+                }
+            }
+        }
+        max
+    }
+
+    fn allocate(&self, old: &Descriptor) -> Result<Descriptor> {
+        match old.generation {
+            Generation::Int(_) => {
+                let mut m = self.next.lock().unwrap();
+                let n = m
+                    .entry(old.dir.clone())
+                    .or_insert_with(|| Self::max_int_generation(&old.dir) + 1);
+                let g = *n;
+                *n += 1;
+                if g > 9_999_999_999 {
+                    return Err(Error::unsupported(&old.dir, "generation ids exhausted (10 digits)"));
+                }
+                Ok(old.with_generation(Generation::Int(g)))
+            }
+            Generation::Uuid(_) => Ok(old.with_generation(Generation::new_uuid_style()?)),
+        }
+    }
+}
+
+/// Creates a new file exclusively with the original's mode and owner.
+fn create_like(path: &Path, like: &fs::Metadata) -> Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(like.mode() & 0o7777)
+        .open(path)
+        .map_err(|e| Error::io(path, "create", e))?;
+    f.set_permissions(fs::Permissions::from_mode(like.mode() & 0o7777))
+        .map_err(|e| Error::io(path, "chmod", e))?;
+    match std::os::unix::fs::fchown(&f, Some(like.uid()), Some(like.gid())) {
+        Ok(()) => {}
+        // Not root and not the owner: the file stays ours; same user in practice.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+        Err(e) => return Err(Error::io(path, "chown", e)),
+    }
+    Ok(f)
+}
+
+fn write_small(path: &Path, like: &fs::Metadata, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = create_like(path, like)?;
+    f.write_all(bytes).map_err(|e| Error::io(path, "write", e))?;
+    f.sync_all().map_err(|e| Error::io(path, "fsync", e))
+}
+
+/// Progress display: a bar on a terminal, a line per SSTable otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    lines: bool,
+    done: AtomicUsize,
+    total: usize,
+    bytes: AtomicU64,
+}
+
+impl Progress {
+    fn new(enabled: bool, total_bytes: u64, total: usize) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let bar = (enabled && tty).then(|| {
+            let b = indicatif::ProgressBar::new(total_bytes);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                )
+                .unwrap()
+                .progress_chars("=> "),
+            );
+            b.set_message(format!("0/{total} SSTables"));
+            b
+        });
+        Progress {
+            bar,
+            lines: enabled && !tty,
+            done: AtomicUsize::new(0),
+            total,
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    fn add(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    fn finished(&self, r: &SstableReport) {
+        let d = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(b) = &self.bar {
+            b.set_message(format!("{d}/{} SSTables", self.total));
+            if r.status == Status::Failed {
+                b.println(format!("FAILED {}: {}", r.old, r.reason.as_deref().unwrap_or("")));
+            }
+        } else if self.lines {
+            let what = match r.status {
+                Status::Rekeyed => format!(
+                    "rekeyed {} chunks ({}) in {:.2}s -> {}",
+                    r.rekeyed_chunks,
+                    human_bytes(r.bytes_in),
+                    r.seconds,
+                    r.new.as_deref().unwrap_or("")
+                ),
+                Status::Failed => format!("FAILED: {}", r.reason.as_deref().unwrap_or("")),
+                _ => format!("{:?}", r.status).to_lowercase(),
+            };
+            eprintln!("[{d}/{}] {} {}: {what}", self.total, r.table, r.old);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Runs a rekey. Returns `Err` only for errors before any work (configuration, keys, space):
+/// per-SSTable failures are in the report.
+pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Result<RekeyReport> {
+    let started = Instant::now();
+    let target = Target::new(&opts.to)?;
+    let from_ids: Vec<KeyId> = opts.from.iter().map(KeyRef::id).collect();
+    let fallback = fallback_file(&opts.from);
+    let (live, backups) = discover(&opts.data_dirs, &opts.selection, fallback.as_ref())?;
+
+    let mut report = RekeyReport {
+        command: "rekey",
+        version: env!("CARGO_PKG_VERSION"),
+        to: opts.to.to_string(),
+        from: opts.from.iter().map(|r| r.to_string()).collect(),
+        dry_run: opts.dry_run,
+        sstables: Vec::new(),
+        totals: Default::default(),
+        alter_table: Vec::new(),
+        backups: backups
+            .iter()
+            .map(|(f, l)| BackupReport {
+                table: f.table.qualified(),
+                location: f.location.clone(),
+                data: f.desc.data_path().display().to_string(),
+                keys: match l {
+                    Ok(Load::Encrypted(l)) => l.key_counts(),
+                    _ => BTreeMap::new(),
+                },
+            })
+            .collect(),
+    };
+
+    // Plan: decide per SSTable, resolve every key before writing anything.
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut key_errors: Vec<String> = Vec::new();
+    for (found, load) in live {
+        let mut r = SstableReport::new(found.table.qualified(), found.location.clone(), &found.desc.data_path());
+        let loaded = match load {
+            Ok(Load::Encrypted(l)) => l,
+            Ok(Load::Unencrypted { class }) => {
+                r.reason = Some(format!("not encrypted ({class})"));
+                report.sstables.push(r);
+                continue;
+            }
+            Err(e) if e.is_config() => {
+                key_errors.push(e.to_string());
+                continue;
+            }
+            Err(e) => {
+                r.fail(&e);
+                report.sstables.push(r);
+                continue;
+            }
+        };
+        r.chunks = loaded.chunks.len();
+        r.raw_chunks = loaded.raw_chunks();
+        r.keys_before = loaded.key_counts();
+        let target_idx = loaded.key_index(&target.id);
+        let encrypted = loaded.chunks.iter().filter(|c| c.key != plan::RAW).count();
+        let under_target = loaded.chunks.iter().filter(|c| Some(c.key) == target_idx).count();
+        if under_target == encrypted {
+            r.reason = Some(format!("already under {}", target.id));
+            r.keys_after = r.keys_before.clone();
+            report.sstables.push(r);
+            continue;
+        }
+        if !from_ids.is_empty() && !loaded.keys.iter().any(|k| from_ids.contains(k)) {
+            r.reason = Some("not under any --from key".into());
+            report.sstables.push(r);
+            continue;
+        }
+        let cipher = &loaded.envelope.cipher;
+        let mut keys = Vec::with_capacity(loaded.keys.len());
+        let mut ok = true;
+        for (i, id) in loaded.keys.iter().enumerate() {
+            if Some(i as u32) == target_idx {
+                keys.push(None);
+                continue;
+            }
+            match store.get(id, cipher) {
+                Ok(k) => keys.push(Some(k)),
+                Err(e) => {
+                    key_errors.push(format!("{}: {e}", found.desc.data_path().display()));
+                    ok = false;
+                }
+            }
+        }
+        let target_key = match store.get(&target.id, cipher) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                key_errors.push(format!("{}: target key: {e}", found.desc.data_path().display()));
+                None
+            }
+        };
+        let (Some(target_key), true) = (target_key, ok) else { continue };
+        match plan::new_layout(&loaded, &target, target_idx) {
+            Ok((new_lens, new_offsets)) => jobs.push(Job {
+                loaded,
+                report: r,
+                keys,
+                target_key,
+                target_idx,
+                new_lens,
+                new_offsets,
+            }),
+            Err(e) => {
+                r.fail(&e);
+                report.sstables.push(r);
+            }
+        }
+    }
+    if !key_errors.is_empty() {
+        key_errors.dedup();
+        return Err(Error::Key(format!(
+            "nothing was written; resolve these key problems first:\n  {}",
+            key_errors.join("\n  ")
+        )));
+    }
+
+    // Free space: the largest `jobs` SSTables in flight at once, per filesystem.
+    let jobs_n = opts.jobs.max(1);
+    let mut per_fs: HashMap<u64, (u64, Vec<u64>, PathBuf)> = HashMap::new();
+    for j in &jobs {
+        let (free, fsid) = free_space(&j.loaded.found.desc.dir)?;
+        let e = per_fs.entry(fsid).or_insert((free, Vec::new(), j.loaded.found.desc.dir.clone()));
+        e.1.push(plan::sum_new_len(&j.new_lens) + (1 << 20));
+    }
+    for (free, mut sizes, dir) in per_fs.into_values() {
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let need: u64 = sizes.iter().take(jobs_n).sum();
+        if need > free {
+            return Err(Error::Usage(format!(
+                "not enough free space on the filesystem of {}: {} needed for {} SSTable(s) in flight, {} free. Free some space or lower --jobs",
+                dir.display(),
+                human_bytes(need),
+                jobs_n.min(sizes.len()),
+                human_bytes(free)
+            )));
+        }
+    }
+
+    if opts.dry_run {
+        for mut j in jobs {
+            j.report.status = Status::Planned;
+            j.report.reason = Some(format!("would rekey to {}", target.id));
+            report.sstables.push(j.report);
+        }
+        report.totals.seconds = started.elapsed().as_secs_f64();
+        report.compute_totals();
+        return Ok(report);
+    }
+
+    // Rewrite and commit, `jobs` SSTables at a time, largest first.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.loaded.data_len));
+    let total_bytes: u64 = jobs.iter().map(|j| j.loaded.data_len).sum();
+    let progress = Progress::new(opts.progress, total_bytes, jobs.len());
+    let gens = Generations::new();
+    let queue = Mutex::new(jobs.into_iter());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs_n {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap().next();
+                let Some(job) = next else { break };
+                let r = run_job(job, &target, &gens, &progress, cancel);
+                progress.finished(&r);
+                results.lock().unwrap().push(r);
+            });
+        }
+    });
+    progress.finish();
+    let mut done = results.into_inner().unwrap();
+    done.sort_by(|a, b| a.old.cmp(&b.old));
+
+    let mut alter: BTreeMap<String, String> = BTreeMap::new();
+    for r in &done {
+        if r.status == Status::Rekeyed && r.location == find::Location::Live {
+            if let Some(stmt) = alter_statement(r) {
+                alter.insert(r.table.clone(), stmt);
+            }
+        }
+    }
+    report.sstables.extend(done);
+    report.alter_table = alter.into_values().collect();
+    report.totals.seconds = started.elapsed().as_secs_f64();
+    report.compute_totals();
+    Ok(report)
+}
+
+/// `ALTER TABLE` making new writes use the new key, from the rewritten CompressionInfo options.
+fn alter_statement(r: &SstableReport) -> Option<String> {
+    let new = r.new.as_ref()?;
+    let (desc, _) = Descriptor::from_path(Path::new(new)).ok()?;
+    let ci_path = desc.path("CompressionInfo.db");
+    let bytes = fs::read(&ci_path).ok()?;
+    let ci = crate::sstable::CompressionInfo::parse(&bytes, desc.has_max_compressed_length(), None, &ci_path).ok()?;
+    let mut m: Vec<(String, String)> = vec![
+        ("class".into(), ci.class.clone()),
+        ("chunk_length_in_kb".into(), (ci.chunk_length / 1024).to_string()),
+    ];
+    if let Some(max) = ci.max_compressed_length.filter(|&m| m != i32::MAX) {
+        m.push(("min_compress_ratio".into(), format!("{:.3}", ci.chunk_length as f64 / max as f64)));
+    }
+    m.extend(ci.options.iter().cloned());
+    let (ks, table) = r.table.split_once('.')?;
+    let body: Vec<String> = m
+        .iter()
+        .map(|(k, v)| format!("'{}': '{}'", k.replace('\'', "''"), v.replace('\'', "''")))
+        .collect();
+    Some(format!(
+        "ALTER TABLE \"{ks}\".\"{table}\" WITH compression = {{{}}};",
+        body.join(", ")
+    ))
+}
+
+fn run_job(job: Job, target: &Target, gens: &Generations, progress: &Progress, cancel: &AtomicBool) -> SstableReport {
+    let t0 = Instant::now();
+    let mut r = job.report.clone();
+    match rewrite_and_commit(&job, target, gens, progress, cancel) {
+        Ok((new_path, counts, bytes_out)) => {
+            r.status = Status::Rekeyed;
+            r.new = Some(new_path.display().to_string());
+            r.rekeyed_chunks = counts.rekeyed;
+            r.unchanged_chunks = counts.unchanged;
+            r.raw_chunks = counts.raw;
+            r.bytes_in = job.loaded.data_len;
+            r.bytes_out = bytes_out;
+            let encrypted = counts.rekeyed + counts.unchanged;
+            r.keys_after = BTreeMap::from([(target.id.to_string(), encrypted)]);
+            r.keys_after.retain(|_, n| *n > 0);
+        }
+        Err(e) => r.fail(&e),
+    }
+    r.seconds = t0.elapsed().as_secs_f64();
+    r
+}
+
+/// Writes the new SSTable inside a transaction and commits it; on any error before COMMIT the
+/// new files are removed and the original is untouched.
+fn rewrite_and_commit(
+    job: &Job,
+    target: &Target,
+    gens: &Generations,
+    progress: &Progress,
+    cancel: &AtomicBool,
+) -> Result<(PathBuf, rewrite::Counts, u64)> {
+    let l = &job.loaded;
+    let old = &l.found.desc;
+    let new = gens.allocate(old)?;
+    let new_size = plan::sum_new_len(&job.new_lens);
+    let (free, _) = free_space(&old.dir)?;
+    if free < new_size + (1 << 20) {
+        return Err(Error::io(
+            &old.dir,
+            "check free space",
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        ));
+    }
+    let components = l.found.present.len();
+    let txn = commit::Transaction::begin(old, &new, components)?;
+    match write_new(job, target, &new, progress, cancel) {
+        Ok((counts, bytes)) => {
+            if cancel.load(Ordering::SeqCst) {
+                txn.rollback()?;
+                return Err(Error::Interrupted);
+            }
+            txn.commit()?;
+            Ok((new.data_path(), counts, bytes))
+        }
+        Err(e) => {
+            if let Err(e2) = txn.rollback() {
+                return Err(Error::Usage(format!(
+                    "{e}; and rolling back failed too: {e2}. Run `sstable-rekey recover` before starting Cassandra"
+                )));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn write_new(
+    job: &Job,
+    target: &Target,
+    new: &Descriptor,
+    progress: &Progress,
+    cancel: &AtomicBool,
+) -> Result<(rewrite::Counts, u64)> {
+    let l = &job.loaded;
+    let old = &l.found.desc;
+    let src_path = old.data_path();
+    let src = File::open(&src_path).map_err(|e| Error::io(&src_path, "open", e))?;
+    let src_meta = src.metadata().map_err(|e| Error::io(&src_path, "stat", e))?;
+    if src_meta.len() != l.data_len {
+        return Err(Error::corrupt(&src_path, "changed size since it was planned"));
+    }
+    let dst_path = new.data_path();
+    let dst = create_like(&dst_path, &src_meta)?;
+    let new_size = plan::sum_new_len(&job.new_lens);
+    dst.set_len(new_size).map_err(|e| Error::io(&dst_path, "allocate", e))?;
+
+    let spans: Vec<Span> = (0..l.chunks.len())
+        .map(|i| Span {
+            in_off: l.ci.offsets[i],
+            in_len: l.chunks[i].len + 4,
+            out_off: job.new_offsets[i],
+            out_len: job.new_lens[i] + 4,
+        })
+        .collect();
+    let new_env = Envelope {
+        provider: target.provider,
+        ..l.envelope.clone()
+    };
+    let key_names: Vec<String> = l.keys.iter().map(|k| k.to_string()).collect();
+    let ci = &l.ci;
+    let plain_len = |i: usize| ci.plain_len(i);
+    let layout = DataChunks {
+        path: &src_path,
+        old: &l.envelope,
+        new: &new_env,
+        chunks: &l.chunks,
+        plain_len: &plain_len,
+        keys: &job.keys,
+        key_names: &key_names,
+        target_idx: job.target_idx,
+        target_key: &job.target_key,
+        target_header: &target.header,
+    };
+    let (crc, counts) = rewrite::rewrite_file(
+        &src,
+        &src_path,
+        &dst,
+        &dst_path,
+        &spans,
+        &layout,
+        &|n| progress.add(n),
+        &|| cancel.load(Ordering::SeqCst),
+    )?;
+    // An fsync error is fatal for this SSTable: never retried (the page cache may have dropped it).
+    dst.sync_all().map_err(|e| Error::io(&dst_path, "fsync", e))?;
+
+    let mut new_ci = l.ci.clone();
+    target.rewrite_options(&mut new_ci);
+    new_ci.offsets = job.new_offsets.clone();
+    let ci_meta = fs::metadata(old.path("CompressionInfo.db"))
+        .map_err(|e| Error::io(old.path("CompressionInfo.db"), "stat", e))?;
+    write_small(&new.path("CompressionInfo.db"), &ci_meta, &new_ci.serialize())?;
+    let mut written = vec!["Data.db", "CompressionInfo.db"];
+    if l.found.present.iter().any(|c| c == "Digest.crc32") {
+        let m = fs::metadata(old.path("Digest.crc32")).map_err(|e| Error::io(old.path("Digest.crc32"), "stat", e))?;
+        write_small(&new.path("Digest.crc32"), &m, format_digest(crc).as_bytes())?;
+        written.push("Digest.crc32");
+    }
+    // Everything else is unchanged: hard-link it under the new generation.
+    for c in &l.found.present {
+        if written.contains(&c.as_str()) {
+            continue;
+        }
+        fs::hard_link(old.path(c), new.path(c)).map_err(|e| Error::io(new.path(c), "hard-link", e))?;
+    }
+    sync_dir(&new.dir)?;
+    Ok((counts, new_size))
+}

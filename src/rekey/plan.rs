@@ -1,0 +1,362 @@
+//! Step 2, plan: what each SSTable is (format, class, cipher), which key every chunk is under (from
+//! the key headers, without decrypting), and what it becomes. Nothing is written here.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::crypto::envelope::{ClassKind, ProviderKind, MAX_KMIP_ID_LEN, PROVIDER_PACKAGE};
+use crate::crypto::{ChunkClass, CipherSpec, Envelope, KeyHeader};
+use crate::error::{Error, Result};
+use crate::keys::{canonical, KeyId, KeyRef};
+use crate::rekey::find::Found;
+use crate::sstable::data::read_at;
+use crate::sstable::{toc, CompressionInfo, Format};
+use crate::util::read_small;
+
+/// Per-chunk facts from the scan. `key` indexes [`Loaded::keys`]; `RAW` marks a plaintext chunk.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkMeta {
+    pub key: u32,
+    pub header_len: u32,
+    /// On-disk length without the CRC.
+    pub len: u32,
+}
+
+pub const RAW: u32 = u32::MAX;
+
+/// An SSTable read far enough to plan its rewrite.
+#[derive(Debug)]
+pub struct Loaded {
+    pub found: Found,
+    pub toc: Vec<String>,
+    pub ci: CompressionInfo,
+    pub envelope: Envelope,
+    pub data_len: u64,
+    pub chunks: Vec<ChunkMeta>,
+    /// The distinct keys seen, in first-seen order.
+    pub keys: Vec<KeyId>,
+}
+
+/// What loading an SSTable found.
+#[derive(Debug)]
+pub enum Load {
+    Encrypted(Box<Loaded>),
+    /// A plain Apache compressor: nothing to rekey.
+    Unencrypted { class: String },
+}
+
+impl Loaded {
+    pub fn raw_chunks(&self) -> usize {
+        self.chunks.iter().filter(|c| c.key == RAW).count()
+    }
+
+    /// Chunk counts per key (raw chunks excluded).
+    pub fn key_counts(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for c in &self.chunks {
+            if c.key != RAW {
+                *m.entry(self.keys[c.key as usize].to_string()).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    pub fn key_index(&self, id: &KeyId) -> Option<u32> {
+        self.keys.iter().position(|k| k == id).map(|i| i as u32)
+    }
+}
+
+/// The envelope a table's options describe.
+pub fn envelope_of(ci: &CompressionInfo, path: &Path) -> Result<Option<Envelope>> {
+    let class = match ChunkClass::classify(ci.simple_class()) {
+        ClassKind::Plain => return Ok(None),
+        ClassKind::Unknown => {
+            return Err(Error::unsupported(
+                path,
+                format!(
+                    "compressor class {:?} is not one this tool knows (Encryptor, EncryptingLZ4Compressor, EncryptingSnappyCompressor, EncryptingDeflateCompressor)",
+                    ci.class
+                ),
+            ))
+        }
+        ClassKind::Encrypted(c) => c,
+    };
+    let cipher = CipherSpec::from_options(
+        ci.option("cipher_algorithm"),
+        ci.option("secret_key_strength"),
+        ci.option("iv_length"),
+    )
+    .map_err(|m| Error::unsupported(path, m))?;
+    let provider = ProviderKind::from_option(
+        ci.option("key_provider")
+            .or(ci.option("secret_key_provider_factory_class")),
+    )
+    .map_err(|m| Error::unsupported(path, m))?;
+    Ok(Some(Envelope {
+        class,
+        provider,
+        cipher,
+    }))
+}
+
+/// The key file a header-less chunk of this table is under.
+pub fn table_key_file(ci: &CompressionInfo) -> Option<KeyId> {
+    ci.option("secret_key_file")
+        .filter(|p| !p.is_empty())
+        .map(|p| KeyId::File(canonical(Path::new(p))))
+}
+
+/// True when a file is laid out in 4 KiB pages each ending in a valid CRC (FORMAT.md 2.6).
+pub fn is_page_encrypted(path: &Path) -> Result<bool> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(path, "stat", e)),
+    };
+    let len = meta.len();
+    if len == 0 || len % 4096 != 0 {
+        return Ok(false);
+    }
+    let f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    let mut page = vec![0u8; 4096];
+    for p in 0..len / 4096 {
+        read_at(&f, path, p * 4096, &mut page)?;
+        let stored = u32::from_be_bytes(page[4092..].try_into().unwrap());
+        if crc32fast::hash(&page[..4092]) != stored {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Reads TOC, CompressionInfo and every chunk's key header. `fallback` is the key for header-less
+/// chunks when the table names no `secret_key_file` (a replicated table's local-key chunks).
+pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
+    let desc = &found.desc;
+    let data_path = desc.data_path();
+    desc.check_supported()?;
+    let toc_path = desc.path("TOC.txt");
+    let toc = if found.present.iter().any(|c| c == "TOC.txt") {
+        toc::read(&toc_path)?
+    } else {
+        return Err(Error::corrupt(&toc_path, "missing: every SSTable has a TOC.txt"));
+    };
+    for c in &toc {
+        if !found.present.contains(c) {
+            return Err(Error::corrupt(
+                &toc_path,
+                format!("lists {c}, but {} is missing", desc.path(c).display()),
+            ));
+        }
+    }
+    for c in ["Data.db", "CompressionInfo.db"] {
+        if !toc.iter().any(|x| x == c) {
+            return Err(Error::corrupt(&toc_path, format!("does not list {c}: not a compressed SSTable")));
+        }
+    }
+    let data = File::open(&data_path).map_err(|e| Error::io(&data_path, "open", e))?;
+    let data_len = data
+        .metadata()
+        .map_err(|e| Error::io(&data_path, "stat", e))?
+        .len();
+    let ci_path = desc.path("CompressionInfo.db");
+    let ci_bytes = read_small(&ci_path, 1 << 30)?;
+    let ci = CompressionInfo::parse(&ci_bytes, desc.has_max_compressed_length(), Some(data_len), &ci_path)?;
+    let Some(envelope) = envelope_of(&ci, &ci_path)? else {
+        return Ok(Load::Unencrypted { class: ci.class });
+    };
+    if desc.format == Format::Bti {
+        if desc.version != "da" {
+            return Err(Error::unsupported(
+                &data_path,
+                format!(
+                    "DSE/HCD BTI version {} encrypts Partitions.db, Rows.db and Statistics.db too; rekeying those is not supported yet, so the old key would stay in use",
+                    desc.version
+                ),
+            ));
+        }
+        for c in ["Partitions.db", "Rows.db"] {
+            if is_page_encrypted(&desc.path(c))? {
+                return Err(Error::unsupported(
+                    desc.path(c),
+                    "page-encrypted index file (FORMAT.md 2.6); rekeying encrypted BTI indexes is not supported yet",
+                ));
+            }
+        }
+    }
+    let table_file = table_key_file(&ci);
+    let max_len = ci.max_len();
+    let mut chunks = Vec::with_capacity(ci.chunk_count());
+    let mut keys: Vec<KeyId> = Vec::new();
+    let mut buf = vec![0u8; 512];
+    for i in 0..ci.chunk_count() {
+        let (start, end) = ci.chunk_range(i, data_len);
+        let len = end - start;
+        if len > u32::MAX as u64 / 2 {
+            return Err(Error::corrupt(&data_path, format!("chunk {i}: length {len} is absurd")));
+        }
+        if ci.max_compressed_length.is_some() && len >= max_len {
+            chunks.push(ChunkMeta { key: RAW, header_len: 0, len: len as u32 });
+            continue;
+        }
+        let prefix = if matches!(envelope.class, ChunkClass::Chained(_)) { 4 } else { 0 };
+        let want = (len as usize).min(prefix + 5 + MAX_KMIP_ID_LEN + 64);
+        let head = &mut buf[..want.min(512)];
+        read_at(&data, &data_path, start, head)?;
+        let mut parsed = KeyHeader::parse(envelope.provider, head.get(prefix..).unwrap_or(&[]));
+        if let Err(_) | Ok((KeyHeader::Kmip(_), _)) = &parsed {
+            // An id longer than what was read: read the whole chunk prefix it claims.
+            if envelope.provider == ProviderKind::Kmip && head.len() >= prefix + 5 {
+                let n = i32::from_be_bytes(head[prefix + 1..prefix + 5].try_into().unwrap());
+                if n >= 0 && (prefix + 5 + n as usize) as u64 <= len && prefix + 5 + n as usize > head.len() {
+                    let mut big = vec![0u8; prefix + 5 + n as usize];
+                    read_at(&data, &data_path, start, &mut big)?;
+                    parsed = KeyHeader::parse(envelope.provider, &big[prefix..]);
+                }
+            }
+        }
+        let (header, header_len) =
+            parsed.map_err(|m| Error::corrupt(&data_path, format!("chunk {i} at offset {start}: {m}")))?;
+        let id = match header {
+            KeyHeader::Kmip(id) => KeyId::Kmip(id),
+            KeyHeader::Replicated(u) => KeyId::Replicated(u),
+            KeyHeader::None => match (&table_file, fallback) {
+                (Some(f), _) => f.clone(),
+                (None, Some(f)) => f.clone(),
+                (None, None) => {
+                    return Err(Error::Key(format!(
+                        "{}: chunk {i} has no key header and the table names no secret_key_file; give the local key with --from file:PATH",
+                        data_path.display()
+                    )))
+                }
+            },
+        };
+        let k = match keys.iter().position(|x| *x == id) {
+            Some(k) => k,
+            None => {
+                keys.push(id);
+                keys.len() - 1
+            }
+        };
+        chunks.push(ChunkMeta {
+            key: k as u32,
+            header_len: header_len as u32,
+            len: len as u32,
+        });
+    }
+    Ok(Load::Encrypted(Box::new(Loaded {
+        found: found.clone(),
+        toc,
+        ci,
+        envelope,
+        data_len,
+        chunks,
+        keys,
+    })))
+}
+
+/// The key an SSTable is rekeyed to, and how records under it are labelled.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub kref: KeyRef,
+    pub id: KeyId,
+    pub header: KeyHeader,
+    pub provider: ProviderKind,
+}
+
+impl Target {
+    pub fn new(kref: &KeyRef) -> Result<Target> {
+        let (header, provider) = match kref {
+            KeyRef::File(_) => (KeyHeader::None, ProviderKind::Local),
+            KeyRef::Kmip { id, .. } => {
+                if id.len() > MAX_KMIP_ID_LEN {
+                    return Err(Error::Usage(format!(
+                        "KMIP key id of {} bytes: DSE refuses ids longer than {MAX_KMIP_ID_LEN}",
+                        id.len()
+                    )));
+                }
+                (KeyHeader::Kmip(id.clone()), ProviderKind::Kmip)
+            }
+            KeyRef::Replicated(_) => {
+                return Err(Error::Usage(
+                    "replicated keys can only be read: rekey --to a key file (file:PATH) or a KMIP key (kmip://GROUP/ID)".into(),
+                ))
+            }
+        };
+        Ok(Target {
+            kref: kref.clone(),
+            id: kref.id(),
+            header,
+            provider,
+        })
+    }
+
+    /// The CompressionInfo options naming this key's provider (FORMAT.md 2.1); others carried over.
+    pub fn rewrite_options(&self, ci: &mut CompressionInfo) {
+        let opt = if ci.option("key_provider").is_none()
+            && ci.option("secret_key_provider_factory_class").is_some()
+        {
+            "secret_key_provider_factory_class"
+        } else {
+            "key_provider"
+        };
+        let qualified = ci.option(opt).is_some_and(|v| v.starts_with(PROVIDER_PACKAGE));
+        let name = if qualified {
+            format!("{PROVIDER_PACKAGE}{}", self.provider.factory_name())
+        } else {
+            self.provider.factory_name().to_string()
+        };
+        ci.set_option(opt, &name);
+        match &self.kref {
+            KeyRef::File(p) => {
+                ci.set_option("secret_key_file", &canonical(p).to_string_lossy());
+                ci.remove_option("kmip_host");
+            }
+            KeyRef::Kmip { group, .. } => {
+                ci.set_option("kmip_host", group);
+                ci.remove_option("secret_key_file");
+            }
+            KeyRef::Replicated(_) => unreachable!("refused in Target::new"),
+        }
+    }
+}
+
+/// New chunk lengths and offsets, computable before any encryption: only the header changes.
+pub fn new_layout(l: &Loaded, target: &Target, target_idx: Option<u32>) -> Result<(Vec<u32>, Vec<u64>)> {
+    let new_hl = target.header.encoded_len() as u32;
+    let max_len = l.ci.max_len();
+    let mut lens = Vec::with_capacity(l.chunks.len());
+    let mut offsets = Vec::with_capacity(l.chunks.len());
+    let mut pos = 0u64;
+    for (i, c) in l.chunks.iter().enumerate() {
+        let n = if c.key == RAW || Some(c.key) == target_idx {
+            c.len
+        } else {
+            let n = c.len - c.header_len + new_hl;
+            // Every reader takes a chunk of maxCompressedLength or more for plaintext (FORMAT.md 2.3).
+            if l.ci.max_compressed_length.is_some() && n as u64 >= max_len {
+                return Err(Error::unsupported(
+                    l.found.desc.data_path(),
+                    format!(
+                        "chunk {i} would grow to {n} bytes under the new key header, reaching maxCompressedLength {max_len}; readers would take it for plaintext. Use a KMIP key with a shorter id, or rewrite this table with nodetool upgradesstables"
+                    ),
+                ));
+            }
+            n
+        };
+        offsets.push(pos);
+        lens.push(n);
+        pos += n as u64 + 4;
+    }
+    Ok((lens, offsets))
+}
+
+pub fn sum_new_len(lens: &[u32]) -> u64 {
+    lens.iter().map(|&n| n as u64 + 4).sum()
+}
+
+/// A path shown relative to nothing: helper for messages.
+pub fn display(p: &Path) -> PathBuf {
+    p.to_path_buf()
+}

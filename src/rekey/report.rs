@@ -1,0 +1,145 @@
+//! Step 5, report: what happened to every SSTable, as JSON for automation and lines for people.
+//! Never contains key material: keys appear only by id (KMIP id, UUID, key file path).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::rekey::find::Location;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Rekeyed,
+    /// `--dry-run`: would be rekeyed.
+    Planned,
+    Skipped,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SstableReport {
+    pub table: String,
+    pub location: Location,
+    /// Data.db path before.
+    pub old: String,
+    /// Data.db path after (rekeyed only).
+    pub new: Option<String>,
+    pub status: Status,
+    /// Why it was skipped or failed.
+    pub reason: Option<String>,
+    pub error_kind: Option<&'static str>,
+    pub chunks: usize,
+    pub rekeyed_chunks: usize,
+    pub unchanged_chunks: usize,
+    /// Chunks the writer stored in plaintext (FORMAT.md 2.5): unprotected data on disk.
+    pub raw_chunks: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub keys_before: BTreeMap<String, usize>,
+    pub keys_after: BTreeMap<String, usize>,
+    pub seconds: f64,
+}
+
+impl SstableReport {
+    pub fn new(table: String, location: Location, old: &Path) -> Self {
+        SstableReport {
+            table,
+            location,
+            old: old.display().to_string(),
+            new: None,
+            status: Status::Skipped,
+            reason: None,
+            error_kind: None,
+            chunks: 0,
+            rekeyed_chunks: 0,
+            unchanged_chunks: 0,
+            raw_chunks: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            keys_before: BTreeMap::new(),
+            keys_after: BTreeMap::new(),
+            seconds: 0.0,
+        }
+    }
+
+    pub fn fail(&mut self, e: &Error) {
+        self.status = Status::Failed;
+        self.reason = Some(e.to_string());
+        self.error_kind = Some(e.kind());
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Totals {
+    pub sstables: usize,
+    pub rekeyed: usize,
+    pub planned: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub chunks_rekeyed: usize,
+    pub raw_chunks: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub seconds: f64,
+    pub throughput_mb_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RekeyReport {
+    pub command: &'static str,
+    pub version: &'static str,
+    pub to: String,
+    pub from: Vec<String>,
+    pub dry_run: bool,
+    pub sstables: Vec<SstableReport>,
+    pub totals: Totals,
+    /// Statements each rekeyed table now needs so that new writes use the new key too.
+    pub alter_table: Vec<String>,
+    /// Snapshot and backup SSTables: never modified; they still need their old keys.
+    pub backups: Vec<BackupReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub table: String,
+    pub location: Location,
+    pub data: String,
+    pub keys: BTreeMap<String, usize>,
+}
+
+impl RekeyReport {
+    pub fn compute_totals(&mut self) {
+        let mut t = Totals {
+            sstables: self.sstables.len(),
+            ..Totals::default()
+        };
+        for s in &self.sstables {
+            match s.status {
+                Status::Rekeyed => t.rekeyed += 1,
+                Status::Planned => t.planned += 1,
+                Status::Skipped => t.skipped += 1,
+                Status::Failed => t.failed += 1,
+            }
+            t.chunks_rekeyed += s.rekeyed_chunks;
+            t.raw_chunks += s.raw_chunks;
+            t.bytes_in += s.bytes_in;
+            t.bytes_out += s.bytes_out;
+        }
+        t.seconds = self.totals.seconds;
+        if t.seconds > 0.0 {
+            t.throughput_mb_s = t.bytes_in as f64 / 1e6 / t.seconds;
+        }
+        self.totals = t;
+    }
+}
+
+/// Writes a report atomically-enough for automation: to a temporary name, then renamed.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("reports serialize");
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, "write report", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "write report", e))
+}

@@ -1,0 +1,225 @@
+//! `verify`: decrypt every chunk of every selected SSTable and count chunks per key. The proof an
+//! operator runs before destroying the old key: exit 1 names every SSTable with a chunk under a key
+//! not given. Snapshots and backups are listed separately (never modified; they keep their keys).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::crypto::AesKey;
+use crate::error::{Error, Result};
+use crate::keys::{KeyId, KeyRef, KeyStore};
+use crate::rekey::find::{Location, Selection};
+use crate::rekey::plan::{Load, Loaded, RAW};
+use crate::rekey::report::BackupReport;
+use crate::rekey::rewrite::{open_and_check, windows, Span};
+use crate::sstable::data::{checked_chunk, parse_digest, read_at};
+
+pub struct VerifyOptions {
+    pub keys: Vec<KeyRef>,
+    pub data_dirs: Vec<PathBuf>,
+    pub selection: Selection,
+    pub deep: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SstableVerdict {
+    pub table: String,
+    pub location: Location,
+    pub data: String,
+    /// "ok", "other_keys" (chunks under a key not given), "failed" (corrupt, wrong key), "unencrypted".
+    pub status: &'static str,
+    pub chunks: usize,
+    pub raw_chunks: usize,
+    /// Chunks per key: decrypted and checked for the given keys, counted from headers for others.
+    pub keys: BTreeMap<String, usize>,
+    pub other_keys: Vec<String>,
+    pub error: Option<String>,
+    pub deep: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub command: &'static str,
+    pub version: &'static str,
+    pub keys: Vec<String>,
+    pub deep: bool,
+    pub sstables: Vec<SstableVerdict>,
+    pub ok: usize,
+    pub under_other_keys: usize,
+    pub failed: usize,
+    pub unencrypted: usize,
+    pub raw_chunks: usize,
+    pub backups: Vec<BackupReport>,
+    pub seconds: f64,
+}
+
+impl VerifyReport {
+    pub fn passed(&self) -> bool {
+        self.under_other_keys == 0 && self.failed == 0
+    }
+}
+
+pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Result<VerifyReport> {
+    let t0 = Instant::now();
+    let allowed: Vec<KeyId> = opts.keys.iter().map(KeyRef::id).collect();
+    let fallback = super::fallback_file(&opts.keys);
+    let (live, backups) = super::discover(&opts.data_dirs, &opts.selection, fallback.as_ref())?;
+    let mut rep = VerifyReport {
+        command: "verify",
+        version: env!("CARGO_PKG_VERSION"),
+        keys: opts.keys.iter().map(|k| k.to_string()).collect(),
+        deep: opts.deep,
+        sstables: Vec::new(),
+        ok: 0,
+        under_other_keys: 0,
+        failed: 0,
+        unencrypted: 0,
+        raw_chunks: 0,
+        backups: backups
+            .iter()
+            .map(|(f, l)| BackupReport {
+                table: f.table.qualified(),
+                location: f.location.clone(),
+                data: f.desc.data_path().display().to_string(),
+                keys: match l {
+                    Ok(Load::Encrypted(l)) => l.key_counts(),
+                    _ => BTreeMap::new(),
+                },
+            })
+            .collect(),
+        seconds: 0.0,
+    };
+    for (found, load) in live {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(Error::Interrupted);
+        }
+        let mut v = SstableVerdict {
+            table: found.table.qualified(),
+            location: found.location.clone(),
+            data: found.desc.data_path().display().to_string(),
+            status: "ok",
+            chunks: 0,
+            raw_chunks: 0,
+            keys: BTreeMap::new(),
+            other_keys: Vec::new(),
+            error: None,
+            deep: opts.deep,
+        };
+        match load {
+            Ok(Load::Unencrypted { class }) => {
+                v.status = "unencrypted";
+                v.error = Some(format!("not encrypted ({class})"));
+            }
+            Err(e) if e.is_config() => return Err(e),
+            Err(e) => {
+                v.status = "failed";
+                v.error = Some(e.to_string());
+            }
+            Ok(Load::Encrypted(l)) => {
+                v.chunks = l.chunks.len();
+                v.raw_chunks = l.raw_chunks();
+                v.keys = l.key_counts();
+                // Material for the given keys this SSTable uses; a missing one is a config error.
+                let mut keys: Vec<Option<Arc<AesKey>>> = Vec::new();
+                for id in &l.keys {
+                    if allowed.contains(id) {
+                        keys.push(Some(store.get(id, &l.envelope.cipher)?));
+                    } else {
+                        keys.push(None);
+                        v.other_keys.push(id.to_string());
+                    }
+                }
+                if let Err(e) = check_chunks(&l, &keys, opts.deep) {
+                    v.status = "failed";
+                    v.error = Some(e.to_string());
+                } else if !v.other_keys.is_empty() {
+                    v.status = "other_keys";
+                }
+            }
+        }
+        match v.status {
+            "ok" => rep.ok += 1,
+            "other_keys" => rep.under_other_keys += 1,
+            "unencrypted" => rep.unencrypted += 1,
+            _ => rep.failed += 1,
+        }
+        rep.raw_chunks += v.raw_chunks;
+        rep.sstables.push(v);
+    }
+    rep.seconds = t0.elapsed().as_secs_f64();
+    Ok(rep)
+}
+
+/// Checks every chunk's CRC, decrypts those under given keys and checks their structure (and
+/// with `deep`, decompresses them), and compares Digest.crc32 with the whole file.
+fn check_chunks(l: &Loaded, keys: &[Option<Arc<AesKey>>], deep: bool) -> Result<()> {
+    let path = l.found.desc.data_path();
+    let f = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
+    let spans: Vec<Span> = (0..l.chunks.len())
+        .map(|i| Span {
+            in_off: l.ci.offsets[i],
+            in_len: l.chunks[i].len + 4,
+            out_off: 0,
+            out_len: 0,
+        })
+        .collect();
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = Vec::new();
+    for w in windows(&spans) {
+        let first = spans[w.start];
+        let last = spans[w.end - 1];
+        buf.resize((last.in_off + last.in_len as u64 - first.in_off) as usize, 0);
+        read_at(&f, &path, first.in_off, &mut buf)?;
+        crc.update(&buf);
+        w.clone().into_par_iter().try_for_each(|i| -> Result<()> {
+            let a = (spans[i].in_off - first.in_off) as usize;
+            let framed = &buf[a..a + spans[i].in_len as usize];
+            let chunk = checked_chunk(framed, i, &path)?;
+            let meta = l.chunks[i];
+            if meta.key == RAW {
+                return Ok(());
+            }
+            let Some(key) = &keys[meta.key as usize] else {
+                return Ok(()); // under a key not given: counted, not decryptable here
+            };
+            let wrong = |msg: String| Error::WrongKey {
+                path: path.clone(),
+                what: format!("chunk {i}"),
+                key: l.keys[meta.key as usize].to_string(),
+                msg,
+            };
+            let payload = open_and_check(&l.envelope, chunk, l.ci.plain_len(i), key).map_err(wrong)?;
+            if deep {
+                l.envelope
+                    .decompress(&payload, l.ci.plain_len(i))
+                    .map_err(|m| Error::corrupt(&path, format!("chunk {i}: {m}")))?;
+            }
+            Ok(())
+        })?;
+    }
+    // Trailing bytes after the last chunk's CRC belong to no chunk but are part of the file.
+    let end = spans.last().map(|s| s.in_off + s.in_len as u64).unwrap_or(0);
+    if end != l.data_len {
+        return Err(Error::corrupt(&path, format!("{} bytes after the last chunk", l.data_len - end)));
+    }
+    if l.found.present.iter().any(|c| c == "Digest.crc32") {
+        let dp = l.found.desc.path("Digest.crc32");
+        let text = crate::util::read_small(&dp, 64)?;
+        let want = parse_digest(&String::from_utf8_lossy(&text), &dp)?;
+        let got = crc.finalize();
+        if want != got {
+            return Err(Error::corrupt(
+                &dp,
+                format!("says CRC32 {want}, Data.db has {got}"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Apache Cassandra 3.0–5.0 on-disk formats (FORMAT.md section 1). Nothing here knows about keys.
+
+pub mod compression_info;
+pub mod data;
+pub mod descriptor;
+pub mod statistics;
+pub mod toc;
+pub mod txnlog;
+
+pub use compression_info::CompressionInfo;
+pub use descriptor::{Descriptor, Format, Generation};
