@@ -356,6 +356,12 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
             }
         };
         let (Some(target_key), true) = (target_key, ok) else { continue };
+        // A wrong old key fails here, on one chunk per key, before anything is written.
+        if let Err(e) = trial_decrypt(&loaded, &keys, target_idx.map(|_| &target_key), target_idx) {
+            r.fail(&e);
+            report.sstables.push(r);
+            continue;
+        }
         match plan::new_layout(&loaded, &target, target_idx) {
             Ok((new_lens, new_offsets)) => jobs.push(Job {
                 loaded,
@@ -423,6 +429,9 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     std::thread::scope(|s| {
         for _ in 0..jobs_n {
             s.spawn(|| loop {
+                if cancel.load(Ordering::SeqCst) {
+                    break; // Ctrl-C: start nothing new
+                }
                 let next = queue.lock().unwrap().next();
                 let Some(job) = next else { break };
                 let r = run_job(job, &target, &gens, &progress, cancel);
@@ -448,6 +457,32 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     report.totals.seconds = started.elapsed().as_secs_f64();
     report.compute_totals();
     Ok(report)
+}
+
+/// Decrypts and checks the first chunk under each key of an SSTable.
+fn trial_decrypt(
+    l: &Loaded,
+    keys: &[Option<Arc<AesKey>>],
+    target_key: Option<&Arc<AesKey>>,
+    target_idx: Option<u32>,
+) -> Result<()> {
+    let path = l.found.desc.data_path();
+    let f = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
+    for k in 0..l.keys.len() as u32 {
+        let Some(i) = l.chunks.iter().position(|c| c.key == k) else { continue };
+        let key = if Some(k) == target_idx { target_key } else { keys[k as usize].as_ref() };
+        let Some(key) = key else { continue };
+        let mut framed = vec![0u8; l.chunks[i].len as usize + 4];
+        crate::sstable::data::read_at(&f, &path, l.ci.offsets[i], &mut framed)?;
+        let chunk = crate::sstable::data::checked_chunk(&framed, i, &path)?;
+        rewrite::open_and_check(&l.envelope, chunk, l.ci.plain_len(i), key).map_err(|msg| Error::WrongKey {
+            path: path.clone(),
+            what: format!("chunk {i}"),
+            key: l.keys[k as usize].to_string(),
+            msg,
+        })?;
+    }
+    Ok(())
 }
 
 /// `ALTER TABLE` making new writes use the new key, from the rewritten CompressionInfo options.
