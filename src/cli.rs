@@ -49,7 +49,11 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct Scope {
     /// Cassandra data directory (repeatable), as data_file_directories in cassandra.yaml
-    #[arg(long = "data-dir", value_name = "DIR", default_value = "/var/lib/cassandra/data")]
+    #[arg(
+        long = "data-dir",
+        value_name = "DIR",
+        default_value = "/var/lib/cassandra/data"
+    )]
     pub data_dirs: Vec<PathBuf>,
     /// Offline keyring resolving kmip:// and replicated references: lines `<key id>:<base64 key>`, mode 0600
     #[arg(long, value_name = "PATH")]
@@ -110,7 +114,11 @@ pub struct InspectArgs {
 #[derive(Args, Debug)]
 pub struct RecoverArgs {
     /// Cassandra data directory (repeatable)
-    #[arg(long = "data-dir", value_name = "DIR", default_value = "/var/lib/cassandra/data")]
+    #[arg(
+        long = "data-dir",
+        value_name = "DIR",
+        default_value = "/var/lib/cassandra/data"
+    )]
     pub data_dirs: Vec<PathBuf>,
 }
 

@@ -89,7 +89,9 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
                 "PLAN     {} ({} chunks, keys {:?})",
                 s.old, s.chunks, s.keys_before
             ),
-            Status::Skipped => println!("skipped  {}: {}", s.old, s.reason.as_deref().unwrap_or("")),
+            Status::Skipped => {
+                println!("skipped  {}: {}", s.old, s.reason.as_deref().unwrap_or(""))
+            }
             Status::Rekeyed => println!(
                 "rekeyed  {} -> {} ({} chunks{})",
                 s.old,
@@ -152,9 +154,18 @@ pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
         write_json(p, &rep)?;
     }
     for v in &rep.sstables {
-        let keys: Vec<String> = v.keys.iter().map(|(k, n)| format!("{n} under {k}")).collect();
+        let keys: Vec<String> = v
+            .keys
+            .iter()
+            .map(|(k, n)| format!("{n} under {k}"))
+            .collect();
         match v.status {
-            "ok" => println!("OK          {}: {} chunks, {}", v.data, v.chunks, keys.join(", ")),
+            "ok" => println!(
+                "OK          {}: {} chunks, {}",
+                v.data,
+                v.chunks,
+                keys.join(", ")
+            ),
             "other_keys" => println!(
                 "OTHER KEY   {}: {} (not given: {})",
                 v.data,
@@ -162,12 +173,25 @@ pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
                 v.other_keys.join(", ")
             ),
             "unencrypted" => println!("UNENCRYPTED {}", v.data),
-            _ => println!("FAILED      {}: {}", v.data, v.error.as_deref().unwrap_or("")),
+            _ => println!(
+                "FAILED      {}: {}",
+                v.data,
+                v.error.as_deref().unwrap_or("")
+            ),
         }
     }
     for b in &rep.backups {
-        let keys: Vec<String> = b.keys.iter().map(|(k, n)| format!("{n} under {k}")).collect();
-        println!("backup      {} ({:?}): {}", b.data, b.location, keys.join(", "));
+        let keys: Vec<String> = b
+            .keys
+            .iter()
+            .map(|(k, n)| format!("{n} under {k}"))
+            .collect();
+        println!(
+            "backup      {} ({:?}): {}",
+            b.data,
+            b.location,
+            keys.join(", ")
+        );
     }
     println!(
         "{} SSTables: {} ok, {} under other keys, {} failed, {} unencrypted; {} plaintext chunks{}",
@@ -196,16 +220,24 @@ pub fn run_inspect(a: &InspectArgs) -> Result<Exit> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&all).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&all).expect("serializable")
+        );
     } else {
         for i in &all {
             inspect::print_human(i);
         }
     }
-    Ok(if all.iter().any(|i| i.error.is_some()) { Exit::Failed } else { Exit::Ok })
+    Ok(if all.iter().any(|i| i.error.is_some()) {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
 }
 
 pub fn run_recover(a: &RecoverArgs) -> Result<Exit> {
+    let _locks = rekey::exclusive::ensure_alone(&a.data_dirs)?;
     let tables = rekey::find::tables(&a.data_dirs, &Selection::default())?;
     let mut failed = false;
     let mut n = 0;
@@ -230,6 +262,13 @@ pub fn run_recover(a: &RecoverArgs) -> Result<Exit> {
             }
         }
     }
-    println!("{n} transaction logs resolved{}", if failed { " (some failed: see above)" } else { "" });
+    println!(
+        "{n} transaction logs resolved{}",
+        if failed {
+            " (some failed: see above)"
+        } else {
+            ""
+        }
+    );
     Ok(if failed { Exit::Failed } else { Exit::Ok })
 }

@@ -14,7 +14,10 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     for e in fs::read_dir(src).map_err(|e| Error::io(src, "list folder", e))? {
         let e = e.map_err(|e| Error::io(src, "list folder", e))?;
         let to = dst.join(e.file_name());
-        if e.file_type().map_err(|x| Error::io(e.path(), "stat", x))?.is_dir() {
+        if e.file_type()
+            .map_err(|x| Error::io(e.path(), "stat", x))?
+            .is_dir()
+        {
             copy_tree(&e.path(), &to)?;
         } else {
             fs::copy(e.path(), &to).map_err(|x| Error::io(&to, "copy", x))?;
@@ -24,7 +27,9 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
 }
 
 pub fn bundled() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join("demo")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join("demo")
 }
 
 pub fn run(dir: Option<&Path>) -> Result<Exit> {
@@ -39,14 +44,25 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         Some(d) => d.to_path_buf(),
         None => std::env::temp_dir().join(format!("sstable-rekey-demo-{}", std::process::id())),
     };
-    if root.exists() && fs::read_dir(&root).map(|mut r| r.next().is_some()).unwrap_or(false) {
-        return Err(Error::Usage(format!("{} exists and is not empty; choose another --dir", root.display())));
+    if root.exists()
+        && fs::read_dir(&root)
+            .map(|mut r| r.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(Error::Usage(format!(
+            "{} exists and is not empty; choose another --dir",
+            root.display()
+        )));
     }
     copy_tree(&src, &root)?;
     let keys = root.join("keys");
-    for e in fs::read_dir(&keys).map_err(|e| Error::io(&keys, "list folder", e))?.flatten() {
+    for e in fs::read_dir(&keys)
+        .map_err(|e| Error::io(&keys, "list folder", e))?
+        .flatten()
+    {
         // git does not keep 0600; key material must not be readable by others.
-        fs::set_permissions(e.path(), fs::Permissions::from_mode(0o600)).map_err(|x| Error::io(e.path(), "chmod", x))?;
+        fs::set_permissions(e.path(), fs::Permissions::from_mode(0o600))
+            .map_err(|x| Error::io(e.path(), "chmod", x))?;
     }
     let data = root.join("data");
     let keyring = keys.join("keyring");
@@ -62,7 +78,10 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
     println!("   one table uses a local key file, rekeyed to a new key file.\n");
     println!("== 1. inspect: which keys the chunk headers name (no key needed)");
     let tables: Vec<PathBuf> = walk_tables(&data)?;
-    run_inspect(&InspectArgs { json: false, paths: tables })?;
+    run_inspect(&InspectArgs {
+        json: false,
+        paths: tables,
+    })?;
 
     println!("\n== 2. rekey the KMIP-keyed tables to kmip://demo/demo-new");
     let report = root.join("rekey-report.json");
@@ -77,7 +96,10 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
     if code != Exit::Ok {
         return Ok(code);
     }
-    println!("\n== 3. rekey the key-file table to {}", keys.join("new.key").display());
+    println!(
+        "\n== 3. rekey the key-file table to {}",
+        keys.join("new.key").display()
+    );
     let code = run_rekey(&RekeyArgs {
         to: format!("file:{}", keys.join("new.key").display()),
         from: vec![format!("file:{}", keys.join("old.key").display())],
@@ -89,7 +111,9 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
     if code != Exit::Ok {
         return Ok(code);
     }
-    println!("\n== 4. verify --deep with the new keys: every chunk decrypts and decompresses (exit 0)");
+    println!(
+        "\n== 4. verify --deep with the new keys: every chunk decrypts and decompresses (exit 0)"
+    );
     let ok = run_verify(&VerifyArgs {
         keys: vec![
             "kmip://demo/demo-new".into(),
@@ -104,14 +128,24 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         deep: false,
         scope: scope(None),
     })?;
-    println!("\n== result: verify with new keys -> exit {}, with the old key -> exit {}", ok as i32, old as i32);
+    println!(
+        "\n== result: verify with new keys -> exit {}, with the old key -> exit {}",
+        ok as i32, old as i32
+    );
     println!("   JSON report: {}", report.display());
-    Ok(if ok == Exit::Ok && old == Exit::Failed { Exit::Ok } else { Exit::Failed })
+    Ok(if ok == Exit::Ok && old == Exit::Failed {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
 }
 
 fn walk_tables(data: &Path) -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();
-    for ks in fs::read_dir(data).map_err(|e| Error::io(data, "list folder", e))?.flatten() {
+    for ks in fs::read_dir(data)
+        .map_err(|e| Error::io(data, "list folder", e))?
+        .flatten()
+    {
         if let Ok(rd) = fs::read_dir(ks.path()) {
             for t in rd.flatten() {
                 if t.path().is_dir() {

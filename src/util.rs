@@ -74,18 +74,14 @@ pub fn write_utf(out: &mut Vec<u8>, s: &str) {
 /// fsync a folder so that entries created, renamed or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     let f = File::open(dir).map_err(|e| Error::io(dir, "open folder for fsync", e))?;
-    f.sync_all()
-        .map_err(|e| Error::io(dir, "fsync folder", e))
+    f.sync_all().map_err(|e| Error::io(dir, "fsync folder", e))
 }
 
 /// Reads a whole small file (metadata components), refusing anything larger than `limit`.
 pub fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
     let f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
-    let len = f
-        .metadata()
-        .map_err(|e| Error::io(path, "stat", e))?
-        .len();
+    let len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
     if len > limit {
         return Err(Error::corrupt(
             path,

@@ -50,7 +50,10 @@ impl CipherSpec {
             }
         };
         if !parts[2].eq_ignore_ascii_case("PKCS5Padding") {
-            return Err(format!("padding {} in {t:?} is not supported (only PKCS5Padding)", parts[2]));
+            return Err(format!(
+                "padding {} in {t:?} is not supported (only PKCS5Padding)",
+                parts[2]
+            ));
         }
         // An IV exists only if the transformation matches `.*/(CBC|CFB|OFB|PCBC)/.*` case-sensitively.
         let has_iv = parts[1] == "CBC";
@@ -61,7 +64,11 @@ impl CipherSpec {
         }
         let iv_len = if has_iv {
             let n: i64 = iv_length
-                .map(|s| s.trim().parse().map_err(|_| format!("iv_length {s:?} is not a number")))
+                .map(|s| {
+                    s.trim()
+                        .parse()
+                        .map_err(|_| format!("iv_length {s:?} is not a number"))
+                })
                 .transpose()?
                 .unwrap_or(0);
             if n > 0 && n != 16 {
@@ -78,7 +85,9 @@ impl CipherSpec {
                 .map_err(|_| format!("secret_key_strength {s:?} is not a number"))?,
         };
         if !matches!(key_bits, 128 | 192 | 256) {
-            return Err(format!("secret_key_strength {key_bits}: AES keys are 128, 192 or 256 bits"));
+            return Err(format!(
+                "secret_key_strength {key_bits}: AES keys are 128, 192 or 256 bits"
+            ));
         }
         Ok(CipherSpec {
             transformation: t.to_string(),
@@ -112,7 +121,9 @@ pub enum DecryptError {
 impl std::fmt::Display for DecryptError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecryptError::Length(n) => write!(f, "ciphertext length {n} is not a positive multiple of 16"),
+            DecryptError::Length(n) => {
+                write!(f, "ciphertext length {n} is not a positive multiple of 16")
+            }
             DecryptError::Padding => f.write_str("bad PKCS#5 padding"),
         }
     }
@@ -217,8 +228,8 @@ impl AesKey {
         }
         let pad = *out.last().unwrap() as usize;
         let body_len = out.len() - start;
-        let ok = (1..=BLOCK).contains(&pad)
-            && out[out.len() - pad..].iter().all(|&b| b as usize == pad);
+        let ok =
+            (1..=BLOCK).contains(&pad) && out[out.len() - pad..].iter().all(|&b| b as usize == pad);
         if !ok {
             zeroize::Zeroize::zeroize(&mut out[start..]);
             out.truncate(start);
@@ -262,7 +273,8 @@ mod tests {
     fn spec_parsing() {
         let s = CipherSpec::from_options(None, None, None).unwrap();
         assert_eq!((s.mode, s.iv_len, s.key_bits), (Mode::Cbc, 16, 128));
-        let s = CipherSpec::from_options(Some("AES/ECB/PKCS5Padding"), Some("256"), Some("16")).unwrap();
+        let s = CipherSpec::from_options(Some("AES/ECB/PKCS5Padding"), Some("256"), Some("16"))
+            .unwrap();
         assert_eq!((s.mode, s.iv_len, s.key_bits), (Mode::Ecb, 0, 256));
         assert!(CipherSpec::from_options(Some("DES/CBC/PKCS5Padding"), None, None).is_err());
         assert!(CipherSpec::from_options(Some("AES/CTR/NoPadding"), None, None).is_err());

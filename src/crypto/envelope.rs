@@ -82,7 +82,9 @@ impl ChunkClass {
         match simple_class {
             "Encryptor" => ClassKind::Encrypted(ChunkClass::Encryptor),
             "EncryptingLZ4Compressor" => ClassKind::Encrypted(ChunkClass::Chained(Stage::Lz4)),
-            "EncryptingSnappyCompressor" => ClassKind::Encrypted(ChunkClass::Chained(Stage::Snappy)),
+            "EncryptingSnappyCompressor" => {
+                ClassKind::Encrypted(ChunkClass::Chained(Stage::Snappy))
+            }
             "EncryptingDeflateCompressor" => {
                 ClassKind::Encrypted(ChunkClass::Chained(Stage::Deflate))
             }
@@ -133,7 +135,10 @@ impl KeyHeader {
     }
 
     /// Reads the header a provider of `kind` puts at the start of `buf`; returns it and its length.
-    pub fn parse(kind: ProviderKind, buf: &[u8]) -> std::result::Result<(KeyHeader, usize), String> {
+    pub fn parse(
+        kind: ProviderKind,
+        buf: &[u8],
+    ) -> std::result::Result<(KeyHeader, usize), String> {
         match kind {
             ProviderKind::Local => Ok((KeyHeader::None, 0)),
             ProviderKind::Kmip => {
@@ -141,7 +146,10 @@ impl KeyHeader {
                     return Err("too short for a KMIP key header".into());
                 }
                 if buf[0] != 0 {
-                    return Err(format!("KMIP key header version {} (only 0 exists)", buf[0]));
+                    return Err(format!(
+                        "KMIP key header version {} (only 0 exists)",
+                        buf[0]
+                    ));
                 }
                 let n = i32::from_be_bytes(buf[1..5].try_into().unwrap());
                 if n < 0 || 5 + n as usize > buf.len() {
@@ -166,7 +174,14 @@ impl KeyHeader {
 /// Canonical text form of a replicated key UUID.
 pub fn uuid_string(u: &[u8; 16]) -> String {
     let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
@@ -268,7 +283,9 @@ impl Envelope {
                 }
                 let inner = i32::from_be_bytes(payload[..4].try_into().unwrap());
                 if inner as i64 != plain_len as i64 {
-                    return Err(format!("inner length prefix {inner} != chunk length {plain_len}"));
+                    return Err(format!(
+                        "inner length prefix {inner} != chunk length {plain_len}"
+                    ));
                 }
                 let body = &payload[4..];
                 match stage {
@@ -278,12 +295,16 @@ impl Envelope {
                         }
                         let n = u32::from_le_bytes(body[..4].try_into().unwrap());
                         if n as u64 != plain_len as u64 {
-                            return Err(format!("LZ4 length prefix {n} != chunk length {plain_len}"));
+                            return Err(format!(
+                                "LZ4 length prefix {n} != chunk length {plain_len}"
+                            ));
                         }
                     }
                     Stage::Snappy => match snap::raw::decompress_len(body) {
                         Ok(n) if n == plain_len => {}
-                        Ok(n) => return Err(format!("Snappy length {n} != chunk length {plain_len}")),
+                        Ok(n) => {
+                            return Err(format!("Snappy length {n} != chunk length {plain_len}"))
+                        }
                         Err(_) => return Err("not a Snappy block".into()),
                     },
                     Stage::Deflate => {
@@ -301,7 +322,11 @@ impl Envelope {
     }
 
     /// Decompresses a checked payload and confirms its length (`verify --deep`). Returns the plaintext.
-    pub fn decompress(&self, payload: &[u8], plain_len: usize) -> std::result::Result<Vec<u8>, String> {
+    pub fn decompress(
+        &self,
+        payload: &[u8],
+        plain_len: usize,
+    ) -> std::result::Result<Vec<u8>, String> {
         match self.class {
             ChunkClass::Encryptor => Ok(payload.to_vec()),
             ChunkClass::Chained(stage) => {
@@ -379,9 +404,15 @@ mod tests {
         let mut b = Vec::new();
         h.write(&mut b);
         assert_eq!(b.len(), 33);
-        assert_eq!(KeyHeader::parse(ProviderKind::Replicated, &b).unwrap(), (h, 33));
+        assert_eq!(
+            KeyHeader::parse(ProviderKind::Replicated, &b).unwrap(),
+            (h, 33)
+        );
         b[20] ^= 1; // MD5 no longer matches: DSE reads it as a header-less chunk
-        assert_eq!(KeyHeader::parse(ProviderKind::Replicated, &b).unwrap(), (KeyHeader::None, 0));
+        assert_eq!(
+            KeyHeader::parse(ProviderKind::Replicated, &b).unwrap(),
+            (KeyHeader::None, 0)
+        );
         assert_eq!(uuid_string(&u), "6a8b6e30-7c2f-11ee-9a47-4d1b8d1e2f3a");
     }
 
@@ -395,10 +426,15 @@ mod tests {
     #[test]
     fn providers_with_and_without_package() {
         assert_eq!(
-            ProviderKind::from_option(Some("com.datastax.bdp.cassandra.crypto.KmipKeyProviderFactory")),
+            ProviderKind::from_option(Some(
+                "com.datastax.bdp.cassandra.crypto.KmipKeyProviderFactory"
+            )),
             Ok(ProviderKind::Kmip)
         );
-        assert_eq!(ProviderKind::from_option(None), Ok(ProviderKind::Replicated));
+        assert_eq!(
+            ProviderKind::from_option(None),
+            Ok(ProviderKind::Replicated)
+        );
         assert!(ProviderKind::from_option(Some("Bogus")).is_err());
     }
 }

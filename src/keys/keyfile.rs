@@ -14,15 +14,18 @@ pub struct KeyFile {
 
 impl KeyFile {
     pub fn load(path: &Path) -> Result<KeyFile> {
-        let meta = std::fs::metadata(path).map_err(|e| {
-            Error::Key(format!("key file {}: {e}", path.display()))
-        })?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::Key(format!("key file {}: {e}", path.display())))?;
         check_private(path, &meta)?;
         if meta.len() > 1 << 20 {
-            return Err(Error::Key(format!("key file {}: too large to be a key file", path.display())));
+            return Err(Error::Key(format!(
+                "key file {}: too large to be a key file",
+                path.display()
+            )));
         }
         let text = Zeroizing::new(
-            std::fs::read(path).map_err(|e| Error::Key(format!("key file {}: {e}", path.display())))?,
+            std::fs::read(path)
+                .map_err(|e| Error::Key(format!("key file {}: {e}", path.display())))?,
         );
         Self::parse(&text, path)
     }
@@ -42,7 +45,10 @@ impl KeyFile {
             if line.is_empty() {
                 // DSE's loader stops at a blank line: a key after one is invisible to DSE.
                 if lines[i + 1..].iter().any(|l| !l.trim().is_empty()) {
-                    return Err(bad(i + 1, "blank line before more keys (DSE stops reading there)"));
+                    return Err(bad(
+                        i + 1,
+                        "blank line before more keys (DSE stops reading there)",
+                    ));
                 }
                 continue;
             }
@@ -50,7 +56,9 @@ impl KeyFile {
             if fields.len() != 3 {
                 return Err(bad(i + 1, "not three ':'-separated fields"));
             }
-            let bits: u32 = fields[1].parse().map_err(|_| bad(i + 1, "strength is not a number"))?;
+            let bits: u32 = fields[1]
+                .parse()
+                .map_err(|_| bad(i + 1, "strength is not a number"))?;
             let key = Zeroizing::new(
                 base64::engine::general_purpose::STANDARD
                     .decode(fields[2])
@@ -87,7 +95,10 @@ mod tests {
             Path::new("k"),
         )
         .unwrap();
-        assert_eq!(f.get("AES/ECB/PKCS5Padding", 128).unwrap().expose(), &[1u8; 16]);
+        assert_eq!(
+            f.get("AES/ECB/PKCS5Padding", 128).unwrap().expose(),
+            &[1u8; 16]
+        );
         assert!(f.get("AES/CBC/PKCS5Padding", 256).is_none());
         assert!(f.get("aes/cbc/pkcs5padding", 128).is_none());
     }

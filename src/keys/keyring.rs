@@ -26,7 +26,8 @@ impl Keyring {
             return Err(Error::Key(format!("keyring {}: too large", path.display())));
         }
         let text = Zeroizing::new(
-            std::fs::read(path).map_err(|e| Error::Key(format!("keyring {}: {e}", path.display())))?,
+            std::fs::read(path)
+                .map_err(|e| Error::Key(format!("keyring {}: {e}", path.display())))?,
         );
         Self::parse(&text, path)
     }
@@ -55,7 +56,10 @@ impl Keyring {
                     .map_err(|_| bad(i + 1, "key is not base64"))?,
             );
             if !matches!(key.len(), 16 | 24 | 32) {
-                return Err(bad(i + 1, &format!("a {}-bit key is not an AES key", key.len() * 8)));
+                return Err(bad(
+                    i + 1,
+                    &format!("a {}-bit key is not an AES key", key.len() * 8),
+                ));
             }
             if keys.insert(id.to_string(), key).is_some() {
                 return Err(bad(i + 1, &format!("key id {id} appears twice")));
@@ -89,10 +93,20 @@ mod tests {
 
     #[test]
     fn splits_at_the_last_colon() {
-        let r = Keyring::parse(b"# test\ngroup:a:b:AAAAAAAAAAAAAAAAAAAAAA==\n", Path::new("r")).unwrap();
+        let r = Keyring::parse(
+            b"# test\ngroup:a:b:AAAAAAAAAAAAAAAAAAAAAA==\n",
+            Path::new("r"),
+        )
+        .unwrap();
         let spec = CipherSpec::from_options(None, None, None).unwrap();
-        assert!(r.fetch(&KeyId::Kmip("group:a:b".into()), &spec).unwrap().is_some());
-        assert!(r.fetch(&KeyId::Kmip("group".into()), &spec).unwrap().is_none());
+        assert!(r
+            .fetch(&KeyId::Kmip("group:a:b".into()), &spec)
+            .unwrap()
+            .is_some());
+        assert!(r
+            .fetch(&KeyId::Kmip("group".into()), &spec)
+            .unwrap()
+            .is_none());
         assert!(Keyring::parse(b"x:AAAA\n", Path::new("r")).is_err());
     }
 }

@@ -37,7 +37,9 @@ impl FromStr for KeyRef {
     fn from_str(s: &str) -> Result<KeyRef> {
         if let Some(p) = s.strip_prefix("file:") {
             if p.is_empty() {
-                return Err(Error::Usage("file: needs a path, e.g. file:/etc/dse/conf/keys/new_key".into()));
+                return Err(Error::Usage(
+                    "file: needs a path, e.g. file:/etc/dse/conf/keys/new_key".into(),
+                ));
             }
             return Ok(KeyRef::File(PathBuf::from(p)));
         }
@@ -56,7 +58,9 @@ impl FromStr for KeyRef {
         }
         if let Some(u) = s.strip_prefix("replicated:") {
             return parse_uuid(u).map(KeyRef::Replicated).ok_or_else(|| {
-                Error::Usage(format!("{s:?}: replicated:UUID wants a UUID like 6a8b6e30-7c2f-11ee-9a47-4d1b8d1e2f3a"))
+                Error::Usage(format!(
+                    "{s:?}: replicated:UUID wants a UUID like 6a8b6e30-7c2f-11ee-9a47-4d1b8d1e2f3a"
+                ))
             });
         }
         Err(Error::Usage(format!(
@@ -92,7 +96,9 @@ pub fn canonical(p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+            std::env::current_dir()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|_| p.to_path_buf())
         }
     })
 }
@@ -209,7 +215,8 @@ impl KeyStore {
                 "key {id} not found (looked in: {}); {}",
                 tried.join(", "),
                 match id {
-                    KeyId::Kmip(_) | KeyId::Replicated(_) => "add it to the keyring (--keyring) as <id>:<base64 key>",
+                    KeyId::Kmip(_) | KeyId::Replicated(_) =>
+                        "add it to the keyring (--keyring) as <id>:<base64 key>",
                     KeyId::File(_) => "check the path",
                 }
             ))
@@ -221,7 +228,9 @@ impl KeyStore {
                 cipher.key_bits
             )));
         }
-        let key = Arc::new(AesKey::new(material.expose()).map_err(|e| Error::Key(format!("key {id}: {e}")))?);
+        let key = Arc::new(
+            AesKey::new(material.expose()).map_err(|e| Error::Key(format!("key {id}: {e}")))?,
+        );
         self.cache.lock().unwrap().insert(slot, key.clone());
         Ok(key)
     }
@@ -248,9 +257,18 @@ mod tests {
     #[test]
     fn key_refs_parse_and_print() {
         let r: KeyRef = "kmip://kmip1/42".parse().unwrap();
-        assert_eq!(r, KeyRef::Kmip { group: "kmip1".into(), id: "42".into() });
+        assert_eq!(
+            r,
+            KeyRef::Kmip {
+                group: "kmip1".into(),
+                id: "42".into()
+            }
+        );
         assert_eq!(r.to_string(), "kmip://kmip1/42");
-        assert!(matches!("file:/k".parse::<KeyRef>().unwrap(), KeyRef::File(_)));
+        assert!(matches!(
+            "file:/k".parse::<KeyRef>().unwrap(),
+            KeyRef::File(_)
+        ));
         assert!("kmip://nogroup".parse::<KeyRef>().is_err());
         assert!("/etc/key".parse::<KeyRef>().is_err());
         assert!("replicated:xyz".parse::<KeyRef>().is_err());

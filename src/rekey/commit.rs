@@ -56,8 +56,12 @@ impl Transaction {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, "list folder", e))? {
             let e = e.map_err(|e| Error::io(&self.dir, "list folder", e))?;
-            if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
-                let m = fs::symlink_metadata(e.path()).map_err(|x| Error::io(e.path(), "stat", x))?;
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+            {
+                let m =
+                    fs::symlink_metadata(e.path()).map_err(|x| Error::io(e.path(), "stat", x))?;
                 out.push((m.mtime() * 1_000_000_000 + m.mtime_nsec(), e.path()));
             }
         }

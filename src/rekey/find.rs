@@ -73,7 +73,8 @@ impl Selection {
 /// A table folder name `<table>-<32 hex>` → table name.
 fn table_name(folder: &str) -> Option<&str> {
     let (name, id) = folder.rsplit_once('-')?;
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !name.is_empty()).then_some(name)
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !name.is_empty())
+        .then_some(name)
 }
 
 fn subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
@@ -121,16 +122,22 @@ pub fn sstables_in(dir: &Path) -> Result<BTreeMap<String, (Descriptor, Vec<Strin
 pub fn tables(data_dirs: &[PathBuf], sel: &Selection) -> Result<Vec<Table>> {
     let mut out = Vec::new();
     for dd in data_dirs {
-        let meta = fs::metadata(dd).map_err(|e| Error::Usage(format!("data directory {}: {e}", dd.display())))?;
+        let meta = fs::metadata(dd)
+            .map_err(|e| Error::Usage(format!("data directory {}: {e}", dd.display())))?;
         if !meta.is_dir() {
-            return Err(Error::Usage(format!("data directory {} is not a folder", dd.display())));
+            return Err(Error::Usage(format!(
+                "data directory {} is not a folder",
+                dd.display()
+            )));
         }
         for (ks, ks_dir) in subdirs(dd)? {
             if !sel.keyspace_ok(&ks) {
                 continue;
             }
             for (folder, dir) in subdirs(&ks_dir)? {
-                let Some(t) = table_name(&folder) else { continue };
+                let Some(t) = table_name(&folder) else {
+                    continue;
+                };
                 if !sel.table_ok(t) {
                     continue;
                 }

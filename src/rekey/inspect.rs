@@ -41,7 +41,10 @@ pub struct Inspection {
 pub fn targets(arg: &Path) -> Result<Vec<Found>> {
     let table = |dir: &Path| Table {
         keyspace: String::new(),
-        table: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        table: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         dir: dir.to_path_buf(),
     };
     let mk = |desc: Descriptor, present: Vec<String>| Found {
@@ -56,7 +59,10 @@ pub fn targets(arg: &Path) -> Result<Vec<Found>> {
             .map(|(d, p)| mk(d, p))
             .collect();
         if v.is_empty() {
-            return Err(Error::Usage(format!("{}: no SSTables (no *-Data.db) in this folder", arg.display())));
+            return Err(Error::Usage(format!(
+                "{}: no SSTables (no *-Data.db) in this folder",
+                arg.display()
+            )));
         }
         return Ok(v);
     }
@@ -74,7 +80,13 @@ pub fn targets(arg: &Path) -> Result<Vec<Found>> {
     let (d, p) = all
         .into_values()
         .find(|(d, _)| d.prefix() == desc.prefix())
-        .ok_or_else(|| Error::Usage(format!("{}: no such SSTable (no {} found)", arg.display(), desc.data_path().display())))?;
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: no such SSTable (no {} found)",
+                arg.display(),
+                desc.data_path().display()
+            ))
+        })?;
     Ok(vec![mk(d, p)])
 }
 
@@ -105,14 +117,21 @@ pub fn inspect(f: &Found) -> Inspection {
         if let Ok(m) = std::fs::metadata(d.path(c)) {
             out.components.insert(c.clone(), m.len());
         }
-        if (c == "Partitions.db" || c == "Rows.db") && plan::is_page_encrypted(&d.path(c)).unwrap_or(false) {
+        if (c == "Partitions.db" || c == "Rows.db")
+            && plan::is_page_encrypted(&d.path(c)).unwrap_or(false)
+        {
             out.page_encrypted.push(c.clone());
         }
     }
     // The CompressionInfo alone, so that even a refused SSTable shows its class and options.
     let ci_path = d.path("CompressionInfo.db");
     if let Ok(bytes) = crate::util::read_small(&ci_path, 1 << 30) {
-        if let Ok(ci) = crate::sstable::CompressionInfo::parse(&bytes, d.has_max_compressed_length(), None, &ci_path) {
+        if let Ok(ci) = crate::sstable::CompressionInfo::parse(
+            &bytes,
+            d.has_max_compressed_length(),
+            None,
+            &ci_path,
+        ) {
             out.class = Some(ci.class.clone());
             out.options = ci.options.iter().cloned().collect();
             out.chunk_length = Some(ci.chunk_length);
@@ -138,9 +157,15 @@ pub fn inspect(f: &Found) -> Inspection {
 
 pub fn print_human(i: &Inspection) {
     println!("{}", i.data);
-    println!("  version {} ({}), generation {}", i.version, i.format, i.generation);
+    println!(
+        "  version {} ({}), generation {}",
+        i.version, i.format, i.generation
+    );
     if let Some(c) = &i.class {
-        println!("  class {c}{}", if i.encrypted { " (encrypted)" } else { "" });
+        println!(
+            "  class {c}{}",
+            if i.encrypted { " (encrypted)" } else { "" }
+        );
     }
     for (k, v) in &i.options {
         println!("  option {k} = {v}");
@@ -151,19 +176,30 @@ pub fn print_human(i: &Inspection) {
     if let Some(m) = i.max_compressed_length {
         println!(
             "  maxCompressedLength {}",
-            if m == i32::MAX { "none (min_compress_ratio 0)".to_string() } else { m.to_string() }
+            if m == i32::MAX {
+                "none (min_compress_ratio 0)".to_string()
+            } else {
+                m.to_string()
+            }
         );
     }
     for (k, n) in &i.keys {
         println!("  {n} chunks under {k}");
     }
     if i.raw_chunks > 0 {
-        println!("  {} chunks stored in PLAINTEXT (min_compress_ratio): unencrypted data on disk", i.raw_chunks);
+        println!(
+            "  {} chunks stored in PLAINTEXT (min_compress_ratio): unencrypted data on disk",
+            i.raw_chunks
+        );
     }
     for c in &i.page_encrypted {
         println!("  {c} is page-encrypted");
     }
-    let sizes: Vec<String> = i.components.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let sizes: Vec<String> = i
+        .components
+        .iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
     println!("  components: {}", sizes.join(", "));
     if let Some(e) = &i.error {
         println!("  ERROR: {e}");

@@ -2,6 +2,7 @@
 //! [`verify`] (the proof before destroying a key) and [`inspect`].
 
 pub mod commit;
+pub mod exclusive;
 pub mod find;
 pub mod inspect;
 pub mod plan;
@@ -55,16 +56,22 @@ struct Job {
 /// The single `file:` key among `--from`/`--key`: the key of header-less chunks of a table that
 /// names no `secret_key_file`.
 pub fn fallback_file(refs: &[KeyRef]) -> Option<KeyId> {
-    let files: Vec<&KeyRef> = refs.iter().filter(|r| matches!(r, KeyRef::File(_))).collect();
+    let files: Vec<&KeyRef> = refs
+        .iter()
+        .filter(|r| matches!(r, KeyRef::File(_)))
+        .collect();
     (files.len() == 1).then(|| files[0].id())
 }
+
+/// SSTables with what loading them found.
+pub type Discovered = Vec<(Found, Result<Load>)>;
 
 /// Loads every SSTable of the selection, split into live ones and snapshots/backups.
 pub fn discover(
     data_dirs: &[PathBuf],
     sel: &Selection,
     fallback: Option<&KeyId>,
-) -> Result<(Vec<(Found, Result<Load>)>, Vec<(Found, Result<Load>)>)> {
+) -> Result<(Discovered, Discovered)> {
     let tables = find::tables(data_dirs, sel)?;
     if tables.is_empty() {
         return Err(Error::Usage(format!(
@@ -74,7 +81,11 @@ pub fn discover(
                 (Some(k), true) => format!(" keyspace {k}"),
                 (Some(k), false) => format!(" {k}.{{{}}}", sel.tables.join(",")),
             },
-            data_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+            data_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let mut live = Vec::new();
@@ -104,7 +115,8 @@ pub fn discover(
 pub fn free_space(dir: &Path) -> Result<(u64, u64)> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| Error::Usage("path with NUL".into()))?;
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::Usage("path with NUL".into()))?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid NUL-terminated path and s a properly sized out-parameter.
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
@@ -132,9 +144,11 @@ impl Generations {
         while let Some(d) = stack.pop() {
             let Ok(rd) = fs::read_dir(&d) else { continue };
             for e in rd.flatten() {
-                let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+                let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
                 let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                if is_dir && (d == dir && (name == "snapshots" || name == "backups") || d != dir) {
+                if is_dir && (d != dir || name == "snapshots" || name == "backups") {
                     stack.push(e.path());
                 } else if let Some((desc, _)) = Descriptor::parse_file_name(&d, &name) {
                     if let Generation::Int(n) = desc.generation {
@@ -156,7 +170,10 @@ impl Generations {
                 let g = *n;
                 *n += 1;
                 if g > 9_999_999_999 {
-                    return Err(Error::unsupported(&old.dir, "generation ids exhausted (10 digits)"));
+                    return Err(Error::unsupported(
+                        &old.dir,
+                        "generation ids exhausted (10 digits)",
+                    ));
                 }
                 Ok(old.with_generation(Generation::Int(g)))
             }
@@ -187,7 +204,8 @@ fn create_like(path: &Path, like: &fs::Metadata) -> Result<File> {
 fn write_small(path: &Path, like: &fs::Metadata, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut f = create_like(path, like)?;
-    f.write_all(bytes).map_err(|e| Error::io(path, "write", e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io(path, "write", e))?;
     f.sync_all().map_err(|e| Error::io(path, "fsync", e))
 }
 
@@ -236,7 +254,11 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.set_message(format!("{d}/{} SSTables", self.total));
             if r.status == Status::Failed {
-                b.println(format!("FAILED {}: {}", r.old, r.reason.as_deref().unwrap_or("")));
+                b.println(format!(
+                    "FAILED {}: {}",
+                    r.old,
+                    r.reason.as_deref().unwrap_or("")
+                ));
             }
         } else if self.lines {
             let what = match r.status {
@@ -268,6 +290,11 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     let target = Target::new(&opts.to)?;
     let from_ids: Vec<KeyId> = opts.from.iter().map(KeyRef::id).collect();
     let fallback = fallback_file(&opts.from);
+    let _locks = if opts.dry_run {
+        None
+    } else {
+        Some(exclusive::ensure_alone(&opts.data_dirs)?)
+    };
     let (live, backups) = discover(&opts.data_dirs, &opts.selection, fallback.as_ref())?;
 
     let mut report = RekeyReport {
@@ -297,7 +324,11 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     let mut jobs: Vec<Job> = Vec::new();
     let mut key_errors: Vec<String> = Vec::new();
     for (found, load) in live {
-        let mut r = SstableReport::new(found.table.qualified(), found.location.clone(), &found.desc.data_path());
+        let mut r = SstableReport::new(
+            found.table.qualified(),
+            found.location.clone(),
+            &found.desc.data_path(),
+        );
         let loaded = match load {
             Ok(Load::Encrypted(l)) => l,
             Ok(Load::Unencrypted { class }) => {
@@ -320,7 +351,11 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
         r.keys_before = loaded.key_counts();
         let target_idx = loaded.key_index(&target.id);
         let encrypted = loaded.chunks.iter().filter(|c| c.key != plan::RAW).count();
-        let under_target = loaded.chunks.iter().filter(|c| Some(c.key) == target_idx).count();
+        let under_target = loaded
+            .chunks
+            .iter()
+            .filter(|c| Some(c.key) == target_idx)
+            .count();
         if under_target == encrypted {
             r.reason = Some(format!("already under {}", target.id));
             r.keys_after = r.keys_before.clone();
@@ -351,11 +386,16 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
         let target_key = match store.get(&target.id, cipher) {
             Ok(k) => Some(k),
             Err(e) => {
-                key_errors.push(format!("{}: target key: {e}", found.desc.data_path().display()));
+                key_errors.push(format!(
+                    "{}: target key: {e}",
+                    found.desc.data_path().display()
+                ));
                 None
             }
         };
-        let (Some(target_key), true) = (target_key, ok) else { continue };
+        let (Some(target_key), true) = (target_key, ok) else {
+            continue;
+        };
         // A wrong old key fails here, on one chunk per key, before anything is written.
         if let Err(e) = trial_decrypt(&loaded, &keys, target_idx.map(|_| &target_key), target_idx) {
             r.fail(&e);
@@ -391,7 +431,9 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     let mut per_fs: HashMap<u64, (u64, Vec<u64>, PathBuf)> = HashMap::new();
     for j in &jobs {
         let (free, fsid) = free_space(&j.loaded.found.desc.dir)?;
-        let e = per_fs.entry(fsid).or_insert((free, Vec::new(), j.loaded.found.desc.dir.clone()));
+        let e = per_fs
+            .entry(fsid)
+            .or_insert((free, Vec::new(), j.loaded.found.desc.dir.clone()));
         e.1.push(plan::sum_new_len(&j.new_lens) + (1 << 20));
     }
     for (free, mut sizes, dir) in per_fs.into_values() {
@@ -469,17 +511,25 @@ fn trial_decrypt(
     let path = l.found.desc.data_path();
     let f = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
     for k in 0..l.keys.len() as u32 {
-        let Some(i) = l.chunks.iter().position(|c| c.key == k) else { continue };
-        let key = if Some(k) == target_idx { target_key } else { keys[k as usize].as_ref() };
+        let Some(i) = l.chunks.iter().position(|c| c.key == k) else {
+            continue;
+        };
+        let key = if Some(k) == target_idx {
+            target_key
+        } else {
+            keys[k as usize].as_ref()
+        };
         let Some(key) = key else { continue };
         let mut framed = vec![0u8; l.chunks[i].len as usize + 4];
         crate::sstable::data::read_at(&f, &path, l.ci.offsets[i], &mut framed)?;
         let chunk = crate::sstable::data::checked_chunk(&framed, i, &path)?;
-        rewrite::open_and_check(&l.envelope, chunk, l.ci.plain_len(i), key).map_err(|msg| Error::WrongKey {
-            path: path.clone(),
-            what: format!("chunk {i}"),
-            key: l.keys[k as usize].to_string(),
-            msg,
+        rewrite::open_and_check(&l.envelope, chunk, l.ci.plain_len(i), key).map_err(|msg| {
+            Error::WrongKey {
+                path: path.clone(),
+                what: format!("chunk {i}"),
+                key: l.keys[k as usize].to_string(),
+                msg,
+            }
         })?;
     }
     Ok(())
@@ -491,13 +541,25 @@ fn alter_statement(r: &SstableReport) -> Option<String> {
     let (desc, _) = Descriptor::from_path(Path::new(new)).ok()?;
     let ci_path = desc.path("CompressionInfo.db");
     let bytes = fs::read(&ci_path).ok()?;
-    let ci = crate::sstable::CompressionInfo::parse(&bytes, desc.has_max_compressed_length(), None, &ci_path).ok()?;
+    let ci = crate::sstable::CompressionInfo::parse(
+        &bytes,
+        desc.has_max_compressed_length(),
+        None,
+        &ci_path,
+    )
+    .ok()?;
     let mut m: Vec<(String, String)> = vec![
         ("class".into(), ci.class.clone()),
-        ("chunk_length_in_kb".into(), (ci.chunk_length / 1024).to_string()),
+        (
+            "chunk_length_in_kb".into(),
+            (ci.chunk_length / 1024).to_string(),
+        ),
     ];
     if let Some(max) = ci.max_compressed_length.filter(|&m| m != i32::MAX) {
-        m.push(("min_compress_ratio".into(), format!("{:.3}", ci.chunk_length as f64 / max as f64)));
+        m.push((
+            "min_compress_ratio".into(),
+            format!("{:.3}", ci.chunk_length as f64 / max as f64),
+        ));
     }
     m.extend(ci.options.iter().cloned());
     let (ks, table) = r.table.split_once('.')?;
@@ -511,7 +573,13 @@ fn alter_statement(r: &SstableReport) -> Option<String> {
     ))
 }
 
-fn run_job(job: Job, target: &Target, gens: &Generations, progress: &Progress, cancel: &AtomicBool) -> SstableReport {
+fn run_job(
+    job: Job,
+    target: &Target,
+    gens: &Generations,
+    progress: &Progress,
+    cancel: &AtomicBool,
+) -> SstableReport {
     let t0 = Instant::now();
     let mut r = job.report.clone();
     match rewrite_and_commit(&job, target, gens, progress, cancel) {
@@ -587,14 +655,20 @@ fn write_new(
     let old = &l.found.desc;
     let src_path = old.data_path();
     let src = File::open(&src_path).map_err(|e| Error::io(&src_path, "open", e))?;
-    let src_meta = src.metadata().map_err(|e| Error::io(&src_path, "stat", e))?;
+    let src_meta = src
+        .metadata()
+        .map_err(|e| Error::io(&src_path, "stat", e))?;
     if src_meta.len() != l.data_len {
-        return Err(Error::corrupt(&src_path, "changed size since it was planned"));
+        return Err(Error::corrupt(
+            &src_path,
+            "changed size since it was planned",
+        ));
     }
     let dst_path = new.data_path();
     let dst = create_like(&dst_path, &src_meta)?;
     let new_size = plan::sum_new_len(&job.new_lens);
-    dst.set_len(new_size).map_err(|e| Error::io(&dst_path, "allocate", e))?;
+    dst.set_len(new_size)
+        .map_err(|e| Error::io(&dst_path, "allocate", e))?;
 
     let spans: Vec<Span> = (0..l.chunks.len())
         .map(|i| Span {
@@ -623,28 +697,34 @@ fn write_new(
         target_key: &job.target_key,
         target_header: &target.header,
     };
-    let (crc, counts) = rewrite::rewrite_file(
-        &src,
-        &src_path,
-        &dst,
-        &dst_path,
-        &spans,
-        &layout,
-        &|n| progress.add(n),
-        &|| cancel.load(Ordering::SeqCst),
-    )?;
+    let files = rewrite::Files {
+        src: &src,
+        src_path: &src_path,
+        dst: &dst,
+        dst_path: &dst_path,
+    };
+    let (crc, counts) =
+        rewrite::rewrite_file(&files, &spans, &layout, &|n| progress.add(n), &|| {
+            cancel.load(Ordering::SeqCst)
+        })?;
     // An fsync error is fatal for this SSTable: never retried (the page cache may have dropped it).
-    dst.sync_all().map_err(|e| Error::io(&dst_path, "fsync", e))?;
+    dst.sync_all()
+        .map_err(|e| Error::io(&dst_path, "fsync", e))?;
 
     let mut new_ci = l.ci.clone();
     target.rewrite_options(&mut new_ci);
     new_ci.offsets = job.new_offsets.clone();
     let ci_meta = fs::metadata(old.path("CompressionInfo.db"))
         .map_err(|e| Error::io(old.path("CompressionInfo.db"), "stat", e))?;
-    write_small(&new.path("CompressionInfo.db"), &ci_meta, &new_ci.serialize())?;
+    write_small(
+        &new.path("CompressionInfo.db"),
+        &ci_meta,
+        &new_ci.serialize(),
+    )?;
     let mut written = vec!["Data.db", "CompressionInfo.db"];
     if l.found.present.iter().any(|c| c == "Digest.crc32") {
-        let m = fs::metadata(old.path("Digest.crc32")).map_err(|e| Error::io(old.path("Digest.crc32"), "stat", e))?;
+        let m = fs::metadata(old.path("Digest.crc32"))
+            .map_err(|e| Error::io(old.path("Digest.crc32"), "stat", e))?;
         write_small(&new.path("Digest.crc32"), &m, format_digest(crc).as_bytes())?;
         written.push("Digest.crc32");
     }
@@ -653,7 +733,8 @@ fn write_new(
         if written.contains(&c.as_str()) {
             continue;
         }
-        fs::hard_link(old.path(c), new.path(c)).map_err(|e| Error::io(new.path(c), "hard-link", e))?;
+        fs::hard_link(old.path(c), new.path(c))
+            .map_err(|e| Error::io(new.path(c), "hard-link", e))?;
     }
     sync_dir(&new.dir)?;
     Ok((counts, new_size))

@@ -43,7 +43,9 @@ pub struct Loaded {
 pub enum Load {
     Encrypted(Box<Loaded>),
     /// A plain Apache compressor: nothing to rekey.
-    Unencrypted { class: String },
+    Unencrypted {
+        class: String,
+    },
 }
 
 impl Loaded {
@@ -140,7 +142,10 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
     let toc = if found.present.iter().any(|c| c == "TOC.txt") {
         toc::read(&toc_path)?
     } else {
-        return Err(Error::corrupt(&toc_path, "missing: every SSTable has a TOC.txt"));
+        return Err(Error::corrupt(
+            &toc_path,
+            "missing: every SSTable has a TOC.txt",
+        ));
     };
     for c in &toc {
         if !found.present.contains(c) {
@@ -152,7 +157,10 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
     }
     for c in ["Data.db", "CompressionInfo.db"] {
         if !toc.iter().any(|x| x == c) {
-            return Err(Error::corrupt(&toc_path, format!("does not list {c}: not a compressed SSTable")));
+            return Err(Error::corrupt(
+                &toc_path,
+                format!("does not list {c}: not a compressed SSTable"),
+            ));
         }
     }
     let data = File::open(&data_path).map_err(|e| Error::io(&data_path, "open", e))?;
@@ -162,7 +170,12 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
         .len();
     let ci_path = desc.path("CompressionInfo.db");
     let ci_bytes = read_small(&ci_path, 1 << 30)?;
-    let ci = CompressionInfo::parse(&ci_bytes, desc.has_max_compressed_length(), Some(data_len), &ci_path)?;
+    let ci = CompressionInfo::parse(
+        &ci_bytes,
+        desc.has_max_compressed_length(),
+        Some(data_len),
+        &ci_path,
+    )?;
     let Some(envelope) = envelope_of(&ci, &ci_path)? else {
         return Ok(Load::Unencrypted { class: ci.class });
     };
@@ -194,13 +207,24 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
         let (start, end) = ci.chunk_range(i, data_len);
         let len = end - start;
         if len > u32::MAX as u64 / 2 {
-            return Err(Error::corrupt(&data_path, format!("chunk {i}: length {len} is absurd")));
+            return Err(Error::corrupt(
+                &data_path,
+                format!("chunk {i}: length {len} is absurd"),
+            ));
         }
         if ci.max_compressed_length.is_some() && len >= max_len {
-            chunks.push(ChunkMeta { key: RAW, header_len: 0, len: len as u32 });
+            chunks.push(ChunkMeta {
+                key: RAW,
+                header_len: 0,
+                len: len as u32,
+            });
             continue;
         }
-        let prefix = if matches!(envelope.class, ChunkClass::Chained(_)) { 4 } else { 0 };
+        let prefix = if matches!(envelope.class, ChunkClass::Chained(_)) {
+            4
+        } else {
+            0
+        };
         let want = (len as usize).min(prefix + 5 + MAX_KMIP_ID_LEN + 64);
         let head = &mut buf[..want.min(512)];
         read_at(&data, &data_path, start, head)?;
@@ -209,15 +233,18 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
             // An id longer than what was read: read the whole chunk prefix it claims.
             if envelope.provider == ProviderKind::Kmip && head.len() >= prefix + 5 {
                 let n = i32::from_be_bytes(head[prefix + 1..prefix + 5].try_into().unwrap());
-                if n >= 0 && (prefix + 5 + n as usize) as u64 <= len && prefix + 5 + n as usize > head.len() {
+                if n >= 0
+                    && (prefix + 5 + n as usize) as u64 <= len
+                    && prefix + 5 + n as usize > head.len()
+                {
                     let mut big = vec![0u8; prefix + 5 + n as usize];
                     read_at(&data, &data_path, start, &mut big)?;
                     parsed = KeyHeader::parse(envelope.provider, &big[prefix..]);
                 }
             }
         }
-        let (header, header_len) =
-            parsed.map_err(|m| Error::corrupt(&data_path, format!("chunk {i} at offset {start}: {m}")))?;
+        let (header, header_len) = parsed
+            .map_err(|m| Error::corrupt(&data_path, format!("chunk {i} at offset {start}: {m}")))?;
         let id = match header {
             KeyHeader::Kmip(id) => KeyId::Kmip(id),
             KeyHeader::Replicated(u) => KeyId::Replicated(u),
@@ -301,7 +328,9 @@ impl Target {
         } else {
             "key_provider"
         };
-        let qualified = ci.option(opt).is_some_and(|v| v.starts_with(PROVIDER_PACKAGE));
+        let qualified = ci
+            .option(opt)
+            .is_some_and(|v| v.starts_with(PROVIDER_PACKAGE));
         let name = if qualified {
             format!("{PROVIDER_PACKAGE}{}", self.provider.factory_name())
         } else {
@@ -323,7 +352,11 @@ impl Target {
 }
 
 /// New chunk lengths and offsets, computable before any encryption: only the header changes.
-pub fn new_layout(l: &Loaded, target: &Target, target_idx: Option<u32>) -> Result<(Vec<u32>, Vec<u64>)> {
+pub fn new_layout(
+    l: &Loaded,
+    target: &Target,
+    target_idx: Option<u32>,
+) -> Result<(Vec<u32>, Vec<u64>)> {
     let new_hl = target.header.encoded_len() as u32;
     let max_len = l.ci.max_len();
     let mut lens = Vec::with_capacity(l.chunks.len());

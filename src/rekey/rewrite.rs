@@ -41,7 +41,13 @@ pub enum Outcome {
 
 /// One encrypted record layout. Implementations must append exactly `span.out_len` bytes.
 pub trait RecordLayout: Sync {
-    fn rewrite(&self, i: usize, input: &[u8], out: &mut Vec<u8>, iv: &mut IvSource) -> Result<Outcome>;
+    fn rewrite(
+        &self,
+        i: usize,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        iv: &mut IvSource,
+    ) -> Result<Outcome>;
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -73,18 +79,30 @@ pub fn windows(spans: &[Span]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// The input file and the already created, pre-sized output file.
+#[derive(Clone, Copy)]
+pub struct Files<'a> {
+    pub src: &'a File,
+    pub src_path: &'a Path,
+    pub dst: &'a File,
+    pub dst_path: &'a Path,
+}
+
 /// Rewrites `src` into the already created, pre-sized `dst`. Returns the CRC32 of everything
 /// written (the Digest.crc32 of a Data.db) and the record counts. `progress` gets input bytes.
 pub fn rewrite_file(
-    src: &File,
-    src_path: &Path,
-    dst: &File,
-    dst_path: &Path,
+    files: &Files,
     spans: &[Span],
     layout: &dyn RecordLayout,
     progress: &(dyn Fn(u64) + Sync),
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<(u32, Counts)> {
+    let Files {
+        src,
+        src_path,
+        dst,
+        dst_path,
+    } = *files;
     let mut crc = crc32fast::Hasher::new();
     let mut counts = Counts::default();
     let mut inbuf = Vec::new();
@@ -179,7 +197,13 @@ impl DataChunks<'_> {
 }
 
 impl RecordLayout for DataChunks<'_> {
-    fn rewrite(&self, i: usize, framed: &[u8], out: &mut Vec<u8>, ivs: &mut IvSource) -> Result<Outcome> {
+    fn rewrite(
+        &self,
+        i: usize,
+        framed: &[u8],
+        out: &mut Vec<u8>,
+        ivs: &mut IvSource,
+    ) -> Result<Outcome> {
         let chunk = checked_chunk(framed, i, self.path)?;
         let meta = self.chunks[i];
         if meta.key == RAW || Some(meta.key) == self.target_idx {
@@ -190,7 +214,11 @@ impl RecordLayout for DataChunks<'_> {
                     .map_err(|m| self.wrong_key(i, meta.key, m))?;
             }
             out.extend_from_slice(framed);
-            return Ok(if meta.key == RAW { Outcome::Raw } else { Outcome::Unchanged });
+            return Ok(if meta.key == RAW {
+                Outcome::Raw
+            } else {
+                Outcome::Unchanged
+            });
         }
         let key = self.keys[meta.key as usize]
             .as_ref()
@@ -200,11 +228,19 @@ impl RecordLayout for DataChunks<'_> {
             .open_chunk(chunk)
             .map_err(|m| Error::corrupt(self.path, format!("chunk {i}: {m}")))?;
         if opened.header_len != meta.header_len as usize {
-            return Err(Error::corrupt(self.path, format!("chunk {i}: key header changed while running")));
+            return Err(Error::corrupt(
+                self.path,
+                format!("chunk {i}: key header changed while running"),
+            ));
         }
         let mut payload = Zeroizing::new(Vec::with_capacity(opened.ciphertext.len()));
-        key.decrypt_append(self.old.cipher.mode, opened.iv, opened.ciphertext, &mut payload)
-            .map_err(|e| self.wrong_key(i, meta.key, e.to_string()))?;
+        key.decrypt_append(
+            self.old.cipher.mode,
+            opened.iv,
+            opened.ciphertext,
+            &mut payload,
+        )
+        .map_err(|e| self.wrong_key(i, meta.key, e.to_string()))?;
         self.old
             .check_payload(opened.outer, &payload, (self.plain_len)(i))
             .map_err(|m| self.wrong_key(i, meta.key, m))?;
@@ -212,7 +248,8 @@ impl RecordLayout for DataChunks<'_> {
         let iv = &mut iv[..self.new.cipher.iv_len];
         ivs.next(iv)?;
         let start = out.len();
-        self.new.seal_chunk(self.target_header, self.target_key, iv, &payload, out);
+        self.new
+            .seal_chunk(self.target_header, self.target_key, iv, &payload, out);
         let crc = crc32fast::hash(&out[start..]);
         out.extend_from_slice(&crc.to_be_bytes());
         Ok(Outcome::Rekeyed)

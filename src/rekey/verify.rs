@@ -175,7 +175,10 @@ fn check_chunks(l: &Loaded, keys: &[Option<Arc<AesKey>>], deep: bool) -> Result<
     for w in windows(&spans) {
         let first = spans[w.start];
         let last = spans[w.end - 1];
-        buf.resize((last.in_off + last.in_len as u64 - first.in_off) as usize, 0);
+        buf.resize(
+            (last.in_off + last.in_len as u64 - first.in_off) as usize,
+            0,
+        );
         read_at(&f, &path, first.in_off, &mut buf)?;
         crc.update(&buf);
         w.clone().into_par_iter().try_for_each(|i| -> Result<()> {
@@ -195,7 +198,8 @@ fn check_chunks(l: &Loaded, keys: &[Option<Arc<AesKey>>], deep: bool) -> Result<
                 key: l.keys[meta.key as usize].to_string(),
                 msg,
             };
-            let payload = open_and_check(&l.envelope, chunk, l.ci.plain_len(i), key).map_err(wrong)?;
+            let payload =
+                open_and_check(&l.envelope, chunk, l.ci.plain_len(i), key).map_err(wrong)?;
             if deep {
                 l.envelope
                     .decompress(&payload, l.ci.plain_len(i))
@@ -205,9 +209,15 @@ fn check_chunks(l: &Loaded, keys: &[Option<Arc<AesKey>>], deep: bool) -> Result<
         })?;
     }
     // Trailing bytes after the last chunk's CRC belong to no chunk but are part of the file.
-    let end = spans.last().map(|s| s.in_off + s.in_len as u64).unwrap_or(0);
+    let end = spans
+        .last()
+        .map(|s| s.in_off + s.in_len as u64)
+        .unwrap_or(0);
     if end != l.data_len {
-        return Err(Error::corrupt(&path, format!("{} bytes after the last chunk", l.data_len - end)));
+        return Err(Error::corrupt(
+            &path,
+            format!("{} bytes after the last chunk", l.data_len - end),
+        ));
     }
     if l.found.present.iter().any(|c| c == "Digest.crc32") {
         let dp = l.found.desc.path("Digest.crc32");

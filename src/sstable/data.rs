@@ -12,7 +12,10 @@ pub fn checked_chunk<'a>(framed: &'a [u8], index: usize, path: &Path) -> Result<
     if framed.len() < 4 {
         return Err(Error::corrupt(
             path,
-            format!("chunk {index}: {} bytes, too short for its CRC", framed.len()),
+            format!(
+                "chunk {index}: {} bytes, too short for its CRC",
+                framed.len()
+            ),
         ));
     }
     let (chunk, crc) = framed.split_at(framed.len() - 4);

@@ -48,8 +48,7 @@ impl Generation {
         let ok = b.len() == 28
             && b[4] == b'_'
             && b[9] == b'_'
-            && b
-                .iter()
+            && b.iter()
                 .enumerate()
                 .all(|(i, c)| i == 4 || i == 9 || c.is_ascii_digit() || c.is_ascii_lowercase());
         ok.then(|| Generation::Uuid(s.to_string()))
@@ -199,7 +198,10 @@ impl Descriptor {
         let why = if self.format == Format::Big && v < "ma" {
             format!("version {v} is Cassandra 2.x (Adler32 checksums); upgrade the SSTables with Cassandra first")
         } else {
-            format!("{} version {v} is not one this tool knows", self.format.as_str())
+            format!(
+                "{} version {v} is not one this tool knows",
+                self.format.as_str()
+            )
         };
         Err(Error::unsupported(self.data_path(), why))
     }

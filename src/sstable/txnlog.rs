@@ -122,7 +122,8 @@ impl Record {
         let (kind, rest) = line
             .split_once(':')
             .ok_or_else(|| format!("no record type in {line:?}"))?;
-        let kind = RecordType::parse(kind).ok_or_else(|| format!("unknown record type {kind:?}"))?;
+        let kind =
+            RecordType::parse(kind).ok_or_else(|| format!("unknown record type {kind:?}"))?;
         let rest = rest
             .strip_prefix('[')
             .ok_or_else(|| format!("malformed record {line:?}"))?;
@@ -143,7 +144,9 @@ impl Record {
         let num = |i: usize| -> std::result::Result<i64, String> {
             match parts.get(i) {
                 None | Some(&"") => Ok(0),
-                Some(s) => s.parse().map_err(|_| format!("bad number {s:?} in {line:?}")),
+                Some(s) => s
+                    .parse()
+                    .map_err(|_| format!("bad number {s:?} in {line:?}")),
             }
         };
         let rec = Record {
@@ -152,7 +155,9 @@ impl Record {
             update_time: num(1)?,
             num_files: num(2)? as i32,
         };
-        let want: u64 = sum.parse().map_err(|_| format!("bad checksum in {line:?}"))?;
+        let want: u64 = sum
+            .parse()
+            .map_err(|_| format!("bad checksum in {line:?}"))?;
         if rec.checksum() != want {
             return Err(format!(
                 "checksum mismatch in {line:?} (stored {want}, computed {})",
@@ -236,7 +241,10 @@ pub fn time_uuid() -> Result<String> {
 /// True for a file name Cassandra would read as a transaction log.
 pub fn is_log_name(name: &str) -> bool {
     let name = name.strip_prefix("bti-").unwrap_or(name);
-    name.ends_with(".log") && name.len() > 7 && name.is_char_boundary(2) && name[2..].starts_with("_txn_")
+    name.ends_with(".log")
+        && name.len() > 7
+        && name.is_char_boundary(2)
+        && name[2..].starts_with("_txn_")
 }
 
 /// A transaction log being written. Every append is fsynced, and the folder after creation.
@@ -285,7 +293,8 @@ impl TxnLog {
     pub fn finish(self) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
         drop(self.file);
-        fs::remove_file(&self.path).map_err(|e| Error::io(&self.path, "remove transaction log", e))?;
+        fs::remove_file(&self.path)
+            .map_err(|e| Error::io(&self.path, "remove transaction log", e))?;
         sync_dir(&dir)
     }
 }
@@ -331,7 +340,10 @@ pub fn read_log(path: &Path) -> Result<(Vec<Record>, bool)> {
             Err(e) => {
                 return Err(Error::corrupt(
                     path,
-                    format!("line {}: {e}; Cassandra would refuse to start: inspect the log by hand", i + 1),
+                    format!(
+                        "line {}: {e}; Cassandra would refuse to start: inspect the log by hand",
+                        i + 1
+                    ),
                 ))
             }
         }
@@ -402,7 +414,11 @@ pub fn recover_log(path: &Path) -> Result<Recovery> {
     sync_dir(dir)?;
     Ok(Recovery {
         log: path.to_path_buf(),
-        outcome: if committed { "committed" } else { "rolled back" },
+        outcome: if committed {
+            "committed"
+        } else {
+            "rolled back"
+        },
         deleted,
     })
 }
@@ -439,7 +455,10 @@ mod tests {
             "ADD:[/var/lib/cassandra/data/ks/tbl-0123456789abcdef0123456789abcdef/nb-5-big-,0,8][959075699]"
         );
         assert_eq!(Record::parse(&add.format()).unwrap(), add);
-        assert_eq!(Record::parse("commit:[,0,0][2613697770]").unwrap(), Record::commit());
+        assert_eq!(
+            Record::parse("commit:[,0,0][2613697770]").unwrap(),
+            Record::commit()
+        );
     }
 
     #[test]
@@ -459,7 +478,9 @@ mod tests {
 
     #[test]
     fn log_names() {
-        assert!(is_log_name("nb_txn_upgradesstables_6a8b6e30-7c2f-11ee-9a47-4d1b8d1e2f3a.log"));
+        assert!(is_log_name(
+            "nb_txn_upgradesstables_6a8b6e30-7c2f-11ee-9a47-4d1b8d1e2f3a.log"
+        ));
         assert!(is_log_name("bti-da_txn_compaction_x.log"));
         assert!(!is_log_name("nb-1-big-Data.db"));
         let u = time_uuid().unwrap();
