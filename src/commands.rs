@@ -154,11 +154,21 @@ pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
         write_json(p, &rep)?;
     }
     for v in &rep.sstables {
-        let keys: Vec<String> = v
+        let mut keys: Vec<String> = v
             .keys
             .iter()
             .map(|(k, n)| format!("{n} under {k}"))
             .collect();
+        keys.extend(
+            v.index_pages
+                .iter()
+                .map(|(k, n)| format!("{n} index pages under {k}")),
+        );
+        keys.extend(
+            v.metadata
+                .iter()
+                .map(|(k, n)| format!("{n} metadata components under {k}")),
+        );
         match v.status {
             "ok" => println!(
                 "OK          {}: {} chunks, {}",

@@ -34,6 +34,9 @@ pub struct Inspection {
     /// Component → size in bytes.
     pub components: BTreeMap<String, u64>,
     pub page_encrypted: Vec<String>,
+    /// Encrypted index pages per key, and encrypted Statistics.db components per key.
+    pub index_pages: BTreeMap<String, usize>,
+    pub metadata: BTreeMap<String, usize>,
     pub error: Option<String>,
 }
 
@@ -111,6 +114,8 @@ pub fn inspect(f: &Found) -> Inspection {
         raw_chunks: 0,
         components: BTreeMap::new(),
         page_encrypted: Vec::new(),
+        index_pages: BTreeMap::new(),
+        metadata: BTreeMap::new(),
         error: None,
     };
     for c in &f.present {
@@ -148,6 +153,8 @@ pub fn inspect(f: &Found) -> Inspection {
             out.provider = Some(l.envelope.provider.factory_name().into());
             out.keys = l.key_counts();
             out.raw_chunks = l.raw_chunks();
+            out.index_pages = l.page_key_counts();
+            out.metadata = l.metadata_key_counts();
         }
         Ok(Load::Unencrypted { .. }) => {}
         Err(e) => out.error = Some(e.to_string()),
@@ -194,6 +201,12 @@ pub fn print_human(i: &Inspection) {
     }
     for c in &i.page_encrypted {
         println!("  {c} is page-encrypted");
+    }
+    for (k, n) in &i.index_pages {
+        println!("  {n} index pages under {k}");
+    }
+    for (k, n) in &i.metadata {
+        println!("  {n} Statistics.db components under {k}");
     }
     let sizes: Vec<String> = i
         .components

@@ -26,10 +26,11 @@ use crate::sstable::data::format_digest;
 use crate::sstable::{Descriptor, Generation};
 use crate::util::{human_bytes, sync_dir};
 
+use crate::sstable::pages::PAGE;
 use find::{Found, Selection};
 use plan::{Load, Loaded, Target};
 use report::{BackupReport, RekeyReport, SstableReport, Status};
-use rewrite::{DataChunks, Span};
+use rewrite::{DataChunks, IndexPages, Rekeying, Span};
 
 pub struct RekeyOptions {
     pub to: KeyRef,
@@ -349,16 +350,31 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
         r.chunks = loaded.chunks.len();
         r.raw_chunks = loaded.raw_chunks();
         r.keys_before = loaded.key_counts();
+        r.index_pages_before = loaded.page_key_counts();
+        r.metadata_before = loaded.metadata_key_counts();
         let target_idx = loaded.key_index(&target.id);
-        let encrypted = loaded.chunks.iter().filter(|c| c.key != plan::RAW).count();
-        let under_target = loaded
-            .chunks
-            .iter()
-            .filter(|c| Some(c.key) == target_idx)
-            .count();
-        if under_target == encrypted {
+        if loaded.record_keys().all(|k| Some(k) == target_idx) {
             r.reason = Some(format!("already under {}", target.id));
             r.keys_after = r.keys_before.clone();
+            r.index_pages_after = r.index_pages_before.clone();
+            r.metadata_after = r.metadata_before.clone();
+            report.sstables.push(r);
+            continue;
+        }
+        if loaded.indexes_encrypted() && target.provider != loaded.envelope.provider {
+            // Readers size index pages by the provider's header bound (FORMAT.md 2.6).
+            let e = Error::unsupported(
+                found.desc.data_path(),
+                format!(
+                    "its index pages hold at most {} plaintext bytes each under a {} key, {} under a {} key: readers locate the index footer by that capacity, so these SSTables cannot move between provider types. Rekey to another {} key, or rewrite them with nodetool upgradesstables",
+                    crate::sstable::pages::max_bytes_in_page(loaded.envelope.provider.header_bound(), loaded.envelope.cipher.iv_len),
+                    loaded.envelope.provider.factory_name(),
+                    crate::sstable::pages::max_bytes_in_page(target.provider.header_bound(), loaded.envelope.cipher.iv_len),
+                    target.provider.factory_name(),
+                    loaded.envelope.provider.factory_name(),
+                ),
+            );
+            r.fail(&e);
             report.sstables.push(r);
             continue;
         }
@@ -591,9 +607,14 @@ fn run_job(
             r.raw_chunks = counts.raw;
             r.bytes_in = job.loaded.data_len;
             r.bytes_out = bytes_out;
-            let encrypted = counts.rekeyed + counts.unchanged;
-            r.keys_after = BTreeMap::from([(target.id.to_string(), encrypted)]);
-            r.keys_after.retain(|_, n| *n > 0);
+            let after = |n: usize| {
+                let mut m = BTreeMap::from([(target.id.to_string(), n)]);
+                m.retain(|_, n| *n > 0);
+                m
+            };
+            r.keys_after = after(counts.rekeyed + counts.unchanged);
+            r.index_pages_after = after(r.index_pages_before.values().sum());
+            r.metadata_after = after(r.metadata_before.values().sum());
         }
         Err(e) => r.fail(&e),
     }
@@ -685,17 +706,20 @@ fn write_new(
     let key_names: Vec<String> = l.keys.iter().map(|k| k.to_string()).collect();
     let ci = &l.ci;
     let plain_len = |i: usize| ci.plain_len(i);
-    let layout = DataChunks {
-        path: &src_path,
+    let rk = || Rekeying {
         old: &l.envelope,
         new: &new_env,
-        chunks: &l.chunks,
-        plain_len: &plain_len,
         keys: &job.keys,
         key_names: &key_names,
         target_idx: job.target_idx,
         target_key: &job.target_key,
         target_header: &target.header,
+    };
+    let layout = DataChunks {
+        path: &src_path,
+        chunks: &l.chunks,
+        plain_len: &plain_len,
+        rk: rk(),
     };
     let files = rewrite::Files {
         src: &src,
@@ -722,6 +746,47 @@ fn write_new(
         &new_ci.serialize(),
     )?;
     let mut written = vec!["Data.db", "CompressionInfo.db"];
+    // Encrypted index pages: rewritten in place under the new generation, page by page.
+    for pf in &l.paged {
+        let from = old.path(&pf.component);
+        let to = new.path(&pf.component);
+        let src = File::open(&from).map_err(|e| Error::io(&from, "open", e))?;
+        let meta = src.metadata().map_err(|e| Error::io(&from, "stat", e))?;
+        let dst = create_like(&to, &meta)?;
+        dst.set_len(meta.len())
+            .map_err(|e| Error::io(&to, "allocate", e))?;
+        let spans: Vec<Span> = (0..pf.pages.len())
+            .map(|i| Span {
+                in_off: (i * PAGE) as u64,
+                in_len: PAGE as u32,
+                out_off: (i * PAGE) as u64,
+                out_len: PAGE as u32,
+            })
+            .collect();
+        let layout = IndexPages {
+            path: &from,
+            pages: &pf.pages,
+            rk: rk(),
+        };
+        let files = rewrite::Files {
+            src: &src,
+            src_path: &from,
+            dst: &dst,
+            dst_path: &to,
+        };
+        rewrite::rewrite_file(&files, &spans, &layout, &|_| {}, &|| {
+            cancel.load(Ordering::SeqCst)
+        })?;
+        dst.sync_all().map_err(|e| Error::io(&to, "fsync", e))?;
+        written.push(pf.component.as_str());
+    }
+    if let Some(comps) = &l.statistics {
+        let from = old.path("Statistics.db");
+        let bytes = rewrite::rekey_statistics(&from, comps, &rk())?;
+        let meta = fs::metadata(&from).map_err(|e| Error::io(&from, "stat", e))?;
+        write_small(&new.path("Statistics.db"), &meta, &bytes)?;
+        written.push("Statistics.db");
+    }
     if l.found.present.iter().any(|c| c == "Digest.crc32") {
         let m = fs::metadata(old.path("Digest.crc32"))
             .map_err(|e| Error::io(old.path("Digest.crc32"), "stat", e))?;

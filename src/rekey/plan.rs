@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::crypto::envelope::{ClassKind, ProviderKind, MAX_KMIP_ID_LEN, PROVIDER_PACKAGE};
 use crate::crypto::{ChunkClass, CipherSpec, Envelope, KeyHeader};
@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::keys::{canonical, KeyId, KeyRef};
 use crate::rekey::find::Found;
 use crate::sstable::data::read_at;
-use crate::sstable::{toc, CompressionInfo, Format};
+use crate::sstable::pages::{self, PAGE};
+use crate::sstable::{statistics, toc, CompressionInfo, Format};
 use crate::util::read_small;
 
 /// Per-chunk facts from the scan. `key` indexes [`Loaded::keys`]; `RAW` marks a plaintext chunk.
@@ -34,8 +35,27 @@ pub struct Loaded {
     pub envelope: Envelope,
     pub data_len: u64,
     pub chunks: Vec<ChunkMeta>,
-    /// The distinct keys seen, in first-seen order.
+    /// The distinct keys seen, in first-seen order (chunks, pages and metadata components).
     pub keys: Vec<KeyId>,
+    /// Page-encrypted index files (DSE 6.8+/HCD BTI: Partitions.db, Rows.db), FORMAT.md 2.6.
+    pub paged: Vec<PagedFile>,
+    /// Encrypted Statistics.db components, when the SSTable encrypts its metadata.
+    pub statistics: Option<Vec<StatsComponent>>,
+}
+
+/// One page-encrypted index file: per page, its key, header length and blob length.
+#[derive(Debug, Clone)]
+pub struct PagedFile {
+    pub component: String,
+    pub pages: Vec<ChunkMeta>,
+}
+
+/// One encrypted Statistics.db component: `H || IV || E(serialized component)`.
+#[derive(Debug, Clone)]
+pub struct StatsComponent {
+    pub kind: i32,
+    pub key: u32,
+    pub body: Vec<u8>,
 }
 
 /// What loading an SSTable found.
@@ -62,6 +82,45 @@ impl Loaded {
             }
         }
         m
+    }
+
+    /// Index pages per key.
+    pub fn page_key_counts(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for f in &self.paged {
+            for p in &f.pages {
+                *m.entry(self.keys[p.key as usize].to_string()).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    /// Encrypted metadata components per key.
+    pub fn metadata_key_counts(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for c in self.statistics.iter().flatten() {
+            *m.entry(self.keys[c.key as usize].to_string()).or_default() += 1;
+        }
+        m
+    }
+
+    /// Every record's key (chunks except raw ones, pages, metadata components).
+    pub fn record_keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.chunks
+            .iter()
+            .filter(|c| c.key != RAW)
+            .map(|c| c.key)
+            .chain(
+                self.paged
+                    .iter()
+                    .flat_map(|f| f.pages.iter().map(|p| p.key)),
+            )
+            .chain(self.statistics.iter().flatten().map(|c| c.key))
+    }
+
+    /// True when the index and metadata files are encrypted too (FORMAT.md 2.6).
+    pub fn indexes_encrypted(&self) -> bool {
+        !self.paged.is_empty() || self.statistics.is_some()
     }
 
     pub fn key_index(&self, id: &KeyId) -> Option<u32> {
@@ -179,29 +238,14 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
     let Some(envelope) = envelope_of(&ci, &ci_path)? else {
         return Ok(Load::Unencrypted { class: ci.class });
     };
-    if desc.format == Format::Bti {
-        if desc.version != "da" {
-            return Err(Error::unsupported(
-                &data_path,
-                format!(
-                    "DSE/HCD BTI version {} encrypts Partitions.db, Rows.db and Statistics.db too; rekeying those is not supported yet, so the old key would stay in use",
-                    desc.version
-                ),
-            ));
-        }
-        for c in ["Partitions.db", "Rows.db"] {
-            if is_page_encrypted(&desc.path(c))? {
-                return Err(Error::unsupported(
-                    desc.path(c),
-                    "page-encrypted index file (FORMAT.md 2.6); rekeying encrypted BTI indexes is not supported yet",
-                ));
-            }
-        }
-    }
     let table_file = table_key_file(&ci);
+    let mut keys = KeyTable {
+        keys: Vec::new(),
+        table_file,
+        fallback: fallback.cloned(),
+    };
     let max_len = ci.max_len();
     let mut chunks = Vec::with_capacity(ci.chunk_count());
-    let mut keys: Vec<KeyId> = Vec::new();
     let mut buf = vec![0u8; 512];
     for i in 0..ci.chunk_count() {
         let (start, end) = ci.chunk_range(i, data_len);
@@ -245,33 +289,18 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
         }
         let (header, header_len) = parsed
             .map_err(|m| Error::corrupt(&data_path, format!("chunk {i} at offset {start}: {m}")))?;
-        let id = match header {
-            KeyHeader::Kmip(id) => KeyId::Kmip(id),
-            KeyHeader::Replicated(u) => KeyId::Replicated(u),
-            KeyHeader::None => match (&table_file, fallback) {
-                (Some(f), _) => f.clone(),
-                (None, Some(f)) => f.clone(),
-                (None, None) => {
-                    return Err(Error::Key(format!(
-                        "{}: chunk {i} has no key header and the table names no secret_key_file; give the local key with --from file:PATH",
-                        data_path.display()
-                    )))
-                }
-            },
-        };
-        let k = match keys.iter().position(|x| *x == id) {
-            Some(k) => k,
-            None => {
-                keys.push(id);
-                keys.len() - 1
-            }
-        };
+        let k = keys.index(header, || format!("{}: chunk {i}", data_path.display()))?;
         chunks.push(ChunkMeta {
-            key: k as u32,
+            key: k,
             header_len: header_len as u32,
             len: len as u32,
         });
     }
+    let (paged, statistics) = if desc.format == Format::Bti {
+        load_encrypted_indexes(found, &toc, &envelope, &mut keys)?
+    } else {
+        (Vec::new(), None)
+    };
     Ok(Load::Encrypted(Box::new(Loaded {
         found: found.clone(),
         toc,
@@ -279,8 +308,151 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
         envelope,
         data_len,
         chunks,
-        keys,
+        keys: keys.keys,
+        paged,
+        statistics,
     })))
+}
+
+/// Interns the keys records name; a header-less record is under the table's key file.
+struct KeyTable {
+    keys: Vec<KeyId>,
+    table_file: Option<KeyId>,
+    fallback: Option<KeyId>,
+}
+
+impl KeyTable {
+    fn index(&mut self, header: KeyHeader, what: impl Fn() -> String) -> Result<u32> {
+        let id = match header {
+            KeyHeader::Kmip(id) => KeyId::Kmip(id),
+            KeyHeader::Replicated(u) => KeyId::Replicated(u),
+            KeyHeader::None => match (&self.table_file, &self.fallback) {
+                (Some(f), _) | (None, Some(f)) => f.clone(),
+                (None, None) => {
+                    return Err(Error::Key(format!(
+                        "{} has no key header and the table names no secret_key_file; give the local key with --from file:PATH",
+                        what()
+                    )))
+                }
+            },
+        };
+        Ok(match self.keys.iter().position(|x| *x == id) {
+            Some(k) => k as u32,
+            None => {
+                self.keys.push(id);
+                self.keys.len() as u32 - 1
+            }
+        })
+    }
+}
+
+/// Scans a BTI SSTable's Partitions.db/Rows.db for encrypted pages and, when they are encrypted,
+/// its Statistics.db components (FORMAT.md 2.6). Detection is per file, never by version alone.
+fn load_encrypted_indexes(
+    found: &Found,
+    toc: &[String],
+    envelope: &Envelope,
+    keys: &mut KeyTable,
+) -> Result<(Vec<PagedFile>, Option<Vec<StatsComponent>>)> {
+    let desc = &found.desc;
+    let mut paged = Vec::new();
+    let mut plain_index = Vec::new();
+    for comp in ["Partitions.db", "Rows.db"] {
+        if !toc.iter().any(|c| c == comp) {
+            continue;
+        }
+        let path = desc.path(comp);
+        match scan_pages(&path, envelope, keys)? {
+            Some(pages) => paged.push(PagedFile {
+                component: comp.to_string(),
+                pages,
+            }),
+            None => {
+                if std::fs::metadata(&path)
+                    .map(|m| m.len() > 0)
+                    .unwrap_or(false)
+                {
+                    plain_index.push(comp);
+                }
+            }
+        }
+    }
+    if paged.is_empty() {
+        return Ok((paged, None));
+    }
+    if let Some(c) = plain_index.first() {
+        return Err(Error::corrupt(
+            desc.path(c),
+            "not page-encrypted while the other index file is: inconsistent SSTable, refusing to guess",
+        ));
+    }
+    // DSE encrypts indices from version `b` and metadata from `ba` (HCD `ab` likewise).
+    if desc.version == "b" || !toc.iter().any(|c| c == "Statistics.db") {
+        return Ok((paged, None));
+    }
+    let path = desc.path("Statistics.db");
+    let buf = read_small(&path, 256 << 20)?;
+    let mut comps = Vec::new();
+    for (kind, body) in statistics::split(&buf, &path)? {
+        let opened = envelope
+            .open_record(None, &body)
+            .map_err(|m| Error::corrupt(&path, format!("component {kind}: {m}")))?;
+        if opened.ciphertext.is_empty() || opened.ciphertext.len() % 16 != 0 {
+            return Err(Error::corrupt(
+                &path,
+                format!("component {kind}: {} bytes of ciphertext, not a positive multiple of 16: not encrypted as the index files are", opened.ciphertext.len()),
+            ));
+        }
+        let key = keys.index(opened.header, || {
+            format!("{} component {kind}", path.display())
+        })?;
+        comps.push(StatsComponent { kind, key, body });
+    }
+    Ok((paged, Some(comps)))
+}
+
+/// `Some(pages)` when the file is page-encrypted; `None` when it is plain. A file of whole pages
+/// whose CRC footers are valid on some pages but not all is corrupt, not plain.
+fn scan_pages(
+    path: &Path,
+    envelope: &Envelope,
+    keys: &mut KeyTable,
+) -> Result<Option<Vec<ChunkMeta>>> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, "open", e)),
+    };
+    let len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
+    if len == 0 || len % PAGE as u64 != 0 {
+        return Ok(None);
+    }
+    let n = (len / PAGE as u64) as usize;
+    let mut page = vec![0u8; PAGE];
+    let mut valid = 0;
+    for i in 0..n {
+        read_at(&f, path, (i * PAGE) as u64, &mut page)?;
+        valid += pages::crc_ok(&page) as usize;
+    }
+    if valid == 0 {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        read_at(&f, path, (i * PAGE) as u64, &mut page)?;
+        let blob = pages::open_page(&page, i, path)?;
+        let opened = envelope
+            .open_record(None, blob)
+            .map_err(|m| Error::corrupt(path, format!("page {i}: {m}")))?;
+        let header_len = opened.header_len as u32;
+        let key = keys.index(opened.header, || format!("{} page {i}", path.display()))?;
+        out.push(ChunkMeta {
+            key,
+            header_len,
+            len: blob.len() as u32,
+        });
+    }
+    Ok(Some(out))
 }
 
 /// The key an SSTable is rekeyed to, and how records under it are labelled.
@@ -387,9 +559,4 @@ pub fn new_layout(
 
 pub fn sum_new_len(lens: &[u32]) -> u64 {
     lens.iter().map(|&n| n as u64 + 4).sum()
-}
-
-/// A path shown relative to nothing: helper for messages.
-pub fn display(p: &Path) -> PathBuf {
-    p.to_path_buf()
 }

@@ -38,8 +38,15 @@ pub struct SstableReport {
     pub raw_chunks: usize,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Data.db chunks per key, before and after.
     pub keys_before: BTreeMap<String, usize>,
     pub keys_after: BTreeMap<String, usize>,
+    /// Encrypted Partitions.db/Rows.db pages per key (DSE 6.8+/HCD BTI), before and after.
+    pub index_pages_before: BTreeMap<String, usize>,
+    pub index_pages_after: BTreeMap<String, usize>,
+    /// Encrypted Statistics.db components per key, before and after.
+    pub metadata_before: BTreeMap<String, usize>,
+    pub metadata_after: BTreeMap<String, usize>,
     pub seconds: f64,
 }
 
@@ -61,6 +68,10 @@ impl SstableReport {
             bytes_out: 0,
             keys_before: BTreeMap::new(),
             keys_after: BTreeMap::new(),
+            index_pages_before: BTreeMap::new(),
+            index_pages_after: BTreeMap::new(),
+            metadata_before: BTreeMap::new(),
+            metadata_after: BTreeMap::new(),
             seconds: 0.0,
         }
     }

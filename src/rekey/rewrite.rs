@@ -12,10 +12,11 @@ use rayon::prelude::*;
 use zeroize::Zeroizing;
 
 use crate::crypto::random::IvSource;
-use crate::crypto::{AesKey, Envelope, KeyHeader};
+use crate::crypto::{AesKey, ChunkClass, Envelope, KeyHeader};
 use crate::error::{Error, Result};
-use crate::rekey::plan::{ChunkMeta, RAW};
+use crate::rekey::plan::{ChunkMeta, StatsComponent, RAW};
 use crate::sstable::data::{checked_chunk, read_at};
+use crate::sstable::{pages, statistics};
 
 /// Input bytes read per window (several MiB: large sequential reads, bounded memory).
 pub const WINDOW: u64 = 8 << 20;
@@ -169,15 +170,11 @@ pub fn rewrite_file(
     Ok((crc.finalize(), counts))
 }
 
-/// Data.db chunks (FORMAT.md 1.3, 2.3): CRC, decrypt with the header's key, check the structure,
-/// seal with the new key under a fresh IV, new CRC.
-pub struct DataChunks<'a> {
-    pub path: &'a Path,
+/// What every record layout needs to move a record from its old key to the target key.
+pub struct Rekeying<'a> {
     pub old: &'a Envelope,
     pub new: &'a Envelope,
-    pub chunks: &'a [ChunkMeta],
-    pub plain_len: &'a (dyn Fn(usize) -> usize + Sync),
-    /// Old keys by [`ChunkMeta::key`]; `None` for the target key's own index.
+    /// Old keys by record key index; `None` for the target key's own index.
     pub keys: &'a [Option<Arc<AesKey>>],
     pub key_names: &'a [String],
     pub target_idx: Option<u32>,
@@ -185,15 +182,68 @@ pub struct DataChunks<'a> {
     pub target_header: &'a KeyHeader,
 }
 
-impl DataChunks<'_> {
-    fn wrong_key(&self, i: usize, key: u32, msg: String) -> Error {
+impl Rekeying<'_> {
+    fn wrong_key(&self, path: &Path, what: String, key: u32, msg: String) -> Error {
         Error::WrongKey {
-            path: self.path.to_path_buf(),
-            what: format!("chunk {i}"),
+            path: path.to_path_buf(),
+            what,
             key: self.key_names[key as usize].clone(),
             msg,
         }
     }
+
+    fn old_key(&self, key: u32) -> &AesKey {
+        if Some(key) == self.target_idx {
+            self.target_key
+        } else {
+            self.keys[key as usize]
+                .as_ref()
+                .expect("every non-target key was resolved in the plan")
+        }
+    }
+
+    /// Decrypts an unprefixed record `H IV E(x)` with the key its header named; returns `x`.
+    fn open_record(
+        &self,
+        path: &Path,
+        what: &dyn Fn() -> String,
+        key: u32,
+        blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let opened = self
+            .old
+            .open_record(None, blob)
+            .map_err(|m| Error::corrupt(path, format!("{}: {m}", what())))?;
+        let mut plain = Zeroizing::new(Vec::with_capacity(opened.ciphertext.len()));
+        self.old_key(key)
+            .decrypt_append(
+                self.old.cipher.mode,
+                opened.iv,
+                opened.ciphertext,
+                &mut plain,
+            )
+            .map_err(|e| self.wrong_key(path, what(), key, e.to_string()))?;
+        Ok(plain)
+    }
+
+    /// Appends `H' IV' E'(plain)` under the target key with a fresh IV.
+    fn seal_record(&self, plain: &[u8], out: &mut Vec<u8>, ivs: &mut IvSource) -> Result<()> {
+        let mut iv = [0u8; 16];
+        let iv = &mut iv[..self.new.cipher.iv_len];
+        ivs.next(iv)?;
+        self.new
+            .seal_record(self.target_header, self.target_key, iv, plain, out);
+        Ok(())
+    }
+}
+
+/// Data.db chunks (FORMAT.md 1.3, 2.3): CRC, decrypt with the header's key, check the structure,
+/// seal with the new key under a fresh IV, new CRC.
+pub struct DataChunks<'a> {
+    pub path: &'a Path,
+    pub chunks: &'a [ChunkMeta],
+    pub plain_len: &'a (dyn Fn(usize) -> usize + Sync),
+    pub rk: Rekeying<'a>,
 }
 
 impl RecordLayout for DataChunks<'_> {
@@ -206,24 +256,12 @@ impl RecordLayout for DataChunks<'_> {
     ) -> Result<Outcome> {
         let chunk = checked_chunk(framed, i, self.path)?;
         let meta = self.chunks[i];
-        if meta.key == RAW || Some(meta.key) == self.target_idx {
-            // Plaintext chunks are copied; chunks already under the target are checked, then copied.
-            if meta.key != RAW {
-                let key = self.target_key;
-                open_and_check(self.old, chunk, (self.plain_len)(i), key)
-                    .map_err(|m| self.wrong_key(i, meta.key, m))?;
-            }
+        if meta.key == RAW {
             out.extend_from_slice(framed);
-            return Ok(if meta.key == RAW {
-                Outcome::Raw
-            } else {
-                Outcome::Unchanged
-            });
+            return Ok(Outcome::Raw);
         }
-        let key = self.keys[meta.key as usize]
-            .as_ref()
-            .expect("every non-target key was resolved in the plan");
-        let opened = self
+        let rk = &self.rk;
+        let opened = rk
             .old
             .open_chunk(chunk)
             .map_err(|m| Error::corrupt(self.path, format!("chunk {i}: {m}")))?;
@@ -234,26 +272,105 @@ impl RecordLayout for DataChunks<'_> {
             ));
         }
         let mut payload = Zeroizing::new(Vec::with_capacity(opened.ciphertext.len()));
-        key.decrypt_append(
-            self.old.cipher.mode,
-            opened.iv,
-            opened.ciphertext,
-            &mut payload,
-        )
-        .map_err(|e| self.wrong_key(i, meta.key, e.to_string()))?;
-        self.old
+        rk.old_key(meta.key)
+            .decrypt_append(
+                rk.old.cipher.mode,
+                opened.iv,
+                opened.ciphertext,
+                &mut payload,
+            )
+            .map_err(|e| rk.wrong_key(self.path, format!("chunk {i}"), meta.key, e.to_string()))?;
+        rk.old
             .check_payload(opened.outer, &payload, (self.plain_len)(i))
-            .map_err(|m| self.wrong_key(i, meta.key, m))?;
-        let mut iv = [0u8; 16];
-        let iv = &mut iv[..self.new.cipher.iv_len];
-        ivs.next(iv)?;
+            .map_err(|m| rk.wrong_key(self.path, format!("chunk {i}"), meta.key, m))?;
+        if Some(meta.key) == rk.target_idx {
+            // Already under the target key, and checked: copied as it is.
+            out.extend_from_slice(framed);
+            return Ok(Outcome::Unchanged);
+        }
         let start = out.len();
-        self.new
-            .seal_chunk(self.target_header, self.target_key, iv, &payload, out);
+        if let ChunkClass::Chained(_) = rk.new.class {
+            out.extend_from_slice(&(payload.len() as i32).to_be_bytes());
+        }
+        rk.seal_record(&payload, out, ivs)?;
         let crc = crc32fast::hash(&out[start..]);
         out.extend_from_slice(&crc.to_be_bytes());
         Ok(Outcome::Rekeyed)
     }
+}
+
+/// Page-encrypted Partitions.db/Rows.db pages (FORMAT.md 2.6): each page's plaintext is
+/// re-encrypted in place; page count and positions never change.
+pub struct IndexPages<'a> {
+    pub path: &'a Path,
+    pub pages: &'a [ChunkMeta],
+    pub rk: Rekeying<'a>,
+}
+
+impl RecordLayout for IndexPages<'_> {
+    fn rewrite(
+        &self,
+        i: usize,
+        page: &[u8],
+        out: &mut Vec<u8>,
+        ivs: &mut IvSource,
+    ) -> Result<Outcome> {
+        let blob = pages::open_page(page, i, self.path)?;
+        let meta = self.pages[i];
+        let rk = &self.rk;
+        let what = || format!("page {i}");
+        let plain = rk.open_record(self.path, &what, meta.key, blob)?;
+        // The page capacity of the old provider and cipher (FORMAT.md 2.6) bounds every page.
+        let cap = pages::max_bytes_in_page(rk.old.provider.header_bound(), rk.old.cipher.iv_len);
+        if plain.len() > cap {
+            return Err(rk.wrong_key(
+                self.path,
+                what(),
+                meta.key,
+                format!(
+                    "{} plain bytes, more than a page holds ({cap})",
+                    plain.len()
+                ),
+            ));
+        }
+        if Some(meta.key) == rk.target_idx {
+            out.extend_from_slice(page);
+            return Ok(Outcome::Unchanged);
+        }
+        let mut blob = Zeroizing::new(Vec::with_capacity(pages::USABLE));
+        rk.seal_record(&plain, &mut blob, ivs)?;
+        if blob.len() > pages::USABLE {
+            return Err(Error::unsupported(
+                self.path,
+                format!(
+                    "page {i}: {} bytes under the new key header, more than the {} a page holds",
+                    blob.len(),
+                    pages::USABLE
+                ),
+            ));
+        }
+        pages::seal_page(&blob, out);
+        Ok(Outcome::Rekeyed)
+    }
+}
+
+/// A new Statistics.db whose encrypted components are re-encrypted under the target key; offsets
+/// and all three kinds of CRC are recomputed by [`statistics::join`].
+pub fn rekey_statistics(path: &Path, comps: &[StatsComponent], rk: &Rekeying) -> Result<Vec<u8>> {
+    let mut ivs = IvSource::new();
+    let mut out = Vec::with_capacity(comps.len());
+    for c in comps {
+        let what = || format!("Statistics.db component {}", c.kind);
+        let plain = rk.open_record(path, &what, c.key, &c.body)?;
+        if Some(c.key) == rk.target_idx {
+            out.push((c.kind, c.body.clone()));
+            continue;
+        }
+        let mut body = Vec::with_capacity(c.body.len() + 64);
+        rk.seal_record(&plain, &mut body, &mut ivs)?;
+        out.push((c.kind, body));
+    }
+    Ok(statistics::join(&out))
 }
 
 /// Decrypts a chunk and checks its structure; returns the decrypted payload.

@@ -20,6 +20,7 @@ use crate::rekey::plan::{Load, Loaded, RAW};
 use crate::rekey::report::BackupReport;
 use crate::rekey::rewrite::{open_and_check, windows, Span};
 use crate::sstable::data::{checked_chunk, parse_digest, read_at};
+use crate::sstable::pages;
 
 pub struct VerifyOptions {
     pub keys: Vec<KeyRef>,
@@ -40,6 +41,10 @@ pub struct SstableVerdict {
     /// Chunks per key: decrypted and checked for the given keys, counted from headers for others.
     pub keys: BTreeMap<String, usize>,
     pub other_keys: Vec<String>,
+    /// Encrypted Partitions.db/Rows.db pages per key (DSE 6.8+/HCD BTI).
+    pub index_pages: BTreeMap<String, usize>,
+    /// Encrypted Statistics.db components per key.
+    pub metadata: BTreeMap<String, usize>,
     pub error: Option<String>,
     pub deep: bool,
 }
@@ -109,6 +114,8 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
             raw_chunks: 0,
             keys: BTreeMap::new(),
             other_keys: Vec::new(),
+            index_pages: BTreeMap::new(),
+            metadata: BTreeMap::new(),
             error: None,
             deep: opts.deep,
         };
@@ -126,6 +133,8 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
                 v.chunks = l.chunks.len();
                 v.raw_chunks = l.raw_chunks();
                 v.keys = l.key_counts();
+                v.index_pages = l.page_key_counts();
+                v.metadata = l.metadata_key_counts();
                 // Material for the given keys this SSTable uses; a missing one is a config error.
                 let mut keys: Vec<Option<Arc<AesKey>>> = Vec::new();
                 for id in &l.keys {
@@ -136,7 +145,9 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
                         v.other_keys.push(id.to_string());
                     }
                 }
-                if let Err(e) = check_chunks(&l, &keys, opts.deep) {
+                if let Err(e) =
+                    check_chunks(&l, &keys, opts.deep).and_then(|()| check_indexes(&l, &keys))
+                {
                     v.status = "failed";
                     v.error = Some(e.to_string());
                 } else if !v.other_keys.is_empty() {
@@ -230,6 +241,50 @@ fn check_chunks(l: &Loaded, keys: &[Option<Arc<AesKey>>], deep: bool) -> Result<
                 format!("says CRC32 {want}, Data.db has {got}"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Decrypts every index page and metadata component under a given key (FORMAT.md 2.6).
+fn check_indexes(l: &Loaded, keys: &[Option<Arc<AesKey>>]) -> Result<()> {
+    let env = &l.envelope;
+    let open = |path: &std::path::Path, what: String, key: u32, blob: &[u8]| -> Result<usize> {
+        let Some(k) = &keys[key as usize] else {
+            return Ok(0);
+        };
+        let opened = env
+            .open_record(None, blob)
+            .map_err(|m| Error::corrupt(path, format!("{what}: {m}")))?;
+        let mut plain = zeroize::Zeroizing::new(Vec::new());
+        k.decrypt_append(env.cipher.mode, opened.iv, opened.ciphertext, &mut plain)
+            .map_err(|e| Error::WrongKey {
+                path: path.to_path_buf(),
+                what: what.clone(),
+                key: l.keys[key as usize].to_string(),
+                msg: e.to_string(),
+            })?;
+        Ok(plain.len())
+    };
+    let cap = pages::max_bytes_in_page(env.provider.header_bound(), env.cipher.iv_len);
+    for pf in &l.paged {
+        let path = l.found.desc.path(&pf.component);
+        let f = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
+        let mut page = vec![0u8; pages::PAGE];
+        for (i, meta) in pf.pages.iter().enumerate() {
+            read_at(&f, &path, (i * pages::PAGE) as u64, &mut page)?;
+            let blob = pages::open_page(&page, i, &path)?;
+            let n = open(&path, format!("page {i}"), meta.key, blob)?;
+            if n > cap {
+                return Err(Error::corrupt(
+                    &path,
+                    format!("page {i}: {n} plain bytes, more than a page holds ({cap})"),
+                ));
+            }
+        }
+    }
+    for c in l.statistics.iter().flatten() {
+        let path = l.found.desc.path("Statistics.db");
+        open(&path, format!("component {}", c.kind), c.key, &c.body)?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod compression_info;
 pub mod data;
 pub mod descriptor;
+pub mod pages;
 pub mod statistics;
 pub mod toc;
 pub mod txnlog;
