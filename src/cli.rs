@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 const KEYREF_HELP: &str = "KEYREF forms:
@@ -44,6 +45,36 @@ pub enum Command {
     Recover(RecoverArgs),
     /// Run inspect → rekey → verify on a scratch copy of the bundled demo data
     Demo(DemoArgs),
+    /// Measure rekey throughput against baselines measured in the same run (openssl, cp, naive)
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Folder for the generated SSTable: put it on the file system to measure (default: tmpfs /dev/shm)
+    #[arg(long, value_name = "DIR", default_value = "/dev/shm")]
+    pub dir: PathBuf,
+    /// Uncompressed size of the generated SSTable
+    #[arg(long, default_value = "2GiB")]
+    pub size: String,
+    /// Chunk length in KiB
+    #[arg(long, default_value_t = 16)]
+    pub chunk_kib: u32,
+    /// AES key size
+    #[arg(long, default_value_t = 128, value_parser = clap::builder::PossibleValuesParser::new(["128", "192", "256"]).map(|s: String| s.parse::<u32>().unwrap()))]
+    pub bits: u32,
+    /// Threads for the all-threads run (default: all cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Runs per measure (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the generated data (and print where it is) instead of deleting it
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Args, Debug)]

@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Inspect(a) => run_inspect(&a),
         Command::Recover(a) => run_recover(&a),
         Command::Demo(a) => crate::demo::run(a.dir.as_deref()),
+        Command::Bench(a) => run_bench(&a),
     };
     match r {
         Ok(code) => code,
@@ -281,4 +282,30 @@ pub fn run_recover(a: &RecoverArgs) -> Result<Exit> {
         }
     );
     Ok(if failed { Exit::Failed } else { Exit::Ok })
+}
+
+pub fn run_bench(a: &crate::cli::BenchArgs) -> Result<Exit> {
+    let opts = crate::bench::BenchOptions {
+        dir: a.dir.clone(),
+        size: crate::bench::parse_size(&a.size).map_err(Error::Usage)?,
+        chunk_kib: a.chunk_kib,
+        bits: a.bits,
+        threads: a.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        runs: a.runs.max(1),
+        keep: a.keep,
+    };
+    let r = crate::bench::run(&opts)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("serializable")
+        );
+    } else {
+        crate::bench::print_human(&r);
+    }
+    Ok(Exit::Ok)
 }

@@ -7,6 +7,7 @@
 //! - [`crypto`] knows ciphers and DSE/HCD envelopes and nothing about files;
 //! - [`keys`] resolves key references to key material and knows nothing about SSTables.
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod crypto;

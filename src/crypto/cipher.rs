@@ -1,7 +1,12 @@
 //! AES in CBC or ECB mode with PKCS#5 padding, as the JCE transformations
 //! `AES/CBC/PKCS5Padding` and `AES/ECB/PKCS5Padding` (FORMAT.md 2.1, 2.3).
 
-use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use aes::cipher::consts::U16;
+use aes::cipher::typenum::Unsigned;
+use aes::cipher::{
+    BlockCipherDecrypt, BlockCipherEncBackend, BlockCipherEncClosure, BlockCipherEncrypt,
+    BlockSizeUser, KeyInit, ParBlocks,
+};
 use aes::{Aes128, Aes192, Aes256, Block};
 
 pub const BLOCK: usize = 16;
@@ -147,14 +152,6 @@ impl AesKey {
         }
     }
 
-    fn enc_block(&self, b: &mut Block) {
-        match self {
-            AesKey::A128(k) => k.encrypt_block(b),
-            AesKey::A192(k) => k.encrypt_block(b),
-            AesKey::A256(k) => k.encrypt_block(b),
-        }
-    }
-
     fn dec_blocks(&self, b: &mut [Block]) {
         match self {
             AesKey::A128(k) => k.decrypt_blocks(b),
@@ -171,6 +168,43 @@ impl AesKey {
         }
     }
 
+    fn with_backend(&self, f: impl BlockCipherEncClosure<BlockSize = U16>) {
+        match self {
+            AesKey::A128(k) => k.encrypt_with_backend(f),
+            AesKey::A192(k) => k.encrypt_with_backend(f),
+            AesKey::A256(k) => k.encrypt_with_backend(f),
+        }
+    }
+
+    /// CBC-encrypts many independent messages at once (multi-buffer): block `i` of up to
+    /// ParBlocksSize messages goes through one parallel AES call, which removes CBC encryption's
+    /// one-block-at-a-time latency bound. Lanes are refilled as messages end. Output is
+    /// byte-identical to single-stream CBC with PKCS#5 padding.
+    pub fn encrypt_cbc_many(&self, jobs: &mut [CbcJob<'_>]) {
+        for j in jobs.iter() {
+            assert_eq!(
+                j.out.len(),
+                CipherSpec::padded_len(j.plain.len()),
+                "CBC job output size"
+            );
+        }
+        self.with_backend(MultiCbc { jobs });
+    }
+
+    /// ECB-encrypts `plain` (PKCS#5-padded) into `out`, which is exactly `padded_len` bytes.
+    pub fn encrypt_ecb_into(&self, plain: &[u8], out: &mut [u8]) {
+        assert_eq!(
+            out.len(),
+            CipherSpec::padded_len(plain.len()),
+            "ECB output size"
+        );
+        out[..plain.len()].copy_from_slice(plain);
+        let pad = (out.len() - plain.len()) as u8;
+        out[plain.len()..].fill(pad);
+        let (blocks, _) = Block::slice_as_chunks_mut(out);
+        self.enc_blocks(blocks);
+    }
+
     /// Appends `E(plain)` (PKCS#5-padded) to `out`. `iv` is 16 bytes for CBC and empty for ECB.
     pub fn encrypt_append(&self, mode: Mode, iv: &[u8], plain: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
@@ -182,16 +216,10 @@ impl AesKey {
         debug_assert!(rest.is_empty());
         match mode {
             Mode::Ecb => self.enc_blocks(blocks),
-            Mode::Cbc => {
-                let mut prev = Block::try_from(iv).expect("16-byte IV");
-                for b in blocks.iter_mut() {
-                    for (x, p) in b.iter_mut().zip(prev.iter()) {
-                        *x ^= *p;
-                    }
-                    self.enc_block(b);
-                    prev = *b;
-                }
-            }
+            Mode::Cbc => self.with_backend(SingleCbc {
+                iv: iv.try_into().expect("16-byte IV"),
+                blocks,
+            }),
         }
     }
 
@@ -240,6 +268,114 @@ impl AesKey {
     }
 }
 
+/// One message for [`AesKey::encrypt_cbc_many`]: `out` must be exactly `padded_len(plain.len())`.
+pub struct CbcJob<'a> {
+    pub plain: &'a [u8],
+    pub iv: [u8; 16],
+    pub out: &'a mut [u8],
+}
+
+/// Single-stream CBC over already padded blocks, inside one backend call (no per-block dispatch).
+struct SingleCbc<'a> {
+    iv: [u8; 16],
+    blocks: &'a mut [Block],
+}
+
+impl BlockSizeUser for SingleCbc<'_> {
+    type BlockSize = U16;
+}
+
+impl BlockCipherEncClosure for SingleCbc<'_> {
+    #[inline(always)]
+    fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
+        let mut prev = Block::from(self.iv);
+        for b in self.blocks.iter_mut() {
+            for (x, p) in b.iter_mut().zip(prev.iter()) {
+                *x ^= *p;
+            }
+            backend.encrypt_block_inplace(b);
+            prev = *b;
+        }
+    }
+}
+
+struct MultiCbc<'a, 'b> {
+    jobs: &'a mut [CbcJob<'b>],
+}
+
+impl BlockSizeUser for MultiCbc<'_, '_> {
+    type BlockSize = U16;
+}
+
+impl BlockCipherEncClosure for MultiCbc<'_, '_> {
+    #[inline(always)]
+    fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
+        const NONE: usize = usize::MAX;
+        let lanes = B::ParBlocksSize::USIZE;
+        let jobs = self.jobs;
+        let mut par: ParBlocks<B> = Default::default();
+        // Per lane: the job, its next block, its previous ciphertext block (the CBC chain).
+        let mut job = vec![NONE; lanes];
+        let mut blk = vec![0usize; lanes];
+        let mut prev = vec![0u128; lanes];
+        let mut next = 0;
+        loop {
+            let mut active = 0;
+            for l in 0..lanes {
+                if job[l] == NONE {
+                    if next == jobs.len() {
+                        continue;
+                    }
+                    job[l] = next;
+                    blk[l] = 0;
+                    prev[l] = u128::from_ne_bytes(jobs[next].iv);
+                    next += 1;
+                }
+                let plain = jobs[job[l]].plain;
+                let start = blk[l] * BLOCK;
+                let p = if start + BLOCK <= plain.len() {
+                    u128::from_ne_bytes(plain[start..start + BLOCK].try_into().unwrap())
+                } else {
+                    // The PKCS#5 padding block.
+                    let rest = &plain[start..];
+                    let mut b = [(BLOCK - rest.len()) as u8; BLOCK];
+                    b[..rest.len()].copy_from_slice(rest);
+                    u128::from_ne_bytes(b)
+                };
+                par[l].copy_from_slice(&(p ^ prev[l]).to_ne_bytes());
+                active += 1;
+            }
+            if active == 0 {
+                break;
+            }
+            if active * 4 >= lanes {
+                backend.encrypt_par_blocks_inplace(&mut par);
+            } else {
+                // Few lanes left: do not pay for a full parallel batch.
+                for l in 0..lanes {
+                    if job[l] != NONE {
+                        backend.encrypt_block_inplace(&mut par[l]);
+                    }
+                }
+            }
+            for l in 0..lanes {
+                if job[l] == NONE {
+                    continue;
+                }
+                let out = &mut *jobs[job[l]].out;
+                let start = blk[l] * BLOCK;
+                let c: [u8; BLOCK] = par[l].as_slice().try_into().unwrap();
+                out[start..start + BLOCK].copy_from_slice(&c);
+                prev[l] = u128::from_ne_bytes(c);
+                blk[l] += 1;
+                if start + BLOCK == out.len() {
+                    job[l] = NONE;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +402,43 @@ mod tests {
                 .decrypt_padded_vec::<cbc::cipher::block_padding::Pkcs7>(&mine)
                 .unwrap();
             assert_eq!(again, plain);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The multi-buffer kernel is byte-identical to the `cbc` crate's single-stream output,
+        /// for random keys, IVs and lengths (padding block included), however many messages.
+        #[test]
+        fn multi_buffer_cbc_matches_the_cbc_crate(
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 32),
+            bits in 0usize..3,
+            msgs in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), proptest::prelude::any::<[u8; 16]>()),
+                0..80,
+            ),
+        ) {
+            let key = &key[..[16, 24, 32][bits]];
+            let k = AesKey::new(key).unwrap();
+            let mut outs: Vec<Vec<u8>> = msgs.iter().map(|(p, _)| vec![0u8; CipherSpec::padded_len(p.len())]).collect();
+            let mut jobs: Vec<CbcJob> = msgs
+                .iter()
+                .zip(outs.iter_mut())
+                .map(|((p, iv), o)| CbcJob { plain: p, iv: *iv, out: o })
+                .collect();
+            k.encrypt_cbc_many(&mut jobs);
+            for ((p, iv), o) in msgs.iter().zip(&outs) {
+                type P = cbc::cipher::block_padding::Pkcs7;
+                let want = match key.len() {
+                    16 => cbc::Encryptor::<Aes128>::new_from_slices(key, iv).unwrap().encrypt_padded_vec::<P>(p),
+                    24 => cbc::Encryptor::<Aes192>::new_from_slices(key, iv).unwrap().encrypt_padded_vec::<P>(p),
+                    _ => cbc::Encryptor::<Aes256>::new_from_slices(key, iv).unwrap().encrypt_padded_vec::<P>(p),
+                };
+                proptest::prop_assert_eq!(o, &want);
+                let mut single = Vec::new();
+                k.encrypt_append(Mode::Cbc, iv, p, &mut single);
+                proptest::prop_assert_eq!(&single, &want);
+            }
         }
     }
 

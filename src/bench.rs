@@ -1,0 +1,612 @@
+//! `bench`: whole-run throughput with its baselines measured in the same run, on the same file
+//! system: `openssl speed` AES-CBC encryption on one core, `cp` of the same Data.db, a naive
+//! single-stream rekey (decrypt then encrypt, chunk by chunk, one thread), and the real `rekey`
+//! command (1 thread and all threads, as child processes so that their peak RSS is their own).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use base64::Engine;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::crypto::envelope::{ProviderKind, Stage};
+use crate::crypto::random::IvSource;
+use crate::crypto::{AesKey, ChunkClass, CipherSpec, Envelope, KeyHeader};
+use crate::error::{Error, Result};
+use crate::sstable::data::format_digest;
+use crate::sstable::CompressionInfo;
+
+pub struct BenchOptions {
+    pub dir: PathBuf,
+    pub size: u64,
+    pub chunk_kib: u32,
+    pub bits: u32,
+    pub threads: usize,
+    pub runs: usize,
+    pub keep: bool,
+}
+
+/// Parses `2GiB`, `512MiB`, `100MB`, `1048576`.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 2GiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        u => return Err(format!("unknown size unit {u:?}")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+/// Row-like plaintext: repeated words with some noise, compressing about 3:1 with LZ4.
+fn row_chunk(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let words: Vec<Vec<u8>> = (0..64)
+        .map(|_| {
+            let n = 3 + (next() % 10) as usize;
+            (0..n).map(|_| b'a' + (next() % 26) as u8).collect()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(len + 64);
+    while out.len() < len {
+        for _ in 0..6 {
+            out.extend_from_slice(&words[(next() % 64) as usize]);
+            out.push(b' ');
+        }
+        out.extend_from_slice(&next().to_le_bytes()[..6]);
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes an encrypted BIG `nb` SSTable (EncryptingLZ4Compressor, AES/CBC, KMIP key header) of
+/// `size` uncompressed bytes into `<root>/data/bench/rows-<id>/`, and a keyring with two keys.
+/// Returns (data dir, keyring).
+pub fn synth(root: &Path, size: u64, chunk_kib: u32, bits: u32) -> Result<(PathBuf, PathBuf)> {
+    let data = root.join("data");
+    let table = data
+        .join("bench")
+        .join("rows-0123456789abcdef0123456789abcdef");
+    fs::create_dir_all(&table).map_err(|e| Error::io(&table, "create folder", e))?;
+    let mut keys = Vec::new();
+    let mut ring = String::new();
+    for id in ["bench-a", "bench-b"] {
+        let mut k = Zeroizing::new(vec![0u8; bits as usize / 8]);
+        crate::crypto::random::fill(&mut k)?;
+        ring.push_str(&format!(
+            "{id}:{}\n",
+            base64::engine::general_purpose::STANDARD.encode(&k[..])
+        ));
+        keys.push(k);
+    }
+    let keyring = root.join("keyring");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&keyring)
+            .map_err(|e| Error::io(&keyring, "create", e))?;
+        f.write_all(ring.as_bytes())
+            .map_err(|e| Error::io(&keyring, "write", e))?;
+    }
+    let cipher =
+        CipherSpec::from_options(None, Some(&bits.to_string()), None).map_err(Error::Usage)?;
+    let env = Envelope {
+        class: ChunkClass::Chained(Stage::Lz4),
+        provider: ProviderKind::Kmip,
+        cipher: cipher.clone(),
+    };
+    let key = AesKey::new(&keys[0]).map_err(Error::Usage)?;
+    let header = KeyHeader::Kmip("bench-a".into());
+    let chunk_len = chunk_kib as usize * 1024;
+    // 64 distinct compressed payloads, each sealed under a fresh IV every time it is written.
+    let pool: Vec<Vec<u8>> = (0..64)
+        .map(|i| {
+            let plain = row_chunk(i + 1, chunk_len);
+            let block = lz4_flex::block::compress(&plain);
+            let mut s1 = Vec::with_capacity(block.len() + 8);
+            s1.extend_from_slice(&(chunk_len as i32).to_be_bytes());
+            s1.extend_from_slice(&(chunk_len as u32).to_le_bytes());
+            s1.extend_from_slice(&block);
+            s1
+        })
+        .collect();
+    let n = size.div_ceil(chunk_len as u64) as usize;
+    let prefix = table.join("nb-1-big-");
+    let path = |c: &str| PathBuf::from(format!("{}{c}", prefix.display()));
+    let f = File::create(path("Data.db")).map_err(|e| Error::io(path("Data.db"), "create", e))?;
+    let mut w = std::io::BufWriter::with_capacity(8 << 20, f);
+    let mut offsets = Vec::with_capacity(n);
+    let mut pos = 0u64;
+    let mut crc = crc32fast::Hasher::new();
+    let mut ivs = IvSource::new();
+    let mut buf = Vec::new();
+    for i in 0..n {
+        let plain_len = (size - i as u64 * chunk_len as u64).min(chunk_len as u64) as usize;
+        let mut s1 = pool[i % pool.len()].clone();
+        if plain_len != chunk_len {
+            let block = lz4_flex::block::compress(&row_chunk(999, plain_len));
+            s1.clear();
+            s1.extend_from_slice(&(plain_len as i32).to_be_bytes());
+            s1.extend_from_slice(&(plain_len as u32).to_le_bytes());
+            s1.extend_from_slice(&block);
+        }
+        let mut iv = [0u8; 16];
+        ivs.next(&mut iv)?;
+        buf.clear();
+        env.seal_chunk(&header, &key, &iv, &s1, &mut buf);
+        let c = crc32fast::hash(&buf);
+        buf.extend_from_slice(&c.to_be_bytes());
+        w.write_all(&buf)
+            .map_err(|e| Error::io(path("Data.db"), "write", e))?;
+        crc.update(&buf);
+        offsets.push(pos);
+        pos += buf.len() as u64;
+    }
+    w.flush()
+        .map_err(|e| Error::io(path("Data.db"), "write", e))?;
+    let ci = CompressionInfo {
+        class: "EncryptingLZ4Compressor".into(),
+        options: vec![
+            ("cipher_algorithm".into(), cipher.transformation.clone()),
+            ("secret_key_strength".into(), bits.to_string()),
+            ("key_provider".into(), "KmipKeyProviderFactory".into()),
+            ("kmip_host".into(), "bench".into()),
+        ],
+        chunk_length: chunk_len as u32,
+        max_compressed_length: Some(i32::MAX),
+        data_length: size,
+        offsets,
+    };
+    let write =
+        |c: &str, b: &[u8]| fs::write(path(c), b).map_err(|e| Error::io(path(c), "write", e));
+    write("CompressionInfo.db", &ci.serialize())?;
+    write("Digest.crc32", format_digest(crc.finalize()).as_bytes())?;
+    for c in ["Index.db", "Summary.db", "Filter.db", "Statistics.db"] {
+        write(c, format!("bench {c}\n").as_bytes())?;
+    }
+    write(
+        "TOC.txt",
+        b"Data.db\nCompressionInfo.db\nDigest.crc32\nIndex.db\nSummary.db\nFilter.db\nStatistics.db\nTOC.txt\n",
+    )?;
+    Ok((data, keyring))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Measure {
+    pub name: String,
+    pub seconds: f64,
+    pub gb_per_s: f64,
+    pub user_cpu_s: f64,
+    pub peak_rss_mib: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub machine: String,
+    pub cores: usize,
+    pub dir: String,
+    pub filesystem: String,
+    pub data_db_bytes: u64,
+    pub chunk_kib: u32,
+    pub bits: u32,
+    pub runs: usize,
+    pub openssl_cbc_encrypt_1core_gb_s: Option<f64>,
+    pub measures: Vec<Measure>,
+    pub ratios: Vec<(String, f64)>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Runs a child and returns (wall seconds, user CPU seconds, peak RSS in KiB).
+fn timed_child(cmd: &mut Command) -> Result<(f64, f64, u64)> {
+    let t0 = Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Usage(format!("cannot run {cmd:?}: {e}")))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let secs = t0.elapsed().as_secs_f64();
+    if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        return Err(Error::Usage(format!(
+            "{cmd:?} failed (status {status}): {err}"
+        )));
+    }
+    let user = ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6;
+    Ok((secs, user, ru.ru_maxrss as u64))
+}
+
+/// `openssl speed -evp aes-N-cbc` on one core, for the chunk size: bytes per second, if openssl runs.
+fn openssl_speed(bits: u32, chunk: usize) -> Option<f64> {
+    let out = Command::new("openssl")
+        .args([
+            "speed",
+            "-seconds",
+            "2",
+            "-bytes",
+            &chunk.to_string(),
+            "-evp",
+            &format!("aes-{bits}-cbc"),
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The last line: "AES-128-CBC  1234567.89k" (1000s of bytes per second).
+    let line = text.lines().rev().find(|l| {
+        l.to_ascii_lowercase()
+            .starts_with(&format!("aes-{bits}-cbc"))
+    })?;
+    let v = line.split_whitespace().last()?.trim_end_matches('k');
+    v.parse::<f64>().ok().map(|k| k * 1000.0)
+}
+
+/// The naive path: one thread, chunk by chunk, single-stream CBC decrypt then encrypt.
+fn naive_rekey(
+    data_db: &Path,
+    out: &Path,
+    bits: u32,
+    keys: &[Zeroizing<Vec<u8>>],
+) -> Result<(f64, f64)> {
+    let ru0 = self_user_cpu();
+    let t0 = Instant::now();
+    let ci_path = PathBuf::from(
+        data_db
+            .to_string_lossy()
+            .replace("Data.db", "CompressionInfo.db"),
+    );
+    let ci = CompressionInfo::parse(
+        &fs::read(&ci_path).map_err(|e| Error::io(&ci_path, "read", e))?,
+        true,
+        None,
+        &ci_path,
+    )?;
+    let src = File::open(data_db).map_err(|e| Error::io(data_db, "open", e))?;
+    let len = src
+        .metadata()
+        .map_err(|e| Error::io(data_db, "stat", e))?
+        .len();
+    let dst = File::create(out).map_err(|e| Error::io(out, "create", e))?;
+    let old = AesKey::new(&keys[0]).map_err(Error::Usage)?;
+    let new = AesKey::new(&keys[1]).map_err(Error::Usage)?;
+    let _ = bits;
+    let mut ivs = IvSource::new();
+    let mut framed = Vec::new();
+    let mut plain = Vec::new();
+    let mut sealed = Vec::new();
+    let mut pos = 0u64;
+    for i in 0..ci.chunk_count() {
+        let (s, e) = ci.chunk_range(i, len);
+        framed.resize((e + 4 - s) as usize, 0);
+        src.read_exact_at(&mut framed, s)
+            .map_err(|x| Error::io(data_db, "read", x))?;
+        let chunk = &framed[..framed.len() - 4];
+        // i32 outer, KMIP header (0, i32 n, id), IV, ciphertext
+        let hl = 5 + i32::from_be_bytes(chunk[5..9].try_into().unwrap()) as usize;
+        let body = &chunk[4 + hl..];
+        plain.clear();
+        old.decrypt_append(
+            crate::crypto::Mode::Cbc,
+            &body[..16],
+            &body[16..],
+            &mut plain,
+        )
+        .map_err(|e| Error::Usage(format!("naive baseline: {e}")))?;
+        let mut iv = [0u8; 16];
+        ivs.next(&mut iv)?;
+        sealed.clear();
+        sealed.extend_from_slice(&chunk[..4 + hl]);
+        sealed.extend_from_slice(&iv);
+        new.encrypt_append(crate::crypto::Mode::Cbc, &iv, &plain, &mut sealed);
+        let c = crc32fast::hash(&sealed);
+        sealed.extend_from_slice(&c.to_be_bytes());
+        dst.write_all_at(&sealed, pos)
+            .map_err(|x| Error::io(out, "write", x))?;
+        pos += sealed.len() as u64;
+    }
+    dst.sync_all().map_err(|e| Error::io(out, "fsync", e))?;
+    let secs = t0.elapsed().as_secs_f64();
+    Ok((secs, self_user_cpu() - ru0))
+}
+
+fn self_user_cpu() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage with a valid out-pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6
+}
+
+fn filesystem_of(dir: &Path) -> String {
+    Command::new("df")
+        .args(["-T", &dir.display().to_string()])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
+    let root = opts
+        .dir
+        .join(format!("sstable-rekey-bench-{}", std::process::id()));
+    fs::create_dir_all(&root).map_err(|e| Error::io(&root, "create folder", e))?;
+    let result = run_in(opts, &root);
+    if opts.keep {
+        eprintln!("bench: kept {}", root.display());
+    } else {
+        let _ = fs::remove_dir_all(&root);
+    }
+    result
+}
+
+fn data_db_of(data: &Path) -> Result<PathBuf> {
+    let table = data
+        .join("bench")
+        .join("rows-0123456789abcdef0123456789abcdef");
+    for e in fs::read_dir(&table)
+        .map_err(|e| Error::io(&table, "list", e))?
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().ends_with("-Data.db") {
+            return Ok(e.path());
+        }
+    }
+    Err(Error::Usage("bench: no Data.db".into()))
+}
+
+fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
+    eprintln!(
+        "bench: writing a {} encrypted SSTable in {} ...",
+        crate::util::human_bytes(opts.size),
+        root.display()
+    );
+    let (data, keyring) = synth(root, opts.size, opts.chunk_kib, opts.bits)?;
+    let data_db = data_db_of(&data)?;
+    let bytes = fs::metadata(&data_db)
+        .map_err(|e| Error::io(&data_db, "stat", e))?
+        .len();
+    let gb = bytes as f64 / 1e9;
+    let mut measures = Vec::new();
+    let mut push = |name: &str, secs: Vec<f64>, user: Vec<f64>, rss: Option<u64>| {
+        let s = median(secs);
+        measures.push(Measure {
+            name: name.to_string(),
+            seconds: s,
+            gb_per_s: gb / s,
+            user_cpu_s: median(user),
+            peak_rss_mib: rss.map(|k| k as f64 / 1024.0),
+        });
+    };
+
+    eprintln!("bench: openssl speed ...");
+    let openssl = openssl_speed(opts.bits, opts.chunk_kib as usize * 1024);
+
+    eprintln!("bench: cp ...");
+    let (mut secs, mut user) = (Vec::new(), Vec::new());
+    for _ in 0..opts.runs {
+        let copy = root.join("copy-Data.db");
+        let (s, u, _) = timed_child(Command::new("cp").arg(&data_db).arg(&copy))?;
+        secs.push(s);
+        user.push(u);
+        let _ = fs::remove_file(&copy);
+    }
+    push("cp Data.db", secs, user, None);
+
+    eprintln!("bench: openssl enc (CPU per GB) ...");
+    let (s, u, _) = timed_child(Command::new("openssl").args([
+        "enc",
+        &format!("-aes-{}-cbc", opts.bits),
+        "-K",
+        &"01".repeat(opts.bits as usize / 8),
+        "-iv",
+        &"02".repeat(16),
+        "-in",
+        &data_db.display().to_string(),
+        "-out",
+        "/dev/null",
+    ]))
+    .unwrap_or((f64::NAN, f64::NAN, 0));
+    push("openssl enc (1 core)", vec![s], vec![u], None);
+
+    eprintln!("bench: naive single-stream rekey ...");
+    let ring_text =
+        Zeroizing::new(fs::read_to_string(&keyring).map_err(|e| Error::io(&keyring, "read", e))?);
+    let keys: Vec<Zeroizing<Vec<u8>>> = ring_text
+        .lines()
+        .map(|l| {
+            Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(l.rsplit_once(':').unwrap().1)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let (mut secs, mut user) = (Vec::new(), Vec::new());
+    for _ in 0..opts.runs {
+        let out = root.join("naive-Data.db");
+        let (s, u) = naive_rekey(&data_db, &out, opts.bits, &keys)?;
+        secs.push(s);
+        user.push(u);
+        let _ = fs::remove_file(&out);
+    }
+    push("naive rekey (1 thread)", secs, user, None);
+
+    let exe = std::env::current_exe().map_err(|e| Error::Usage(format!("current exe: {e}")))?;
+    let mut to_b = true;
+    for threads in [1, opts.threads] {
+        eprintln!("bench: sstable-rekey rekey, {threads} thread(s) ...");
+        let (mut secs, mut user, mut rss) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..opts.runs {
+            let target = if to_b {
+                "kmip://bench/bench-b"
+            } else {
+                "kmip://bench/bench-a"
+            };
+            to_b = !to_b;
+            let (s, u, r) = timed_child(
+                Command::new(&exe)
+                    .env("RAYON_NUM_THREADS", threads.to_string())
+                    .args(["rekey", "-q", "--jobs", "1", "--to", target, "--keyring"])
+                    .arg(&keyring)
+                    .arg("--data-dir")
+                    .arg(&data),
+            )?;
+            secs.push(s);
+            user.push(u);
+            rss = rss.max(r);
+        }
+        push(
+            &format!(
+                "sstable-rekey rekey ({threads} thread{})",
+                if threads == 1 { "" } else { "s" }
+            ),
+            secs,
+            user,
+            Some(rss),
+        );
+    }
+
+    let get = |n: &str| {
+        measures
+            .iter()
+            .find(|m| m.name.starts_with(n))
+            .map(|m| (m.seconds, m.gb_per_s, m.user_cpu_s))
+    };
+    let mut ratios = Vec::new();
+    let all = format!("sstable-rekey rekey ({} thread", opts.threads);
+    if let (Some(r), Some(c)) = (get(&all), get("cp Data.db")) {
+        ratios.push(("rekey wall / cp wall (target <= 1.0)".into(), r.0 / c.0));
+    }
+    if let (Some(r), Some(o)) = (get(&all), openssl) {
+        ratios.push((
+            "rekey GB/s / openssl speed AES-CBC encrypt 1 core (target >= 4.0)".into(),
+            r.1 / (o / 1e9),
+        ));
+    }
+    if let (Some(r), Some(o)) = (get(&all), get("openssl enc")) {
+        ratios.push((
+            "rekey user CPU / openssl enc user CPU, same bytes (target <= 0.25)".into(),
+            r.2 / o.2,
+        ));
+    }
+    if let (Some(r), Some(one)) = (get(&all), get("sstable-rekey rekey (1 thread)")) {
+        ratios.push((
+            format!(
+                "{} threads / 1 thread throughput (target >= 1.8)",
+                opts.threads
+            ),
+            r.1 / one.1,
+        ));
+    }
+    if let (Some(r), Some(n)) = (get(&all), get("naive rekey")) {
+        ratios.push((
+            "rekey / naive single-stream rekey throughput".into(),
+            r.1 / n.1,
+        ));
+    }
+    Ok(BenchReport {
+        machine: fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            })
+            .unwrap_or_default(),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        dir: opts.dir.display().to_string(),
+        filesystem: filesystem_of(&opts.dir),
+        data_db_bytes: bytes,
+        chunk_kib: opts.chunk_kib,
+        bits: opts.bits,
+        runs: opts.runs,
+        openssl_cbc_encrypt_1core_gb_s: openssl.map(|b| b / 1e9),
+        measures,
+        ratios,
+    })
+}
+
+pub fn print_human(r: &BenchReport) {
+    println!(
+        "machine: {} ({} cores); {} on {} ({}); Data.db {}; {} KiB chunks; AES-{}; medians of {} runs",
+        r.machine,
+        r.cores,
+        r.dir,
+        r.filesystem,
+        r.filesystem,
+        crate::util::human_bytes(r.data_db_bytes),
+        r.chunk_kib,
+        r.bits,
+        r.runs
+    );
+    if let Some(o) = r.openssl_cbc_encrypt_1core_gb_s {
+        println!(
+            "{:<40} {:>8.3} GB/s",
+            format!("openssl speed aes-{}-cbc (1 core)", r.bits),
+            o
+        );
+    }
+    println!(
+        "{:<40} {:>8} {:>9} {:>9} {:>9}",
+        "measure", "seconds", "GB/s", "user CPU", "peak RSS"
+    );
+    for m in &r.measures {
+        println!(
+            "{:<40} {:>8.3} {:>9.3} {:>9.3} {:>9}",
+            m.name,
+            m.seconds,
+            m.gb_per_s,
+            m.user_cpu_s,
+            m.peak_rss_mib
+                .map(|v| format!("{v:.0} MiB"))
+                .unwrap_or_default()
+        );
+    }
+    for (n, v) in &r.ratios {
+        println!("{n}: {v:.2}");
+    }
+}
