@@ -145,7 +145,11 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
     if CANCEL.load(Ordering::SeqCst) {
         return Ok(Exit::Interrupted);
     }
-    Ok(if t.failed > 0 || report_failed { Exit::Failed } else { Exit::Ok })
+    Ok(if t.failed > 0 || report_failed {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
 }
 
 /// A report destination that cannot be written is found before any work.

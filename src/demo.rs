@@ -166,13 +166,17 @@ fn walk_tables(data: &Path) -> Result<Vec<PathBuf>> {
 
 /// Rewrites relative `secret_key_file` options of the copied demo SSTables to absolute paths.
 fn absolute_key_files(dir: &Path, root: &Path) -> Result<()> {
-    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, "list folder", e))?.flatten() {
+    for e in fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, "list folder", e))?
+        .flatten()
+    {
         let p = e.path();
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             absolute_key_files(&p, root)?;
             continue;
         }
-        let Some((desc, comp)) = Descriptor::parse_file_name(dir, &e.file_name().to_string_lossy()) else {
+        let Some((desc, comp)) = Descriptor::parse_file_name(dir, &e.file_name().to_string_lossy())
+        else {
             continue;
         };
         if comp != "CompressionInfo.db" {
@@ -180,7 +184,11 @@ fn absolute_key_files(dir: &Path, root: &Path) -> Result<()> {
         }
         let bytes = fs::read(&p).map_err(|x| Error::io(&p, "read", x))?;
         let mut ci = CompressionInfo::parse(&bytes, desc.has_max_compressed_length(), None, &p)?;
-        if let Some(rel) = ci.option("secret_key_file").filter(|v| !v.starts_with('/')).map(str::to_string) {
+        if let Some(rel) = ci
+            .option("secret_key_file")
+            .filter(|v| !v.starts_with('/'))
+            .map(str::to_string)
+        {
             ci.set_option("secret_key_file", &root.join(rel).to_string_lossy());
             fs::write(&p, ci.serialize()).map_err(|x| Error::io(&p, "write", x))?;
         }

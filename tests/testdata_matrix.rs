@@ -1837,7 +1837,11 @@ fn replicated_table_with_a_headerless_chunk_takes_the_local_key_from_the_command
         &dd,
     ]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stdout.contains("no key header") && r.stdout.contains("--from file:PATH"), "{}", r.all());
+    assert!(
+        r.stdout.contains("no key header") && r.stdout.contains("--from file:PATH"),
+        "{}",
+        r.all()
+    );
     assert_eq!(diff(&before, &tree(&env.root)), Vec::<String>::new());
     let r = env.rekey(&[
         "--to",

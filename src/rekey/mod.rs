@@ -355,7 +355,10 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
         let target_idx = loaded.key_index(&target.id);
         if loaded.record_keys().all(|k| Some(k) == target_idx) {
             r.reason = Some(if loaded.record_keys().next().is_none() {
-                format!("no encrypted chunks: all {} chunks are stored in plaintext", r.raw_chunks)
+                format!(
+                    "no encrypted chunks: all {} chunks are stored in plaintext",
+                    r.raw_chunks
+                )
             } else {
                 format!("already under {}", target.id)
             });
@@ -535,7 +538,9 @@ fn trial_decrypt(
         .filter_map(|k| l.chunks.iter().position(|c| c.key == k))
         .collect();
     let last = l.chunks.len() - 1;
-    if l.chunks[last].key != plan::RAW && !plan::raw_last_chunk_hint(&l.ci, last, l.chunks[last].len as u64).is_empty() {
+    if l.chunks[last].key != plan::RAW
+        && !plan::raw_last_chunk_hint(&l.ci, last, l.chunks[last].len as u64).is_empty()
+    {
         probes.push(last);
     }
     for i in probes {
@@ -554,7 +559,10 @@ fn trial_decrypt(
                 path: path.clone(),
                 what: format!("chunk {i}"),
                 key: l.keys[k as usize].to_string(),
-                msg: format!("{msg}{}", plan::raw_last_chunk_hint(&l.ci, i, l.chunks[i].len as u64)),
+                msg: format!(
+                    "{msg}{}",
+                    plan::raw_last_chunk_hint(&l.ci, i, l.chunks[i].len as u64)
+                ),
             }
         })?;
     }

@@ -300,11 +300,13 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
                 }
             }
         }
-        let (header, header_len) = parsed
-            .map_err(|m| {
-                let hint = raw_last_chunk_hint(&ci, i, len);
-                Error::corrupt(&data_path, format!("chunk {i} at offset {start}: {m}{hint}"))
-            })?;
+        let (header, header_len) = parsed.map_err(|m| {
+            let hint = raw_last_chunk_hint(&ci, i, len);
+            Error::corrupt(
+                &data_path,
+                format!("chunk {i} at offset {start}: {m}{hint}"),
+            )
+        })?;
         let k = keys.index(header, || format!("{}: chunk {i}", data_path.display()))?;
         chunks.push(ChunkMeta {
             key: k,
