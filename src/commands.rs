@@ -78,9 +78,17 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
         dry_run: a.dry_run,
         progress: !a.quiet,
     };
-    let report = rekey::rekey(&opts, &store, &CANCEL)?;
     if let Some(p) = &a.scope.report {
-        write_json(p, &report)?;
+        check_report_path(p)?;
+    }
+    let report = rekey::rekey(&opts, &store, &CANCEL)?;
+    let mut report_failed = false;
+    if let Some(p) = &a.scope.report {
+        if let Err(e) = write_json(p, &report) {
+            // The work is done: say so below, and exit 1 rather than "nothing was done" (2).
+            eprintln!("sstable-rekey: error: {e}");
+            report_failed = true;
+        }
     }
     let t = &report.totals;
     for s in &report.sstables {
@@ -138,7 +146,19 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
     if CANCEL.load(Ordering::SeqCst) {
         return Ok(Exit::Interrupted);
     }
-    Ok(if t.failed > 0 { Exit::Failed } else { Exit::Ok })
+    Ok(if t.failed > 0 || report_failed {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
+}
+
+/// A report destination that cannot be written is found before any work.
+fn check_report_path(p: &std::path::Path) -> Result<()> {
+    let probe = p.with_extension("tmp");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| Error::Usage(format!("--report {}: cannot write there: {e}", p.display())))
 }
 
 pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
@@ -150,6 +170,9 @@ pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
         selection: selection(&a.scope),
         deep: a.deep,
     };
+    if let Some(p) = &a.scope.report {
+        check_report_path(p)?;
+    }
     let rep = rekey::verify::verify(&opts, &store, &CANCEL)?;
     if let Some(p) = &a.scope.report {
         write_json(p, &rep)?;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::{InspectArgs, RekeyArgs, Scope, VerifyArgs};
 use crate::commands::{run_inspect, run_rekey, run_verify, Exit};
 use crate::error::{Error, Result};
+use crate::sstable::{CompressionInfo, Descriptor};
 
 fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     fs::create_dir_all(dst).map_err(|e| Error::io(dst, "create folder", e))?;
@@ -64,7 +65,12 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         fs::set_permissions(e.path(), fs::Permissions::from_mode(0o600))
             .map_err(|x| Error::io(e.path(), "chmod", x))?;
     }
+    let root = fs::canonicalize(&root).map_err(|e| Error::io(&root, "resolve path", e))?;
+    let keys = root.join("keys");
     let data = root.join("data");
+    // The bundled key-file table names its key file relative to the demo folder: make it absolute,
+    // as DSE writes it.
+    absolute_key_files(&data, &root)?;
     let keyring = keys.join("keyring");
     let scope = |report: Option<PathBuf>| Scope {
         data_dirs: vec![data.clone()],
@@ -156,4 +162,36 @@ fn walk_tables(data: &Path) -> Result<Vec<PathBuf>> {
     }
     v.sort();
     Ok(v)
+}
+
+/// Rewrites relative `secret_key_file` options of the copied demo SSTables to absolute paths.
+fn absolute_key_files(dir: &Path, root: &Path) -> Result<()> {
+    for e in fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, "list folder", e))?
+        .flatten()
+    {
+        let p = e.path();
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            absolute_key_files(&p, root)?;
+            continue;
+        }
+        let Some((desc, comp)) = Descriptor::parse_file_name(dir, &e.file_name().to_string_lossy())
+        else {
+            continue;
+        };
+        if comp != "CompressionInfo.db" {
+            continue;
+        }
+        let bytes = fs::read(&p).map_err(|x| Error::io(&p, "read", x))?;
+        let mut ci = CompressionInfo::parse(&bytes, desc.has_max_compressed_length(), None, &p)?;
+        if let Some(rel) = ci
+            .option("secret_key_file")
+            .filter(|v| !v.starts_with('/'))
+            .map(str::to_string)
+        {
+            ci.set_option("secret_key_file", &root.join(rel).to_string_lossy());
+            fs::write(&p, ci.serialize()).map_err(|x| Error::io(&p, "write", x))?;
+        }
+    }
+    Ok(())
 }

@@ -24,6 +24,17 @@ pub enum Location {
     Backup,
 }
 
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Live => f.write_str("live"),
+            Location::Index(i) => write!(f, "index {i}"),
+            Location::Snapshot(t) => write!(f, "snapshot {t}"),
+            Location::Backup => f.write_str("backup"),
+        }
+    }
+}
+
 impl Location {
     pub fn is_live(&self) -> bool {
         matches!(self, Location::Live | Location::Index(_))

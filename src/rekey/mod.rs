@@ -354,7 +354,14 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
         r.metadata_before = loaded.metadata_key_counts();
         let target_idx = loaded.key_index(&target.id);
         if loaded.record_keys().all(|k| Some(k) == target_idx) {
-            r.reason = Some(format!("already under {}", target.id));
+            r.reason = Some(if loaded.record_keys().next().is_none() {
+                format!(
+                    "no encrypted chunks: all {} chunks are stored in plaintext",
+                    r.raw_chunks
+                )
+            } else {
+                format!("already under {}", target.id)
+            });
             r.keys_after = r.keys_before.clone();
             r.index_pages_after = r.index_pages_before.clone();
             r.metadata_after = r.metadata_before.clone();
@@ -526,10 +533,18 @@ fn trial_decrypt(
 ) -> Result<()> {
     let path = l.found.desc.data_path();
     let f = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
-    for k in 0..l.keys.len() as u32 {
-        let Some(i) = l.chunks.iter().position(|c| c.key == k) else {
-            continue;
-        };
+    // The first chunk under each key, and a suspicious last chunk (FORMAT.md 2.5).
+    let mut probes: Vec<usize> = (0..l.keys.len() as u32)
+        .filter_map(|k| l.chunks.iter().position(|c| c.key == k))
+        .collect();
+    let last = l.chunks.len() - 1;
+    if l.chunks[last].key != plan::RAW
+        && !plan::raw_last_chunk_hint(&l.ci, last, l.chunks[last].len as u64).is_empty()
+    {
+        probes.push(last);
+    }
+    for i in probes {
+        let k = l.chunks[i].key;
         let key = if Some(k) == target_idx {
             target_key
         } else {
@@ -544,7 +559,10 @@ fn trial_decrypt(
                 path: path.clone(),
                 what: format!("chunk {i}"),
                 key: l.keys[k as usize].to_string(),
-                msg,
+                msg: format!(
+                    "{msg}{}",
+                    plan::raw_last_chunk_hint(&l.ci, i, l.chunks[i].len as u64)
+                ),
             }
         })?;
     }

@@ -128,6 +128,19 @@ impl Loaded {
     }
 }
 
+/// FORMAT.md 2.5: DSE 6.7 does not pad a short raw last chunk, so it can look encrypted. When the
+/// last chunk fails to parse or decrypt and its length equals its plain length, say so.
+pub fn raw_last_chunk_hint(ci: &CompressionInfo, i: usize, on_disk_len: u64) -> &'static str {
+    if ci.max_compressed_length.is_some()
+        && i + 1 == ci.chunk_count()
+        && on_disk_len == ci.plain_len(i) as u64
+    {
+        " (its length equals its plain length: probably a plaintext last chunk that DSE 6.7 wrote without padding, FORMAT.md 2.5; refusing rather than guessing)"
+    } else {
+        ""
+    }
+}
+
 /// The envelope a table's options describe.
 pub fn envelope_of(ci: &CompressionInfo, path: &Path) -> Result<Option<Envelope>> {
     let class = match ChunkClass::classify(ci.simple_class()) {
@@ -287,8 +300,13 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
                 }
             }
         }
-        let (header, header_len) = parsed
-            .map_err(|m| Error::corrupt(&data_path, format!("chunk {i} at offset {start}: {m}")))?;
+        let (header, header_len) = parsed.map_err(|m| {
+            let hint = raw_last_chunk_hint(&ci, i, len);
+            Error::corrupt(
+                &data_path,
+                format!("chunk {i} at offset {start}: {m}{hint}"),
+            )
+        })?;
         let k = keys.index(header, || format!("{}: chunk {i}", data_path.display()))?;
         chunks.push(ChunkMeta {
             key: k,
@@ -329,10 +347,11 @@ impl KeyTable {
             KeyHeader::None => match (&self.table_file, &self.fallback) {
                 (Some(f), _) | (None, Some(f)) => f.clone(),
                 (None, None) => {
-                    return Err(Error::Key(format!(
-                        "{} has no key header and the table names no secret_key_file; give the local key with --from file:PATH",
-                        what()
-                    )))
+                    // Per SSTable, not a configuration error: other SSTables go on.
+                    return Err(Error::Unsupported {
+                        path: std::path::PathBuf::from(what()),
+                        msg: "no key header, and the table names no secret_key_file: DSE reads such records with the local key; name that key file with --from file:PATH (rekey) or --key file:PATH (verify)".into(),
+                    });
                 }
             },
         };

@@ -369,7 +369,9 @@ pub fn recover_log(path: &Path) -> Result<Recovery> {
                 ),
             ));
         }
-        if !files.is_empty() && !committed {
+        // Cassandra checks this for every REMOVE record, committed or not (LogFile.verifyRecord):
+        // deletion goes oldest first, so the newest remaining file keeps the logged time.
+        if !files.is_empty() {
             let mut newest = 0;
             for f in &files {
                 let m = fs::metadata(f).map_err(|e| Error::io(f, "stat", e))?;
