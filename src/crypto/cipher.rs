@@ -109,7 +109,13 @@ impl CipherSpec {
 }
 
 /// An expanded AES key. The `aes` crate's `zeroize` feature wipes the round keys on drop.
-pub enum AesKey {
+pub struct AesKey {
+    cipher: Cipher,
+    /// Round keys for the AES-NI multi-buffer kernel, when the CPU has AES-NI.
+    multibuf: Option<super::multibuf::RoundKeys>,
+}
+
+enum Cipher {
     A128(Box<Aes128>),
     A192(Box<Aes192>),
     A256(Box<Aes256>),
@@ -136,43 +142,46 @@ impl std::fmt::Display for DecryptError {
 
 impl AesKey {
     pub fn new(raw: &[u8]) -> std::result::Result<AesKey, String> {
-        Ok(match raw.len() {
-            16 => AesKey::A128(Box::new(Aes128::new_from_slice(raw).unwrap())),
-            24 => AesKey::A192(Box::new(Aes192::new_from_slice(raw).unwrap())),
-            32 => AesKey::A256(Box::new(Aes256::new_from_slice(raw).unwrap())),
+        let cipher = match raw.len() {
+            16 => Cipher::A128(Box::new(Aes128::new_from_slice(raw).unwrap())),
+            24 => Cipher::A192(Box::new(Aes192::new_from_slice(raw).unwrap())),
+            32 => Cipher::A256(Box::new(Aes256::new_from_slice(raw).unwrap())),
             n => return Err(format!("a {}-bit key is not an AES key", n * 8)),
-        })
+        };
+        let multibuf =
+            super::multibuf::available().then(|| super::multibuf::RoundKeys::expand(raw));
+        Ok(AesKey { cipher, multibuf })
     }
 
     pub fn bits(&self) -> u32 {
-        match self {
-            AesKey::A128(_) => 128,
-            AesKey::A192(_) => 192,
-            AesKey::A256(_) => 256,
+        match &self.cipher {
+            Cipher::A128(_) => 128,
+            Cipher::A192(_) => 192,
+            Cipher::A256(_) => 256,
         }
     }
 
     fn dec_blocks(&self, b: &mut [Block]) {
-        match self {
-            AesKey::A128(k) => k.decrypt_blocks(b),
-            AesKey::A192(k) => k.decrypt_blocks(b),
-            AesKey::A256(k) => k.decrypt_blocks(b),
+        match &self.cipher {
+            Cipher::A128(k) => k.decrypt_blocks(b),
+            Cipher::A192(k) => k.decrypt_blocks(b),
+            Cipher::A256(k) => k.decrypt_blocks(b),
         }
     }
 
     fn enc_blocks(&self, b: &mut [Block]) {
-        match self {
-            AesKey::A128(k) => k.encrypt_blocks(b),
-            AesKey::A192(k) => k.encrypt_blocks(b),
-            AesKey::A256(k) => k.encrypt_blocks(b),
+        match &self.cipher {
+            Cipher::A128(k) => k.encrypt_blocks(b),
+            Cipher::A192(k) => k.encrypt_blocks(b),
+            Cipher::A256(k) => k.encrypt_blocks(b),
         }
     }
 
     fn with_backend(&self, f: impl BlockCipherEncClosure<BlockSize = U16>) {
-        match self {
-            AesKey::A128(k) => k.encrypt_with_backend(f),
-            AesKey::A192(k) => k.encrypt_with_backend(f),
-            AesKey::A256(k) => k.encrypt_with_backend(f),
+        match &self.cipher {
+            Cipher::A128(k) => k.encrypt_with_backend(f),
+            Cipher::A192(k) => k.encrypt_with_backend(f),
+            Cipher::A256(k) => k.encrypt_with_backend(f),
         }
     }
 
@@ -181,6 +190,21 @@ impl AesKey {
     /// one-block-at-a-time latency bound. Lanes are refilled as messages end. Output is
     /// byte-identical to single-stream CBC with PKCS#5 padding.
     pub fn encrypt_cbc_many(&self, jobs: &mut [CbcJob<'_>]) {
+        for j in jobs.iter() {
+            assert_eq!(
+                j.out.len(),
+                CipherSpec::padded_len(j.plain.len()),
+                "CBC job output size"
+            );
+        }
+        match &self.multibuf {
+            Some(rk) => super::multibuf::encrypt_cbc_many(rk, jobs),
+            None => self.with_backend(MultiCbc { jobs }),
+        }
+    }
+
+    /// The portable multi-buffer path (RustCrypto backends), whatever the CPU has.
+    pub fn encrypt_cbc_many_portable(&self, jobs: &mut [CbcJob<'_>]) {
         for j in jobs.iter() {
             assert_eq!(
                 j.out.len(),
@@ -241,17 +265,15 @@ impl AesKey {
             // CBC decryption is parallel across blocks: decrypt all, then XOR with the previous
             // ciphertext block.
             self.dec_blocks(blocks);
-            if mode == Mode::Cbc {
-                for (i, b) in blocks.iter_mut().enumerate() {
-                    let prev = if i == 0 {
-                        iv
-                    } else {
-                        &ct[(i - 1) * BLOCK..i * BLOCK]
-                    };
-                    for (x, p) in b.iter_mut().zip(prev) {
-                        *x ^= *p;
-                    }
-                }
+        }
+        if mode == Mode::Cbc {
+            let body = &mut out[start..];
+            xor16(&mut body[..BLOCK], iv);
+            for (b, p) in body[BLOCK..]
+                .chunks_exact_mut(BLOCK)
+                .zip(ct.chunks_exact(BLOCK))
+            {
+                xor16(b, p);
             }
         }
         let pad = *out.last().unwrap() as usize;
@@ -266,6 +288,14 @@ impl AesKey {
         out.truncate(start + body_len - pad);
         Ok(())
     }
+}
+
+/// `a ^= b` for one 16-byte block, as one 128-bit operation.
+#[inline(always)]
+fn xor16(a: &mut [u8], b: &[u8]) {
+    let x = u128::from_ne_bytes(a[..BLOCK].try_into().unwrap())
+        ^ u128::from_ne_bytes(b[..BLOCK].try_into().unwrap());
+    a[..BLOCK].copy_from_slice(&x.to_ne_bytes());
 }
 
 /// One message for [`AesKey::encrypt_cbc_many`]: `out` must be exactly `padded_len(plain.len())`.
@@ -427,6 +457,14 @@ mod tests {
                 .map(|((p, iv), o)| CbcJob { plain: p, iv: *iv, out: o })
                 .collect();
             k.encrypt_cbc_many(&mut jobs);
+            let mut outs2: Vec<Vec<u8>> = outs.iter().map(|o| vec![0u8; o.len()]).collect();
+            let mut jobs2: Vec<CbcJob> = msgs
+                .iter()
+                .zip(outs2.iter_mut())
+                .map(|((p, iv), o)| CbcJob { plain: p, iv: *iv, out: o })
+                .collect();
+            k.encrypt_cbc_many_portable(&mut jobs2);
+            proptest::prop_assert_eq!(&outs, &outs2);
             for ((p, iv), o) in msgs.iter().zip(&outs) {
                 type P = cbc::cipher::block_padding::Pkcs7;
                 let want = match key.len() {

@@ -1,0 +1,259 @@
+//! Multi-buffer AES-CBC encryption with AES-NI intrinsics.
+//!
+//! CBC encryption of one message is a chain: block i needs the ciphertext of block i-1, so one
+//! stream runs at the latency of AESENC, not its throughput (~1 GB/s a core). Encrypting block i
+//! of eight independent messages at once keeps eight chains in flight in registers. Lanes are
+//! refilled as messages end, so messages of any lengths mix. The output is byte-identical to
+//! single-stream CBC with PKCS#5 padding (property-tested against the `cbc` crate).
+//!
+//! Used when the CPU has AES-NI (checked at run time); otherwise callers use the portable path.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::cipher::{CbcJob, BLOCK};
+
+/// AES round keys (FIPS-197 key expansion), 11, 13 or 15 of them. Wiped on drop.
+pub struct RoundKeys {
+    rk: Vec<[u8; 16]>,
+}
+
+impl Drop for RoundKeys {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.rk);
+    }
+}
+
+const SBOX: [u8; 256] = {
+    // Computed at compile time from the AES definition: multiplicative inverse in GF(2^8),
+    // then the affine transform.
+    let mut sbox = [0u8; 256];
+    let mut p: u8 = 1;
+    let mut q: u8 = 1;
+    loop {
+        // p *= 3
+        p = p ^ (p << 1) ^ (if p & 0x80 != 0 { 0x1B } else { 0 });
+        // q /= 3
+        q ^= q << 1;
+        q ^= q << 2;
+        q ^= q << 4;
+        if q & 0x80 != 0 {
+            q ^= 0x09;
+        }
+        let x = q ^ q.rotate_left(1) ^ q.rotate_left(2) ^ q.rotate_left(3) ^ q.rotate_left(4);
+        sbox[p as usize] = x ^ 0x63;
+        if p == 1 {
+            break;
+        }
+    }
+    sbox[0] = 0x63;
+    sbox
+};
+
+impl RoundKeys {
+    /// FIPS-197 section 5.2 key expansion for 16-, 24- and 32-byte keys.
+    pub fn expand(key: &[u8]) -> RoundKeys {
+        let nk = key.len() / 4;
+        assert!(matches!(nk, 4 | 6 | 8), "AES key length");
+        let nr = nk + 6;
+        let total = 4 * (nr + 1);
+        let mut w: Vec<[u8; 4]> = Vec::with_capacity(total);
+        for i in 0..nk {
+            w.push(key[4 * i..4 * i + 4].try_into().unwrap());
+        }
+        let mut rcon: u8 = 1;
+        for i in nk..total {
+            let mut t = w[i - 1];
+            if i % nk == 0 {
+                t = [
+                    SBOX[t[1] as usize] ^ rcon,
+                    SBOX[t[2] as usize],
+                    SBOX[t[3] as usize],
+                    SBOX[t[0] as usize],
+                ];
+                rcon = (rcon << 1) ^ (if rcon & 0x80 != 0 { 0x1B } else { 0 });
+            } else if nk > 6 && i % nk == 4 {
+                t = [
+                    SBOX[t[0] as usize],
+                    SBOX[t[1] as usize],
+                    SBOX[t[2] as usize],
+                    SBOX[t[3] as usize],
+                ];
+            }
+            let p = w[i - nk];
+            w.push([p[0] ^ t[0], p[1] ^ t[1], p[2] ^ t[2], p[3] ^ t[3]]);
+        }
+        let rk = w
+            .chunks(4)
+            .map(|c| {
+                let mut b = [0u8; 16];
+                for (j, word) in c.iter().enumerate() {
+                    b[4 * j..4 * j + 4].copy_from_slice(word);
+                }
+                b
+            })
+            .collect();
+        zeroize::Zeroize::zeroize(&mut w);
+        RoundKeys { rk }
+    }
+
+    pub fn rounds(&self) -> usize {
+        self.rk.len() - 1
+    }
+}
+
+/// True when this CPU can run [`encrypt_cbc_many`].
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("aes") && std::is_x86_feature_detected!("sse2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// CBC-encrypts every job (PKCS#5 padding) under `keys`. Panics if not [`available`].
+pub fn encrypt_cbc_many(keys: &RoundKeys, jobs: &mut [CbcJob<'_>]) {
+    assert!(available(), "AES-NI not available");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the features the function enables were checked just above.
+    unsafe {
+        match keys.rounds() {
+            10 => cbc_many::<10>(keys, jobs),
+            12 => cbc_many::<12>(keys, jobs),
+            _ => cbc_many::<14>(keys, jobs),
+        }
+    }
+}
+
+const LANES: usize = 8;
+const NONE: usize = usize::MAX;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "aes,sse2")]
+unsafe fn cbc_many<const NR: usize>(keys: &RoundKeys, jobs: &mut [CbcJob<'_>]) {
+    let mut rk = [_mm_setzero_si128(); 15];
+    for (i, k) in keys.rk.iter().enumerate() {
+        rk[i] = _mm_loadu_si128(k.as_ptr() as *const __m128i);
+    }
+    let mut job = [NONE; LANES];
+    let mut blk = [0usize; LANES];
+    let mut nblk = [0usize; LANES];
+    let mut prev = [_mm_setzero_si128(); LANES];
+    // The PKCS#5 padding block of each lane's message.
+    let mut tail = [[0u8; BLOCK]; LANES];
+    let mut next = 0;
+    loop {
+        let mut x = [_mm_setzero_si128(); LANES];
+        let mut active = 0;
+        for l in 0..LANES {
+            if job[l] == NONE {
+                if next == jobs.len() {
+                    continue;
+                }
+                let j = &jobs[next];
+                job[l] = next;
+                blk[l] = 0;
+                nblk[l] = j.out.len() / BLOCK;
+                prev[l] = _mm_loadu_si128(j.iv.as_ptr() as *const __m128i);
+                let full = j.plain.len() / BLOCK * BLOCK;
+                let rest = &j.plain[full..];
+                tail[l] = [(BLOCK - rest.len()) as u8; BLOCK];
+                tail[l][..rest.len()].copy_from_slice(rest);
+                next += 1;
+            }
+            let j = &jobs[job[l]];
+            let b = blk[l];
+            let p = if b + 1 < nblk[l] {
+                _mm_loadu_si128(j.plain.as_ptr().add(b * BLOCK) as *const __m128i)
+            } else {
+                _mm_loadu_si128(tail[l].as_ptr() as *const __m128i)
+            };
+            x[l] = _mm_xor_si128(_mm_xor_si128(p, prev[l]), rk[0]);
+            active += 1;
+        }
+        if active == 0 {
+            break;
+        }
+        for k in rk.iter().take(NR).skip(1) {
+            for v in x.iter_mut() {
+                *v = _mm_aesenc_si128(*v, *k);
+            }
+        }
+        for (l, v) in x.iter_mut().enumerate() {
+            *v = _mm_aesenclast_si128(*v, rk[NR]);
+            if job[l] == NONE {
+                continue;
+            }
+            let j = &mut jobs[job[l]];
+            _mm_storeu_si128(j.out.as_mut_ptr().add(blk[l] * BLOCK) as *mut __m128i, *v);
+            prev[l] = *v;
+            blk[l] += 1;
+            if blk[l] == nblk[l] {
+                job[l] = NONE;
+            }
+        }
+    }
+    for t in tail.iter_mut() {
+        zeroize::Zeroize::zeroize(t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aes::cipher::{BlockCipherEncrypt, KeyInit};
+
+    #[test]
+    fn sbox_and_key_expansion_match_fips_197() {
+        assert_eq!(SBOX[0x00], 0x63);
+        assert_eq!(SBOX[0x53], 0xED);
+        assert_eq!(SBOX[0xFF], 0x16);
+        // FIPS-197 appendix A.1: the last round key of 2b7e1516 28aed2a6 abf71588 09cf4f3c.
+        let k = RoundKeys::expand(&[
+            0x2b, 0x7e, 0x15, 0x16, 0x28, 0xae, 0xd2, 0xa6, 0xab, 0xf7, 0x15, 0x88, 0x09, 0xcf,
+            0x4f, 0x3c,
+        ]);
+        assert_eq!(
+            k.rk[10],
+            [
+                0xd0, 0x14, 0xf9, 0xa8, 0xc9, 0xee, 0x25, 0x89, 0xe1, 0x3f, 0x0c, 0xc8, 0xb6, 0x63,
+                0x0c, 0xa6
+            ]
+        );
+    }
+
+    #[test]
+    fn one_block_matches_the_aes_crate_for_every_key_size() {
+        if !available() {
+            return;
+        }
+        for len in [16, 24, 32] {
+            let key: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37)).collect();
+            let plain = [0x42u8; 15]; // one padded block
+            let mut out = [0u8; 16];
+            let mut jobs = [CbcJob {
+                plain: &plain,
+                iv: [0; 16],
+                out: &mut out,
+            }];
+            encrypt_cbc_many(&RoundKeys::expand(&key), &mut jobs);
+            let mut b = aes::Block::from([0x42u8; 16]);
+            b[15] = 1;
+            match len {
+                16 => aes::Aes128::new_from_slice(&key)
+                    .unwrap()
+                    .encrypt_block(&mut b),
+                24 => aes::Aes192::new_from_slice(&key)
+                    .unwrap()
+                    .encrypt_block(&mut b),
+                _ => aes::Aes256::new_from_slice(&key)
+                    .unwrap()
+                    .encrypt_block(&mut b),
+            }
+            assert_eq!(&out[..], &b[..], "AES-{}", len * 8);
+        }
+    }
+}
