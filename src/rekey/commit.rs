@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::rekey::failpoint;
 use crate::sstable::txnlog::{last_modified_ms, record_path, Record, TxnLog};
 use crate::sstable::Descriptor;
 use crate::util::sync_dir;
@@ -32,8 +33,16 @@ impl Transaction {
         let dir = old.dir.clone();
         let cassandra_3 = old.is_cassandra_3();
         let mut log = TxnLog::create(&dir, &old.version)?;
-        let path = record_path(&prefix_path(&dir, new)?, cassandra_3);
-        if let Err(e) = log.append(&Record::add(path, components as i32)) {
+        let added = failpoint::hit("txn.created")
+            .and_then(|()| prefix_path(&dir, new))
+            .and_then(|p| {
+                log.append(&Record::add(
+                    record_path(&p, cassandra_3),
+                    components as i32,
+                ))
+            })
+            .and_then(|()| failpoint::hit("txn.add"));
+        if let Err(e) = added {
             let _ = log.finish();
             return Err(e);
         }
@@ -72,7 +81,49 @@ impl Transaction {
     /// Commits: the new SSTable's files must already be durable. After COMMIT the old files are
     /// deleted oldest first and the log removed; a crash in between is finished by `recover`.
     pub fn commit(mut self) -> Result<Vec<PathBuf>> {
+        let old_files = match self.log_remove() {
+            Ok(f) => f,
+            Err(e) => return Err(self.rollback_after(e)),
+        };
+        let committing =
+            failpoint::hit("txn.committing").and_then(|()| self.log.append(&Record::commit()));
+        if let Err(e) = committing {
+            // Whether the COMMIT record reached the disk is unknown (an fsync error is never
+            // retried). Take the log away first, so that no later recovery can read a COMMIT and
+            // delete the old files; then remove the new files (complete and durable by now).
+            let log = self.log.path().to_path_buf();
+            let _ = fs::remove_file(&log)
+                .and_then(|()| sync_dir(&self.dir).map_err(std::io::Error::other));
+            for (_, f) in self.files_of(&self.new).unwrap_or_default() {
+                let _ = fs::remove_file(f);
+            }
+            let _ = sync_dir(&self.dir);
+            return Err(e);
+        }
+        // Committed: from here the new SSTable is the live one. Errors now leave a committed log
+        // for `recover` (or Cassandra's startup) to finish.
+        let after = |e: Error| {
+            Error::Usage(format!(
+                "the new SSTable is committed and live, but cleaning up failed: {e}. Run `sstable-rekey recover` before starting Cassandra"
+            ))
+        };
+        failpoint::hit("txn.commit").map_err(after)?;
+        let mut deleted = Vec::new();
+        for (_, f) in old_files {
+            fs::remove_file(&f).map_err(|e| after(Error::io(&f, "delete obsolete file", e)))?;
+            failpoint::hit("old.deleted").map_err(after)?;
+            deleted.push(f);
+        }
+        sync_dir(&self.dir).map_err(after)?;
+        self.log.finish().map_err(after)?;
+        failpoint::hit("log.removed").map_err(after)?;
+        Ok(deleted)
+    }
+
+    /// Logs the REMOVE record of the old SSTable; returns its files, oldest first.
+    fn log_remove(&mut self) -> Result<Vec<(i64, PathBuf)>> {
         sync_dir(&self.dir)?;
+        failpoint::hit("dir.fsynced")?;
         let old_files = self.files_of(&self.old)?;
         let mut update_time = 0;
         for (_, f) in &old_files {
@@ -82,16 +133,17 @@ impl Transaction {
         let path = record_path(&prefix_path(&self.dir, &self.old)?, self.cassandra_3);
         self.log
             .append(&Record::remove(path, update_time, old_files.len() as i32))?;
-        self.log.append(&Record::commit())?;
-        // Committed: from here the new SSTable is the live one.
-        let mut deleted = Vec::new();
-        for (_, f) in old_files {
-            fs::remove_file(&f).map_err(|e| Error::io(&f, "delete obsolete file", e))?;
-            deleted.push(f);
+        failpoint::hit("txn.remove")?;
+        Ok(old_files)
+    }
+
+    fn rollback_after(self, e: Error) -> Error {
+        match self.rollback() {
+            Ok(()) => e,
+            Err(e2) => Error::Usage(format!(
+                "{e}; and rolling back failed too: {e2}. Run `sstable-rekey recover` before starting Cassandra"
+            )),
         }
-        sync_dir(&self.dir)?;
-        self.log.finish()?;
-        Ok(deleted)
     }
 
     /// Rolls back: ABORT, delete every file of the new SSTable, remove the log.

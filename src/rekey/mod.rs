@@ -3,6 +3,7 @@
 
 pub mod commit;
 pub mod exclusive;
+pub mod failpoint;
 pub mod find;
 pub mod inspect;
 pub mod plan;
@@ -749,9 +750,11 @@ fn write_new(
         rewrite::rewrite_file(&files, &spans, &layout, &|n| progress.add(n), &|| {
             cancel.load(Ordering::SeqCst)
         })?;
+    failpoint::hit("data.written")?;
     // An fsync error is fatal for this SSTable: never retried (the page cache may have dropped it).
     dst.sync_all()
         .map_err(|e| Error::io(&dst_path, "fsync", e))?;
+    failpoint::hit("data.fsynced")?;
 
     let mut new_ci = l.ci.clone();
     target.rewrite_options(&mut new_ci);
@@ -796,6 +799,7 @@ fn write_new(
             cancel.load(Ordering::SeqCst)
         })?;
         dst.sync_all().map_err(|e| Error::io(&to, "fsync", e))?;
+        failpoint::hit("index.written")?;
         written.push(pf.component.as_str());
     }
     if let Some(comps) = &l.statistics {
@@ -809,6 +813,7 @@ fn write_new(
         let m = fs::metadata(old.path("Digest.crc32"))
             .map_err(|e| Error::io(old.path("Digest.crc32"), "stat", e))?;
         write_small(&new.path("Digest.crc32"), &m, format_digest(crc).as_bytes())?;
+        failpoint::hit("component.linked")?;
         written.push("Digest.crc32");
     }
     // Everything else is unchanged: hard-link it under the new generation.
@@ -818,6 +823,7 @@ fn write_new(
         }
         fs::hard_link(old.path(c), new.path(c))
             .map_err(|e| Error::io(new.path(c), "hard-link", e))?;
+        failpoint::hit("component.linked")?;
     }
     sync_dir(&new.dir)?;
     Ok((counts, new_size))
