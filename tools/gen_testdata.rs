@@ -2,14 +2,14 @@
 //!
 //! Usage: `cargo run --release --example gen-testdata -- testdata`
 //!
-//! It writes `keys/`, `dd1/`, `dd2/`, `demo/` and `MANIFEST.json` under the given folder (replacing
-//! them; `README.md` is left alone). Everything is deterministic: the content, the keys and even the
+//! It writes `keys/`, `dd1/`, `dd2/`, `dd3/`, `refuse/`, `mixed/`, `demo/` and `MANIFEST.json` under the
+//! given folder (replacing them; `README.md` is left alone). Everything is deterministic: the content, the keys and even the
 //! IVs come from a splitmix64 generator seeded from each SSTable's name, so a rerun rewrites the same
 //! bytes. Deterministic IVs are acceptable in test fixtures only: real writers draw a fresh random IV
 //! for every chunk.
 //!
 //! On purpose, nothing here uses the library's code: the layouts are written from FORMAT.md (1.2–1.4,
-//! 2.1–2.5) with the `aes` block cipher, our own CBC/ECB and PKCS#5 padding, `lz4_flex`, `crc32fast`
+//! 2.1–2.6) with the `aes` block cipher, our own CBC/ECB and PKCS#5 padding, `lz4_flex`, `crc32fast`
 //! and `md-5`, so that the tests over this data are an independent check of the tool.
 //!
 //! Local key file tables (`LocalFileSystemKeyProviderFactory`) name their key file by a path relative
@@ -340,6 +340,19 @@ struct Sst {
     /// Why the tool must refuse this SSTable (written to the manifest), for the `refuse/` data dir.
     refuse: Option<&'static str>,
     pieces: Vec<Piece>,
+    /// DSE 6.8+/HCD BTI: Partitions.db and Rows.db page-encrypted and the Statistics.db components
+    /// encrypted with the table's key (FORMAT.md 2.6). `None`: placeholders, plain.
+    encrypted_index: Option<IndexSpec>,
+}
+
+/// Plain sizes of the page-encrypted index files of one SSTable.
+#[derive(Clone, Copy)]
+struct IndexSpec {
+    /// Partitions.db holds exactly this many full pages (maxBytesInPage plain bytes each), as the
+    /// partition index footer sits at the end of the last page's usable bytes (FORMAT.md 2.6).
+    partitions_pages: usize,
+    /// Rows.db plain length: not a multiple of maxBytesInPage, so its last page is partly filled.
+    rows_len: usize,
 }
 
 impl Sst {
@@ -483,21 +496,31 @@ fn write_utf(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Statistics.db with checksums (BIG `na`+, BTI; FORMAT.md 2.6) holding placeholder components.
-fn statistics_checksummed(label: &str) -> Vec<u8> {
-    let comps: Vec<(i32, Vec<u8>)> = (0..4)
+/// The placeholder components of a checksummed Statistics.db (types 0..4).
+fn statistics_components(label: &str) -> Vec<(i32, Vec<u8>)> {
+    (0..4)
         .map(|t| {
             (
                 t,
                 format!("placeholder metadata component {t} of {label}").into_bytes(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Statistics.db with checksums (BIG `na`+, BTI; FORMAT.md 2.6) holding placeholder components.
+fn statistics_checksummed(label: &str) -> Vec<u8> {
+    join_statistics(&statistics_components(label))
+}
+
+/// The checksummed container (FORMAT.md 2.6): `i32 count | CRC1 | (i32 type, i32 offset) x count |
+/// CRC2 | component | CRC | ...`, offsets absolute.
+fn join_statistics(comps: &[(i32, Vec<u8>)]) -> Vec<u8> {
     let count = comps.len() as i32;
     let mut out = count.to_be_bytes().to_vec();
     out.extend_from_slice(&crc32fast::hash(&count.to_be_bytes()).to_be_bytes());
     let mut pos = 4 + 4 + 8 * comps.len() + 4;
-    for (t, body) in &comps {
+    for (t, body) in comps {
         out.extend_from_slice(&t.to_be_bytes());
         out.extend_from_slice(&(pos as i32).to_be_bytes());
         pos += body.len() + 4;
@@ -507,11 +530,180 @@ fn statistics_checksummed(label: &str) -> Vec<u8> {
     h.update(&out[..4]);
     h.update(&out[8..]);
     out.extend_from_slice(&h.finalize().to_be_bytes());
-    for (_, body) in &comps {
+    for (_, body) in comps {
         out.extend_from_slice(body);
         out.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
     }
     out
+}
+
+/// The metadata digest the oracle's `verify` reports for Statistics.db (`metadata_sha256`):
+/// SHA-256 over `i32be type || i32be length || plaintext` of every component, in file order.
+fn statistics_digest(comps: &[(i32, Vec<u8>)]) -> String {
+    let mut h = sha2::Sha256::new();
+    for (t, body) in comps {
+        h.update(t.to_be_bytes());
+        h.update((body.len() as i32).to_be_bytes());
+        h.update(body);
+    }
+    hex(&h.finalize())
+}
+
+// ------------------------------------------------------------------ encrypted index and metadata (FORMAT.md 2.6)
+
+const PAGE: usize = 4096;
+/// Bytes of a page the encrypted blob may use: the page less `i32be L` and the CRC.
+const PAGE_USABLE: usize = PAGE - 8;
+
+impl Provider {
+    /// The provider's header *bound* (not the actual header length): local 0, replicated 33,
+    /// KMIP 5 + maxKeyLength (256).
+    fn header_bound(&self) -> usize {
+        match self {
+            Provider::Local { .. } => 0,
+            Provider::Replicated { .. } => 33,
+            Provider::Kmip { .. } => 5 + 256,
+        }
+    }
+}
+
+/// maxBytesInPage: the largest n with header bound + IV + padded(n) <= 4088 (FORMAT.md 2.6).
+fn max_bytes_in_page(s: &Sst) -> usize {
+    let iv = match s.mode {
+        Mode::Cbc => 16,
+        Mode::Ecb => 0,
+    };
+    let n = (PAGE_USABLE - s.provider.header_bound() - iv) / 16 * 16 - 1;
+    // The table of FORMAT.md 2.6.
+    let want = match (s.provider.kind(), s.mode) {
+        ("local", Mode::Cbc) => 4063,
+        ("local", Mode::Ecb) => 4079,
+        ("replicated", Mode::Cbc) => 4031,
+        ("replicated", Mode::Ecb) => 4047,
+        ("kmip", Mode::Cbc) => 3807,
+        ("kmip", Mode::Ecb) => 3823,
+        (k, _) => panic!("provider {k}"),
+    };
+    assert_eq!(n, want, "maxBytesInPage");
+    n
+}
+
+/// `H || IV || E(plain)` under the table's key, with a deterministic IV (test fixtures only).
+fn seal_record(s: &Sst, rng: &mut Rng, plain: &[u8]) -> Vec<u8> {
+    let iv = match s.mode {
+        Mode::Cbc => rng.bytes(16),
+        Mode::Ecb => Vec::new(),
+    };
+    let mut out = s.provider.header();
+    out.extend_from_slice(&iv);
+    out.extend_from_slice(&encrypt(s.mode, &s.key, &iv, plain));
+    out
+}
+
+/// A page-encrypted index file: maxBytesInPage plain bytes a page (the last page may hold fewer),
+/// each page `blob · zero padding to 4088 · i32be L · u32be CRC32(bytes 0..4092)`.
+fn seal_pages(s: &Sst, rng: &mut Rng, plain: &[u8]) -> Vec<u8> {
+    let cap = max_bytes_in_page(s);
+    let mut out = Vec::new();
+    for piece in plain.chunks(cap) {
+        let blob = seal_record(s, rng, piece);
+        assert!(
+            blob.len() <= PAGE_USABLE,
+            "page blob of {} bytes",
+            blob.len()
+        );
+        let start = out.len();
+        out.extend_from_slice(&blob);
+        out.resize(start + PAGE_USABLE, 0);
+        out.extend_from_slice(&(blob.len() as i32).to_be_bytes());
+        let crc = crc32fast::hash(&out[start..start + PAGE - 4]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    out
+}
+
+/// Index-like plaintext: length-prefixed partition keys, positions and a few random bytes.
+fn index_bytes(rng: &mut Rng, what: &str, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 64);
+    let mut pos = rng.below(1 << 20);
+    while out.len() < n {
+        let key = format!("{what}-key-{:010}", rng.below(10_000_000_000));
+        out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        out.extend_from_slice(key.as_bytes());
+        pos += 40 + rng.below(4000);
+        out.extend_from_slice(&pos.to_be_bytes());
+        let extra = rng.below(9) as usize;
+        out.extend_from_slice(&rng.bytes(extra));
+    }
+    out.truncate(n);
+    out
+}
+
+/// Statistics.db components of a table that encrypts its metadata: longer than the placeholders,
+/// sizes chosen so that one is a multiple of 16 (a whole padding block).
+fn metadata_components(rng: &mut Rng, label: &str) -> Vec<(i32, Vec<u8>)> {
+    [(0, 60usize), (1, 64), (2, 333), (3, 150)]
+        .into_iter()
+        .map(|(t, n)| {
+            let mut b = format!("metadata component {t} of {label}: ").into_bytes();
+            while b.len() < n {
+                b.extend_from_slice(&rng.bytes(8));
+            }
+            b.truncate(n);
+            (t, b)
+        })
+        .collect()
+}
+
+/// What the encrypted index and metadata files of one SSTable are: file bytes and manifest facts.
+struct EncryptedIndex {
+    partitions: Vec<u8>,
+    rows: Vec<u8>,
+    statistics: Vec<u8>,
+    manifest: Value,
+}
+
+fn encrypted_index(s: &Sst, spec: IndexSpec, label: &str) -> EncryptedIndex {
+    let mut rng = Rng::from_label(&format!("{label} encrypted index"));
+    let cap = max_bytes_in_page(s);
+    assert!(
+        spec.rows_len % cap != 0,
+        "{label}: Rows.db should end in a partial page"
+    );
+    let partitions_plain = index_bytes(&mut rng, "partition", spec.partitions_pages * cap);
+    let rows_plain = index_bytes(&mut rng, "row", spec.rows_len);
+    let comps = metadata_components(&mut rng, label);
+    let partitions = seal_pages(s, &mut rng, &partitions_plain);
+    let rows = seal_pages(s, &mut rng, &rows_plain);
+    let sealed: Vec<(i32, Vec<u8>)> = comps
+        .iter()
+        .map(|(t, body)| (*t, seal_record(s, &mut rng, body)))
+        .collect();
+    let statistics = join_statistics(&sealed);
+    let sha = |b: &[u8]| hex(&sha2::Sha256::digest(b));
+    let manifest = json!({
+        "max_bytes_in_page": cap,
+        "index_pages": {
+            "Partitions.db": partitions.len() / PAGE,
+            "Rows.db": rows.len() / PAGE,
+        },
+        "index_plain_length": {
+            "Partitions.db": partitions_plain.len(),
+            "Rows.db": rows_plain.len(),
+        },
+        "metadata_components": comps.len(),
+        "metadata_sha256": {
+            "Partitions.db": sha(&partitions_plain),
+            "Rows.db": sha(&rows_plain),
+            "Statistics.db": statistics_digest(&comps),
+        },
+    });
+    EncryptedIndex {
+        partitions,
+        rows,
+        statistics,
+        manifest,
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -579,19 +771,50 @@ fn write_sstable(root: &Path, s: &Sst) -> Value {
     let p = |c: &str| dir.join(format!("{}{c}", s.prefix()));
     let placeholder =
         |c: &str| format!("placeholder {c} of {label} (sstable-rekey test data; not a real {c})\n");
+    let enc_index = s
+        .encrypted_index
+        .map(|spec| encrypted_index(s, spec, &label));
+    // What the oracle's `verify` reports as `metadata_sha256`: the plaintext of Partitions.db and
+    // Rows.db (BTI), and the Statistics.db components of a checksummed container.
+    let metadata_sha256 = match &enc_index {
+        Some(e) => e.manifest["metadata_sha256"].clone(),
+        None => {
+            let mut m = serde_json::Map::new();
+            if s.bti {
+                for c in ["Partitions.db", "Rows.db"] {
+                    m.insert(
+                        c.into(),
+                        json!(hex(&sha2::Sha256::digest(placeholder(c).as_bytes()))),
+                    );
+                }
+            }
+            if s.has_max_compressed_length() {
+                m.insert(
+                    "Statistics.db".into(),
+                    json!(statistics_digest(&statistics_components(&label))),
+                );
+            }
+            Value::Object(m)
+        }
+    };
     for c in s.components() {
-        let bytes: Vec<u8> = match c {
-            "Data.db" => data.clone(),
-            "CompressionInfo.db" => ci.clone(),
-            "Digest.crc32" => crc32fast::hash(&data).to_string().into_bytes(),
-            "Statistics.db" if s.has_max_compressed_length() => statistics_checksummed(&label),
-            "TOC.txt" => s
-                .components()
-                .iter()
-                .map(|c| format!("{c}\n"))
-                .collect::<String>()
-                .into_bytes(),
-            other => placeholder(other).into_bytes(),
+        let bytes: Vec<u8> = match (c, &enc_index) {
+            ("Partitions.db", Some(e)) => e.partitions.clone(),
+            ("Rows.db", Some(e)) => e.rows.clone(),
+            ("Statistics.db", Some(e)) => e.statistics.clone(),
+            _ => match c {
+                "Data.db" => data.clone(),
+                "CompressionInfo.db" => ci.clone(),
+                "Digest.crc32" => crc32fast::hash(&data).to_string().into_bytes(),
+                "Statistics.db" if s.has_max_compressed_length() => statistics_checksummed(&label),
+                "TOC.txt" => s
+                    .components()
+                    .iter()
+                    .map(|c| format!("{c}\n"))
+                    .collect::<String>()
+                    .into_bytes(),
+                other => placeholder(other).into_bytes(),
+            },
         };
         fs::write(p(c), bytes).unwrap();
     }
@@ -633,6 +856,12 @@ fn write_sstable(root: &Path, s: &Sst) -> Value {
         "plaintext_sha256": hex(&sha.finalize()),
         "refuse": s.refuse,
         "headerless_chunks": if s.headerless_first.is_some() { vec![0] } else { Vec::<usize>::new() },
+        "indexes_encrypted": enc_index.is_some(),
+        "metadata_sha256": metadata_sha256,
+        "max_bytes_in_page": enc_index.as_ref().map(|e| e.manifest["max_bytes_in_page"].clone()),
+        "index_pages": enc_index.as_ref().map(|e| e.manifest["index_pages"].clone()),
+        "index_plain_length": enc_index.as_ref().map(|e| e.manifest["index_plain_length"].clone()),
+        "metadata_components": enc_index.as_ref().map(|e| e.manifest["metadata_components"].clone()),
     })
 }
 
@@ -688,13 +917,14 @@ fn base(dir: &str, ks: &str, table: &str, key: &KeySet, pieces: Vec<Piece>) -> S
         headerless_first: None,
         refuse: None,
         pieces,
+        encrypted_index: None,
     }
 }
 
 fn main() {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "testdata".into()));
     fs::create_dir_all(&out).unwrap();
-    for d in ["keys", "dd1", "dd2", "refuse", "mixed", "demo"] {
+    for d in ["keys", "dd1", "dd2", "dd3", "refuse", "mixed", "demo"] {
         let p = out.join(d);
         if p.exists() {
             fs::remove_dir_all(&p).unwrap();
@@ -993,6 +1223,90 @@ fn main() {
     s.class = Class::Encryptor;
     manifest.push(write_sstable(&out, &s));
 
+    // dd3/bti: DSE 6.8+/HCD-style BTI SSTables whose Partitions.db and Rows.db are page-encrypted
+    // (several pages each) and whose Statistics.db components are encrypted (FORMAT.md 2.6): every
+    // provider x mode x strength once, versions `bb` and `cc` and both classes spread over them.
+    for (version, provider, mode, bits, class, partitions_pages, rows_len) in [
+        ("bb", "kmip", Mode::Cbc, 128u32, Class::Encryptor, 3, 9_000),
+        (
+            "cc",
+            "kmip",
+            Mode::Cbc,
+            256,
+            Class::EncryptingLz4,
+            2,
+            12_345,
+        ),
+        ("cc", "kmip", Mode::Ecb, 128, Class::Encryptor, 2, 8_100),
+        (
+            "bb",
+            "kmip",
+            Mode::Ecb,
+            256,
+            Class::EncryptingLz4,
+            3,
+            10_000,
+        ),
+        (
+            "cc",
+            "local",
+            Mode::Cbc,
+            128,
+            Class::EncryptingLz4,
+            3,
+            14_000,
+        ),
+        ("bb", "local", Mode::Cbc, 256, Class::Encryptor, 2, 9_999),
+        (
+            "bb",
+            "local",
+            Mode::Ecb,
+            128,
+            Class::EncryptingLz4,
+            2,
+            11_111,
+        ),
+        ("cc", "local", Mode::Ecb, 256, Class::Encryptor, 3, 6_543),
+    ] {
+        let table = format!("t_{version}_{provider}_{}_{bits}", mode.name());
+        let (prov, key) = if provider == "kmip" {
+            let id = format!("old-{bits}");
+            (
+                Provider::Kmip {
+                    id: id.clone(),
+                    host: "kmip1".into(),
+                },
+                keys.ring(&id),
+            )
+        } else {
+            (
+                Provider::Local {
+                    file: "keys/old.key".into(),
+                },
+                keys.old_file_key(mode, bits),
+            )
+        };
+        let mut s = base(
+            &table_dir("dd3", "bti", &table),
+            "bti",
+            &table,
+            &keys,
+            vec![T(CHUNK), R(CHUNK), T(2345)],
+        );
+        s.version = version;
+        s.bti = true;
+        s.class = class;
+        s.provider = prov;
+        s.key = key;
+        s.mode = mode;
+        s.bits = bits;
+        s.encrypted_index = Some(IndexSpec {
+            partitions_pages,
+            rows_len,
+        });
+        manifest.push(write_sstable(&out, &s));
+    }
+
     // demo: what `sstable-rekey demo` runs on (its own keys).
     let demo_keys = KeySet::new("demo", &[("demo-old", 16), ("demo-new", 16)]);
     demo_keys.write(&out.join("demo/keys"));
@@ -1059,7 +1373,7 @@ fn main() {
     manifest.sort_by(|a, b| a["data"].as_str().cmp(&b["data"].as_str()));
     let doc = json!({
         "generator": "tools/gen_testdata.rs (cargo run --release --example gen-testdata -- testdata)",
-        "note": "paths are relative to testdata/; plaintext_sha256 is the SHA-256 of the concatenated plaintext of all chunks, computed when the data was generated. key_file paths are relative to the root of the tree they ship in (testdata/ or testdata/demo/).",
+        "note": "paths are relative to testdata/; plaintext_sha256 is the SHA-256 of the concatenated plaintext of all chunks, computed when the data was generated. metadata_sha256 is what the oracle's verify reports under that name: the SHA-256 of the plaintext of Partitions.db and of Rows.db (BTI; decrypted page by page when indexes_encrypted), and for a checksummed Statistics.db the SHA-256 over i32be type, i32be length and plaintext of every component. index_pages counts the 4096-byte pages of the page-encrypted index files, max_bytes_in_page is their plaintext capacity (FORMAT.md 2.6). key_file paths are relative to the root of the tree they ship in (testdata/ or testdata/demo/).",
         "sstables": manifest,
     });
     fs::write(

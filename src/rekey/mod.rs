@@ -223,7 +223,7 @@ struct Progress {
 impl Progress {
     fn new(enabled: bool, total_bytes: u64, total: usize) -> Self {
         let tty = std::io::stderr().is_terminal();
-        let bar = (enabled && tty).then(|| {
+        let bar = (enabled && tty && total > 0).then(|| {
             let b = indicatif::ProgressBar::new(total_bytes);
             b.set_style(
                 indicatif::ProgressStyle::with_template(
