@@ -29,6 +29,8 @@ pub struct BenchOptions {
     pub threads: usize,
     pub runs: usize,
     pub keep: bool,
+    /// Split the data over this many SSTables (the cp and naive baselines use the first).
+    pub sstables: usize,
 }
 
 /// Parses `2GiB`, `512MiB`, `100MB`, `1048576`.
@@ -81,10 +83,16 @@ fn row_chunk(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-/// Writes an encrypted BIG `nb` SSTable (EncryptingLZ4Compressor, AES/CBC, KMIP key header) of
-/// `size` uncompressed bytes into `<root>/data/bench/rows-<id>/`, and a keyring with two keys.
+/// Writes `sstables` encrypted BIG `nb` SSTables (EncryptingLZ4Compressor, AES/CBC, KMIP key header)
+/// of `size` uncompressed bytes in all into `<root>/data/bench/rows-<id>/`, and a keyring with two keys.
 /// Returns (data dir, keyring).
-pub fn synth(root: &Path, size: u64, chunk_kib: u32, bits: u32) -> Result<(PathBuf, PathBuf)> {
+pub fn synth(
+    root: &Path,
+    size: u64,
+    sstables: usize,
+    chunk_kib: u32,
+    bits: u32,
+) -> Result<(PathBuf, PathBuf)> {
     let data = root.join("data");
     let table = data
         .join("bench")
@@ -136,64 +144,73 @@ pub fn synth(root: &Path, size: u64, chunk_kib: u32, bits: u32) -> Result<(PathB
             s1
         })
         .collect();
-    let n = size.div_ceil(chunk_len as u64) as usize;
-    let prefix = table.join("nb-1-big-");
-    let path = |c: &str| PathBuf::from(format!("{}{c}", prefix.display()));
-    let f = File::create(path("Data.db")).map_err(|e| Error::io(path("Data.db"), "create", e))?;
-    let mut w = std::io::BufWriter::with_capacity(8 << 20, f);
-    let mut offsets = Vec::with_capacity(n);
-    let mut pos = 0u64;
-    let mut crc = crc32fast::Hasher::new();
-    let mut ivs = IvSource::new();
-    let mut buf = Vec::new();
-    for i in 0..n {
-        let plain_len = (size - i as u64 * chunk_len as u64).min(chunk_len as u64) as usize;
-        let mut s1 = pool[i % pool.len()].clone();
-        if plain_len != chunk_len {
-            let block = lz4_flex::block::compress(&row_chunk(999, plain_len));
-            s1.clear();
-            s1.extend_from_slice(&(plain_len as i32).to_be_bytes());
-            s1.extend_from_slice(&(plain_len as u32).to_le_bytes());
-            s1.extend_from_slice(&block);
+    let each = size / sstables as u64;
+    for gen in 1..=sstables {
+        let size = if gen == sstables {
+            size - each * (sstables as u64 - 1)
+        } else {
+            each
+        };
+        let n = size.div_ceil(chunk_len as u64) as usize;
+        let prefix = table.join(format!("nb-{gen}-big-"));
+        let path = |c: &str| PathBuf::from(format!("{}{c}", prefix.display()));
+        let f =
+            File::create(path("Data.db")).map_err(|e| Error::io(path("Data.db"), "create", e))?;
+        let mut w = std::io::BufWriter::with_capacity(8 << 20, f);
+        let mut offsets = Vec::with_capacity(n);
+        let mut pos = 0u64;
+        let mut crc = crc32fast::Hasher::new();
+        let mut ivs = IvSource::new();
+        let mut buf = Vec::new();
+        for i in 0..n {
+            let plain_len = (size - i as u64 * chunk_len as u64).min(chunk_len as u64) as usize;
+            let mut s1 = pool[i % pool.len()].clone();
+            if plain_len != chunk_len {
+                let block = lz4_flex::block::compress(&row_chunk(999, plain_len));
+                s1.clear();
+                s1.extend_from_slice(&(plain_len as i32).to_be_bytes());
+                s1.extend_from_slice(&(plain_len as u32).to_le_bytes());
+                s1.extend_from_slice(&block);
+            }
+            let mut iv = [0u8; 16];
+            ivs.next(&mut iv)?;
+            buf.clear();
+            env.seal_chunk(&header, &key, &iv, &s1, &mut buf);
+            let c = crc32fast::hash(&buf);
+            buf.extend_from_slice(&c.to_be_bytes());
+            w.write_all(&buf)
+                .map_err(|e| Error::io(path("Data.db"), "write", e))?;
+            crc.update(&buf);
+            offsets.push(pos);
+            pos += buf.len() as u64;
         }
-        let mut iv = [0u8; 16];
-        ivs.next(&mut iv)?;
-        buf.clear();
-        env.seal_chunk(&header, &key, &iv, &s1, &mut buf);
-        let c = crc32fast::hash(&buf);
-        buf.extend_from_slice(&c.to_be_bytes());
-        w.write_all(&buf)
+        w.flush()
             .map_err(|e| Error::io(path("Data.db"), "write", e))?;
-        crc.update(&buf);
-        offsets.push(pos);
-        pos += buf.len() as u64;
+        let ci = CompressionInfo {
+            class: "EncryptingLZ4Compressor".into(),
+            options: vec![
+                ("cipher_algorithm".into(), cipher.transformation.clone()),
+                ("secret_key_strength".into(), bits.to_string()),
+                ("key_provider".into(), "KmipKeyProviderFactory".into()),
+                ("kmip_host".into(), "bench".into()),
+            ],
+            chunk_length: chunk_len as u32,
+            max_compressed_length: Some(i32::MAX),
+            data_length: size,
+            offsets,
+        };
+        let write =
+            |c: &str, b: &[u8]| fs::write(path(c), b).map_err(|e| Error::io(path(c), "write", e));
+        write("CompressionInfo.db", &ci.serialize())?;
+        write("Digest.crc32", format_digest(crc.finalize()).as_bytes())?;
+        for c in ["Index.db", "Summary.db", "Filter.db", "Statistics.db"] {
+            write(c, format!("bench {c}\n").as_bytes())?;
+        }
+        write(
+            "TOC.txt",
+            b"Data.db\nCompressionInfo.db\nDigest.crc32\nIndex.db\nSummary.db\nFilter.db\nStatistics.db\nTOC.txt\n",
+        )?;
     }
-    w.flush()
-        .map_err(|e| Error::io(path("Data.db"), "write", e))?;
-    let ci = CompressionInfo {
-        class: "EncryptingLZ4Compressor".into(),
-        options: vec![
-            ("cipher_algorithm".into(), cipher.transformation.clone()),
-            ("secret_key_strength".into(), bits.to_string()),
-            ("key_provider".into(), "KmipKeyProviderFactory".into()),
-            ("kmip_host".into(), "bench".into()),
-        ],
-        chunk_length: chunk_len as u32,
-        max_compressed_length: Some(i32::MAX),
-        data_length: size,
-        offsets,
-    };
-    let write =
-        |c: &str, b: &[u8]| fs::write(path(c), b).map_err(|e| Error::io(path(c), "write", e));
-    write("CompressionInfo.db", &ci.serialize())?;
-    write("Digest.crc32", format_digest(crc.finalize()).as_bytes())?;
-    for c in ["Index.db", "Summary.db", "Filter.db", "Statistics.db"] {
-        write(c, format!("bench {c}\n").as_bytes())?;
-    }
-    write(
-        "TOC.txt",
-        b"Data.db\nCompressionInfo.db\nDigest.crc32\nIndex.db\nSummary.db\nFilter.db\nStatistics.db\nTOC.txt\n",
-    )?;
     Ok((data, keyring))
 }
 
@@ -203,6 +220,7 @@ pub struct Measure {
     pub seconds: f64,
     pub gb_per_s: f64,
     pub user_cpu_s: f64,
+    pub user_cpu_s_per_gb: f64,
     pub peak_rss_mib: Option<f64>,
 }
 
@@ -216,6 +234,7 @@ pub struct BenchReport {
     pub chunk_kib: u32,
     pub bits: u32,
     pub runs: usize,
+    pub sstables: usize,
     pub openssl_cbc_encrypt_1core_gb_s: Option<f64>,
     pub measures: Vec<Measure>,
     pub ratios: Vec<(String, f64)>,
@@ -381,19 +400,21 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     result
 }
 
-fn data_db_of(data: &Path) -> Result<PathBuf> {
+fn data_dbs_of(data: &Path) -> Result<Vec<PathBuf>> {
     let table = data
         .join("bench")
         .join("rows-0123456789abcdef0123456789abcdef");
-    for e in fs::read_dir(&table)
+    let mut v: Vec<PathBuf> = fs::read_dir(&table)
         .map_err(|e| Error::io(&table, "list", e))?
         .flatten()
-    {
-        if e.file_name().to_string_lossy().ends_with("-Data.db") {
-            return Ok(e.path());
-        }
+        .filter(|e| e.file_name().to_string_lossy().ends_with("-Data.db"))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    if v.is_empty() {
+        return Err(Error::Usage("bench: no Data.db".into()));
     }
-    Err(Error::Usage("bench: no Data.db".into()))
+    Ok(v)
 }
 
 fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
@@ -402,20 +423,21 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
         crate::util::human_bytes(opts.size),
         root.display()
     );
-    let (data, keyring) = synth(root, opts.size, opts.chunk_kib, opts.bits)?;
-    let data_db = data_db_of(&data)?;
-    let bytes = fs::metadata(&data_db)
-        .map_err(|e| Error::io(&data_db, "stat", e))?
-        .len();
-    let gb = bytes as f64 / 1e9;
+    let (data, keyring) = synth(root, opts.size, opts.sstables, opts.chunk_kib, opts.bits)?;
+    let data_dbs = data_dbs_of(&data)?;
+    let size_of = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let bytes: u64 = data_dbs.iter().map(|p| size_of(p)).sum();
+    let first_bytes = size_of(&data_dbs[0]);
     let mut measures = Vec::new();
-    let mut push = |name: &str, secs: Vec<f64>, user: Vec<f64>, rss: Option<u64>| {
+    let mut push = |name: &str, bytes: u64, secs: Vec<f64>, user: Vec<f64>, rss: Option<u64>| {
         let s = median(secs);
+        let u = median(user);
         measures.push(Measure {
             name: name.to_string(),
             seconds: s,
-            gb_per_s: gb / s,
-            user_cpu_s: median(user),
+            gb_per_s: bytes as f64 / 1e9 / s,
+            user_cpu_s: u,
+            user_cpu_s_per_gb: u / (bytes as f64 / 1e9),
             peak_rss_mib: rss.map(|k| k as f64 / 1024.0),
         });
     };
@@ -426,13 +448,14 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     eprintln!("bench: cp ...");
     let (mut secs, mut user) = (Vec::new(), Vec::new());
     for _ in 0..opts.runs {
-        let copy = root.join("copy-Data.db");
-        let (s, u, _) = timed_child(Command::new("cp").arg(&data_db).arg(&copy))?;
+        let copy = root.join("copy");
+        fs::create_dir_all(&copy).map_err(|e| Error::io(&copy, "create folder", e))?;
+        let (s, u, _) = timed_child(Command::new("cp").args(&data_dbs).arg(&copy))?;
         secs.push(s);
         user.push(u);
-        let _ = fs::remove_file(&copy);
+        let _ = fs::remove_dir_all(&copy);
     }
-    push("cp Data.db", secs, user, None);
+    push("cp Data.db", bytes, secs, user, None);
 
     eprintln!("bench: openssl enc (CPU per GB) ...");
     let (s, u, _) = timed_child(Command::new("openssl").args([
@@ -443,12 +466,12 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
         "-iv",
         &"02".repeat(16),
         "-in",
-        &data_db.display().to_string(),
+        &data_dbs[0].display().to_string(),
         "-out",
         "/dev/null",
     ]))
     .unwrap_or((f64::NAN, f64::NAN, 0));
-    push("openssl enc (1 core)", vec![s], vec![u], None);
+    push("openssl enc (1 core)", first_bytes, vec![s], vec![u], None);
 
     eprintln!("bench: naive single-stream rekey ...");
     let ring_text =
@@ -465,13 +488,18 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
         .collect();
     let (mut secs, mut user) = (Vec::new(), Vec::new());
     for _ in 0..opts.runs {
-        let out = root.join("naive-Data.db");
-        let (s, u) = naive_rekey(&data_db, &out, opts.bits, &keys)?;
+        let (mut s, mut u) = (0.0, 0.0);
+        for db in &data_dbs {
+            let out = root.join("naive-Data.db");
+            let (s1, u1) = naive_rekey(db, &out, opts.bits, &keys)?;
+            s += s1;
+            u += u1;
+            let _ = fs::remove_file(&out);
+        }
         secs.push(s);
         user.push(u);
-        let _ = fs::remove_file(&out);
     }
-    push("naive rekey (1 thread)", secs, user, None);
+    push("naive rekey (1 thread)", bytes, secs, user, None);
 
     let exe = std::env::current_exe().map_err(|e| Error::Usage(format!("current exe: {e}")))?;
     let mut to_b = true;
@@ -488,7 +516,15 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
             let (s, u, r) = timed_child(
                 Command::new(&exe)
                     .env("RAYON_NUM_THREADS", threads.to_string())
-                    .args(["rekey", "-q", "--jobs", "1", "--to", target, "--keyring"])
+                    .args([
+                        "rekey",
+                        "-q",
+                        "--jobs",
+                        &threads.to_string(),
+                        "--to",
+                        target,
+                        "--keyring",
+                    ])
                     .arg(&keyring)
                     .arg("--data-dir")
                     .arg(&data),
@@ -502,6 +538,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
                 "sstable-rekey rekey ({threads} thread{})",
                 if threads == 1 { "" } else { "s" }
             ),
+            bytes,
             secs,
             user,
             Some(rss),
@@ -512,7 +549,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
         measures
             .iter()
             .find(|m| m.name.starts_with(n))
-            .map(|m| (m.seconds, m.gb_per_s, m.user_cpu_s))
+            .map(|m| (m.seconds, m.gb_per_s, m.user_cpu_s_per_gb))
     };
     let mut ratios = Vec::new();
     let all = format!("sstable-rekey rekey ({} thread", opts.threads);
@@ -527,7 +564,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     }
     if let (Some(r), Some(o)) = (get(&all), get("openssl enc")) {
         ratios.push((
-            "rekey user CPU / openssl enc user CPU, same bytes (target <= 0.25)".into(),
+            "rekey user CPU per GB / openssl enc user CPU per GB (target <= 0.25)".into(),
             r.2 / o.2,
         ));
     }
@@ -564,6 +601,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
         chunk_kib: opts.chunk_kib,
         bits: opts.bits,
         runs: opts.runs,
+        sstables: opts.sstables,
         openssl_cbc_encrypt_1core_gb_s: openssl.map(|b| b / 1e9),
         measures,
         ratios,
@@ -572,13 +610,13 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
 
 pub fn print_human(r: &BenchReport) {
     println!(
-        "machine: {} ({} cores); {} on {} ({}); Data.db {}; {} KiB chunks; AES-{}; medians of {} runs",
+        "machine: {} ({} cores); {} ({}); Data.db {} in {} SSTable(s); {} KiB chunks; AES-{}; medians of {} runs",
         r.machine,
         r.cores,
         r.dir,
         r.filesystem,
-        r.filesystem,
         crate::util::human_bytes(r.data_db_bytes),
+        r.sstables,
         r.chunk_kib,
         r.bits,
         r.runs
@@ -591,16 +629,17 @@ pub fn print_human(r: &BenchReport) {
         );
     }
     println!(
-        "{:<40} {:>8} {:>9} {:>9} {:>9}",
-        "measure", "seconds", "GB/s", "user CPU", "peak RSS"
+        "{:<40} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "measure", "seconds", "GB/s", "user CPU", "CPU s/GB", "peak RSS"
     );
     for m in &r.measures {
         println!(
-            "{:<40} {:>8.3} {:>9.3} {:>9.3} {:>9}",
+            "{:<40} {:>8.3} {:>9.3} {:>9.3} {:>9.3} {:>9}",
             m.name,
             m.seconds,
             m.gb_per_s,
             m.user_cpu_s,
+            m.user_cpu_s_per_gb,
             m.peak_rss_mib
                 .map(|v| format!("{v:.0} MiB"))
                 .unwrap_or_default()

@@ -75,6 +75,9 @@ pub struct BenchArgs {
     /// Keep the generated data (and print where it is) instead of deleting it
     #[arg(long)]
     pub keep: bool,
+    /// Split the data over this many SSTables (e.g. --size 2GiB --sstables 1000 for 2 MiB each)
+    #[arg(long, default_value_t = 1)]
+    pub sstables: usize,
 }
 
 #[derive(Args, Debug)]

@@ -320,6 +320,7 @@ pub fn run_bench(a: &crate::cli::BenchArgs) -> Result<Exit> {
         }),
         runs: a.runs.max(1),
         keep: a.keep,
+        sstables: a.sstables.max(1),
     };
     let r = crate::bench::run(&opts)?;
     if a.json {
