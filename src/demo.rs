@@ -72,6 +72,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         report,
         keyspace: None,
         tables: vec![],
+        kmip: Default::default(),
     };
     println!("== sstable-rekey demo in {}", root.display());
     println!("   key `demo-old` (KMIP id, in the offline keyring) is compromised; `demo-new` replaces it;");
@@ -90,6 +91,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         from: vec!["kmip://demo/demo-old".into()],
         jobs: 2,
         dry_run: false,
+        create_key: false,
         quiet: true,
         scope: scope(Some(report.clone())),
     })?;
@@ -105,6 +107,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         from: vec![format!("file:{}", keys.join("old.key").display())],
         jobs: 2,
         dry_run: false,
+        create_key: false,
         quiet: true,
         scope: scope(None),
     })?;

@@ -549,7 +549,7 @@ impl Client {
             .collect())
     }
 
-    /// Create an AES key (Encrypt|Decrypt) and Activate it, in one request.
+    /// Create an AES key (Encrypt|Decrypt) and Activate it.
     pub fn create_aes(&mut self, bits: u32, name: Option<&str>) -> Result<String, KmipError> {
         let mut template = vec![
             attribute(
@@ -571,7 +571,9 @@ impl Client {
                 ]),
             ));
         }
-        let ops = [
+        // Two requests: an Activate relying on the ID Placeholder of a batched Create is valid
+        // KMIP, but PyKMIP 0.11 cannot parse an Activate without a Unique Identifier.
+        let created = self.one(
             Op {
                 op: op::CREATE,
                 payload: vec![
@@ -579,25 +581,27 @@ impl Client {
                     Item::structure(tag::TEMPLATE_ATTRIBUTE, template),
                 ],
             },
-            // No Unique Identifier: the ID Placeholder set by the Create above.
-            Op {
-                op: op::ACTIVATE,
-                payload: vec![],
-            },
-        ];
-        let mut res = self.call(&ops, false)?.into_iter();
-        let created = res
-            .next()
-            .expect("two results")
-            .map_err(|f| self.failed(f, None))?;
+            false,
+            None,
+        )?;
         let id = created
             .child(tag::UNIQUE_IDENTIFIER)
             .and_then(Item::as_text)
             .ok_or_else(|| self.unusable("Create answered no Unique Identifier".into()))?
             .to_string();
-        if let Err(f) = res.next().expect("two results") {
-            return Err(self.failed(f, Some(&id)));
-        }
+        self.one(
+            Op {
+                op: op::ACTIVATE,
+                payload: vec![Item::text(tag::UNIQUE_IDENTIFIER, &id)],
+            },
+            false,
+            Some(&id),
+        )
+        .map_err(|e| {
+            self.unusable(format!(
+                "created key {id} but could not activate it ({e}); activate or destroy it on the server"
+            ))
+        })?;
         Ok(id)
     }
 
@@ -1029,5 +1033,73 @@ mod tests {
             let e = parse_key(&bad, "k").err().unwrap();
             assert!(!e.contains("5a") && !e.contains("90"), "{e}");
         }
+    }
+
+    /// Bytes PyKMIP 0.11 itself encodes (`tools/kmip_admin.py DIR capture`): our Get request is
+    /// byte-identical, and its Get and failure responses decode to what they say.
+    #[test]
+    fn pykmip_captured_bytes() {
+        fn unhex(s: &str) -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        }
+        let get_request = concat!(
+            "42007801000000804200770100000038420069010000002042006a0200000004",
+            "000000010000000042006b0200000004000000020000000042000d0200000004",
+            "000000010000000042000f010000003842005c05000000040000000a00000000",
+            "4200790100000020420094070000000234320000000000004200420500000004",
+            "0000000100000000",
+        );
+        let get_response = concat!(
+            "42007b010000010042007a0100000048420069010000002042006a0200000004",
+            "000000010000000042006b020000000400000002000000004200920900000008",
+            "000000005e0be10042000d0200000004000000010000000042000f01000000a8",
+            "42005c05000000040000000a0000000042007f05000000040000000000000000",
+            "42007c0100000080420057050000000400000002000000004200940700000002",
+            "343200000000000042008f010000005842004001000000504200420500000004",
+            "0000000100000000420045010000001842004308000000100001020304050607",
+            "08090a0b0c0d0e0f4200280500000004000000030000000042002a0200000004",
+            "0000008000000000",
+        );
+        let not_found = concat!(
+            "42007b01000000b042007a0100000048420069010000002042006a0200000004",
+            "000000010000000042006b020000000400000002000000004200920900000008",
+            "000000005e0be10042000d0200000004000000010000000042000f0100000058",
+            "42005c05000000040000000a0000000042007f05000000040000000100000000",
+            "42007e0500000004000000010000000042007d070000001b436f756c64206e6f",
+            "74206c6f63617465206f626a6563743a2034320000000000",
+        );
+        let ops = [Op {
+            op: op::GET,
+            payload: vec![
+                Item::text(tag::UNIQUE_IDENTIFIER, "42"),
+                Item::enumeration(tag::KEY_FORMAT_TYPE, super::super::KEY_FORMAT_RAW),
+            ],
+        }];
+        assert_eq!(request(&ops).encode(), unhex(get_request));
+        let r = parse_response(&unhex(get_response), &ops).unwrap();
+        let key = parse_key(r[0].as_ref().unwrap(), "42").unwrap();
+        assert_eq!(key.expose(), (0u8..16).collect::<Vec<_>>());
+        let r = parse_response(&unhex(not_found), &ops).unwrap();
+        let f = r[0].as_ref().unwrap_err();
+        assert_eq!(
+            (f.op, f.reason),
+            (op::GET, super::super::REASON_ITEM_NOT_FOUND)
+        );
+        assert_eq!(f.message, "Could not locate object: 42");
+        assert_eq!(
+            Item::long(0x420000, 123456789000000000).encode(),
+            unhex("420000030000000801b69b4ba5749200")
+        );
+        assert_eq!(
+            Item::boolean(0x420000, true).encode(),
+            unhex("42000006000000080000000000000001")
+        );
+        assert_eq!(
+            Item::interval(0x420000, 864000).encode(),
+            unhex("4200000a00000004000d2f0000000000")
+        );
     }
 }
