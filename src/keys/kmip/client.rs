@@ -251,13 +251,13 @@ impl Client {
         let mut sock = None;
         let mut last = String::from("no address");
         for a in addrs {
-            let left = remaining(deadline).ok_or_else(|| self.timed_out("connecting"))?;
+            let left = remaining(deadline).ok_or_else(|| self.timed_out("while connecting"))?;
             match TcpStream::connect_timeout(&a, left) {
                 Ok(s) => {
                     sock = Some(s);
                     break;
                 }
-                Err(e) if is_timeout(&e) => last = self.timed_out("connecting"),
+                Err(e) if is_timeout(&e) => last = self.timed_out("while connecting"),
                 Err(e) => last = format!("cannot connect: {e}"),
             }
         }
@@ -269,7 +269,8 @@ impl Client {
             ClientConnection::new(self.tls.clone(), name).map_err(|e| format!("TLS setup: {e}"))?;
         let mut stream = StreamOwned::new(conn, sock);
         while stream.conn.is_handshaking() {
-            let left = remaining(deadline).ok_or_else(|| self.timed_out("the TLS handshake"))?;
+            let left =
+                remaining(deadline).ok_or_else(|| self.timed_out("during the TLS handshake"))?;
             set_timeouts(&stream.sock, left).map_err(|e| format!("socket: {e}"))?;
             if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
                 return Err(self.describe_tls(&e, "during the TLS handshake", ep));
@@ -280,7 +281,7 @@ impl Client {
 
     fn timed_out(&self, what: &str) -> String {
         format!(
-            "no answer within {} ms while {what} (timeout_ms)",
+            "no answer within {} ms {what} (timeout_ms)",
             self.timeout.as_millis()
         )
     }
@@ -289,7 +290,7 @@ impl Client {
     fn describe_tls(&self, e: &io::Error, when: &str, ep: &Endpoint) -> String {
         use rustls::{AlertDescription as A, CertificateError as C, Error as T};
         if is_timeout(e) {
-            return self.timed_out(when.trim_start_matches("during "));
+            return self.timed_out(when);
         }
         let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<T>()) else {
             return match e.kind() {
