@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # A real KMIP server for the tests: PyKMIP 0.11.0 from PyPI on 127.0.0.1, with a fresh test CA, an
-# ECDSA P-256 server certificate (IP SAN 127.0.0.1, DNS SAN localhost), a client certificate, and a
-# second "rogue" CA + client certificate that the server must refuse.
+# ECDSA P-256 server certificate (IP SAN 127.0.0.1, DNS SAN localhost), an ECDSA and an RSA client
+# certificate, and a second "rogue" CA + client certificate that the server must refuse.
 #
 #   tools/kmip-server.sh start DIR [PORT]   start (installing PyKMIP into DIR/venv the first time);
 #                                           prints `KMIP_TEST_DIR=DIR` when the server answers
 #   tools/kmip-server.sh stop DIR           stop it (only the process whose pid is in DIR/server.pid)
 #   tools/kmip-server.sh status DIR         exit 0 when it answers
 #
-# DIR then holds: venv/, certs/{ca,client,server,rogue-ca,rogue-client}.{crt,key}, server.conf,
+# DIR then holds: venv/, certs/{ca,client,rsa-client,server,rogue-ca,rogue-client}.{crt,key}, server.conf,
 # client.conf (for PyKMIP's own client, tools/kmip_admin.py), kmip.toml (our --kmip-config, group
 # "test"), port, pykmip.db, server.log. tests/kmip.rs reads DIR from the KMIP_TEST_DIR variable.
 #
 # PyKMIP facts this relies on: it speaks TLS 1.2 only (auth_suite TLS1.2); objects belong to the
-# client certificate's CN that created them, so every client here uses the same certificate;
+# client certificate's CN that created them, so every client certificate here has the same CN;
 # Destroy deletes the object (a later Get answers ItemNotFound); Get still serves Deactivated and
 # Compromised keys. `cryptography<51` because PyKMIP 0.11 uses APIs that later releases removed.
 set -euo pipefail
@@ -50,7 +50,7 @@ fi
 
 c=$dir/certs
 mkdir -p "$c" "$dir/policies"
-if [[ ! -f $c/rogue-client.crt ]]; then
+if [[ ! -f $c/rsa-client.crt ]]; then
   (
     cd "$c"
     ec() { openssl ecparam -name prime256v1 -genkey -noout -out "$1"; }
@@ -73,6 +73,12 @@ if [[ ! -f $c/rogue-client.crt ]]; then
       "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
     leaf rogue-client rekey_client rogue-ca \
       "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
+    # Same CN as client (PyKMIP gives objects to the CN), RSA key in PKCS#8 PEM.
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa-client.key
+    openssl req -new -key rsa-client.key -subj "/CN=rekey_client" -out rsa-client.csr
+    printf 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n' >rsa-client.ext
+    openssl x509 -req -in rsa-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -sha256 -extfile rsa-client.ext -out rsa-client.crt
     chmod 600 ./*.key
   ) >"$dir/certs.log" 2>&1 || { echo "kmip-server.sh: openssl failed, see $dir/certs.log" >&2; exit 1; }
 fi
