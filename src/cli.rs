@@ -182,6 +182,9 @@ pub struct KmipListArgs {
     /// Only keys in this namespace (Object Group)
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// Only keys with this Name (Locate by Name on the server)
+    #[arg(long)]
+    pub name: Option<String>,
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,

@@ -67,6 +67,14 @@ pub fn build_store(
         })
         .collect();
     let wants_active = matches!(to, Some(KeyRef::Kmip { id, .. }) if id == ACTIVE);
+    if refs
+        .iter()
+        .any(|r| matches!(r, KeyRef::Kmip { id, .. } if id == ACTIVE))
+    {
+        return Err(Error::Usage(
+            "kmip://GROUP/active names the new key (--to); name old keys by their id".into(),
+        ));
+    }
     if create_key && !wants_active {
         return Err(Error::Usage(
             "--create-key goes with --to kmip://GROUP/active".into(),
@@ -244,7 +252,25 @@ fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 fn list(a: &KmipListArgs) -> Result<Exit> {
     let src = source(&a.kmip, &a.group)?;
-    let mut ids = src.with_client(&a.group, |c| c.locate(Vec::new()))?;
+    // Who answers (Query); servers may restrict Query, and the list does not need it.
+    let vendor = src
+        .with_client(&a.group, |c| c.query())
+        .ok()
+        .and_then(|q| q.vendor);
+    let filter = match &a.name {
+        Some(n) => vec![crate::keys::kmip::client::attribute(
+            "Name",
+            crate::keys::kmip::ttlv::Value::Structure(vec![
+                crate::keys::kmip::ttlv::Item::text(crate::keys::kmip::tag::NAME_VALUE, n),
+                crate::keys::kmip::ttlv::Item::enumeration(
+                    crate::keys::kmip::tag::NAME_TYPE,
+                    crate::keys::kmip::NAME_TYPE_TEXT,
+                ),
+            ]),
+        )],
+        None => Vec::new(),
+    };
+    let mut ids = src.with_client(&a.group, |c| c.locate(filter))?;
     ids.sort_by(|x, y| id_order(x, y));
     let mut rows = Vec::new();
     // Get Attributes batched, a bounded number per request so responses stay small.
@@ -318,7 +344,14 @@ fn list(a: &KmipListArgs) -> Result<Exit> {
     for r in &table {
         println!("{}", line(r.iter().map(String::as_str).collect()));
     }
-    eprintln!("{} keys in KMIP group {}", table.len(), a.group);
+    eprintln!(
+        "{} keys in KMIP group {}{}",
+        table.len(),
+        a.group,
+        vendor
+            .map(|v| format!(" (server: {v})"))
+            .unwrap_or_default()
+    );
     Ok(Exit::Ok)
 }
 

@@ -366,6 +366,8 @@ fn revoke_rekey_verify_destroy_end_to_end() {
     let text = tool(&[&["kmip", "list", GROUP][..], &cfg].concat());
     assert!(text.stdout.starts_with("ID  "), "{}", text.all());
     assert!(text.stdout.contains("Protect Stop Date"));
+    // Query: the vendor PyKMIP reports.
+    assert!(text.stderr.contains("(server: PyKMIP"), "{}", text.all());
 }
 
 /// A config like the server's, with some fields replaced.
@@ -834,6 +836,11 @@ fn rsa_client_keys_and_tls_1_2_work_too() {
         "rsa-client",
         3000,
     );
+    let name = format!(
+        "rsa-{}-{}",
+        std::process::id(),
+        crc32fast::hash(s(tmp.path()).as_bytes())
+    );
     let o = tool(&[
         "kmip",
         "create",
@@ -841,7 +848,7 @@ fn rsa_client_keys_and_tls_1_2_work_too() {
         "--bits",
         "256",
         "--name",
-        "rsa",
+        &name,
         "--kmip-config",
         s(&cfg),
     ]);
@@ -872,6 +879,24 @@ fn rsa_client_keys_and_tls_1_2_work_too() {
         .clone();
     assert_eq!(
         (row["cipher"].as_str(), row["name"].as_str()),
-        (Some("AES-256"), Some("rsa"))
+        (Some("AES-256"), Some(name.as_str()))
     );
+    // Locate by Name.
+    let named = json(&tool(&[
+        "kmip",
+        "list",
+        GROUP,
+        "--json",
+        "--name",
+        &name,
+        "--kmip-config",
+        s(&cfg),
+    ]));
+    let ids: Vec<&str> = named
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
 }
