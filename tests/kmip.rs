@@ -582,6 +582,15 @@ fn failures_are_clear_and_write_nothing() {
         &rekey(&good, &to(&k4)),
         &["Compromised, not Active"],
     );
+    let pre = e.admin(&["create", "--pre-active"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    check(
+        "new key Pre-Active",
+        &rekey(&good, &to(&pre)),
+        &["Pre-Active, not Active"],
+    );
 
     // A server that accepts and never answers: the timeout, not a hang.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -770,7 +779,17 @@ fn active_resolves_by_locate_and_create_key_makes_one() {
     let (k1, h1) = e.create(192);
     let data = e.encrypted(tmp.path(), &k1, &h1, 192);
     let before = tree(&data);
-    let o = tool(&["kmip", "revoke", GROUP, &k1, "--kmip-config", s(&cfg)]);
+    // Superseded: the old key is Deactivated (and still decrypts).
+    let o = tool(&[
+        "kmip",
+        "revoke",
+        GROUP,
+        &k1,
+        "--reason",
+        "superseded",
+        "--kmip-config",
+        s(&cfg),
+    ]);
     assert_eq!(o.code, 0, "{}", o.all());
     let active = format!("kmip://{GROUP}/active");
     let args = |extra: &[&str]| {

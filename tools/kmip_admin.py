@@ -4,7 +4,9 @@
 Run it with the venv that tools/kmip-server.sh made:  DIR/venv/bin/python tools/kmip_admin.py DIR OP ...
 It prints one JSON object per call.
 
-  create [--bits 128|192|256] [--name NAME]   create an AES key, activate it: {"id", "key_hex"}
+  create [--bits 128|192|256] [--name NAME] [--pre-active]
+                                              create an AES key and (unless --pre-active) activate
+                                              it: {"id", "key_hex"}
   key ID                                      the raw key bytes: {"id", "key_hex"}
   state ID                                    {"id", "state"} with PyKMIP's State name, e.g. COMPROMISED
   states                                      {"states": {id: state}} for every key this client owns
@@ -85,6 +87,7 @@ def main():
     ap.add_argument("--bits", type=int, default=128, choices=[128, 192, 256])
     ap.add_argument("--name")
     ap.add_argument("--reason", default="compromise", choices=["compromise", "superseded"])
+    ap.add_argument("--pre-active", action="store_true")
     a = ap.parse_args()
     if a.op == "capture":
         print(json.dumps(capture()))
@@ -96,7 +99,8 @@ def main():
             uid = c.create(enums.CryptographicAlgorithm.AES, a.bits, name=a.name,
                            cryptographic_usage_mask=[enums.CryptographicUsageMask.ENCRYPT,
                                                      enums.CryptographicUsageMask.DECRYPT])
-            c.activate(uid)
+            if not a.pre_active:
+                c.activate(uid)
             out = {"id": uid, "key_hex": c.get(uid).value.hex()}
         elif a.op == "key":
             out = {"id": a.id, "key_hex": c.get(a.id).value.hex()}
