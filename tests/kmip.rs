@@ -919,3 +919,45 @@ fn rsa_client_keys_and_tls_1_2_work_too() {
         .collect();
     assert_eq!(ids, [id.as_str()]);
 }
+
+#[test]
+fn scylla_and_dse_yaml_reach_the_server() {
+    let Some(e) = env() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let c = e.certs();
+    let scylla = tmp.path().join("scylla.yaml");
+    std::fs::write(
+        &scylla,
+        format!(
+            "cluster_name: test\nkmip_hosts:\n  {GROUP}:\n    hosts: 127.0.0.1:1, 127.0.0.1:{}\n    certificate: {}\n    keyfile: {}\n    truststore: {}\n",
+            port(&e),
+            s(&c.join("client.crt")),
+            s(&c.join("client.key")),
+            s(&c.join("ca.crt"))
+        ),
+    )
+    .unwrap();
+    let o = tool(&["kmip", "list", GROUP, "--scylla-yaml", s(&scylla)]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(o.stdout.starts_with("ID  "), "{}", o.all());
+
+    // dse.yaml with PEM stores works as it is; JKS ones get the conversion commands.
+    let dse = tmp.path().join("dse.yaml");
+    let yaml = |kind: &str| {
+        format!(
+            "kmip_hosts:\n  {GROUP}:\n    hosts: 127.0.0.1:{}\n    keystore_path: {}\n    keyfile: {}\n    keystore_type: {kind}\n    keystore_password: hunter2\n    truststore_path: {}\n    truststore_type: {kind}\n    timeout: 2000\n",
+            port(&e),
+            s(&c.join("client.crt")),
+            s(&c.join("client.key")),
+            s(&c.join("ca.crt"))
+        )
+    };
+    std::fs::write(&dse, yaml("PEM")).unwrap();
+    let o = tool(&["kmip", "list", GROUP, "--dse-yaml", s(&dse)]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    std::fs::write(&dse, yaml("JKS")).unwrap();
+    let o = tool(&["kmip", "list", GROUP, "--dse-yaml", s(&dse)]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(o.stderr.contains("keytool -importkeystore"), "{}", o.all());
+    assert!(!o.all().contains("hunter2"), "password echoed: {}", o.all());
+}
