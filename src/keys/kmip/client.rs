@@ -648,6 +648,20 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    /// Says goodbye (close_notify) so that servers log a clean end of session; best effort.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            let _ = c
+                .stream
+                .sock
+                .set_write_timeout(Some(Duration::from_millis(200)));
+            c.stream.conn.send_close_notify();
+            let _ = c.stream.conn.write_tls(&mut c.stream.sock);
+        }
+    }
+}
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

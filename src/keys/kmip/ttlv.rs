@@ -402,7 +402,8 @@ impl Decoder<'_> {
 }
 
 /// Reads one whole message (a Structure tagged `want`) from `r`: the 8-byte header first, its length
-/// checked against [`MAX_MESSAGE`], then exactly that many bytes. The buffer is wiped on drop.
+/// checked against [`MAX_MESSAGE`], then exactly that many bytes, in a buffer that grows with the
+/// bytes received (at most twice them plus [`READ_CHUNK`]) and is wiped on drop.
 pub fn read_message(r: &mut impl Read, want: u32) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     let mut h = [0u8; 8];
     r.read_exact(&mut h).map_err(ReadError::Io)?;
@@ -429,11 +430,35 @@ pub fn read_message(r: &mut impl Read, want: u32) -> Result<Zeroizing<Vec<u8>>, 
             offset: 0,
         }));
     }
-    let mut buf = Zeroizing::new(vec![0u8; 8 + len]);
+    // Grow with what actually arrives (a header may lie), never by reallocating in place: each
+    // smaller buffer is wiped when the larger one replaces it, so no key bytes stay behind.
+    let total = 8 + len;
+    let mut buf = Zeroizing::new(vec![0u8; total.min(READ_CHUNK)]);
     buf[..8].copy_from_slice(&h);
-    r.read_exact(&mut buf[8..]).map_err(ReadError::Io)?;
+    let mut filled = 8;
+    while filled < total {
+        if filled == buf.len() {
+            let mut bigger = Zeroizing::new(vec![0u8; (buf.len() * 2).min(total)]);
+            bigger[..filled].copy_from_slice(&buf[..filled]);
+            buf = bigger;
+        }
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => {
+                return Err(ReadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("response ends after {filled} of {total} bytes"),
+                )))
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
     Ok(buf)
 }
+
+/// First buffer for a response body; doubled as bytes arrive, up to the length the header gave.
+pub const READ_CHUNK: usize = 16 << 10;
 
 /// [`read_message`]'s failure: the transport's or the bytes'.
 #[derive(Debug)]
