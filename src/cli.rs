@@ -9,7 +9,10 @@ const KEYREF_HELP: &str = "KEYREF forms:
   file:PATH           a DSE local key file (lines CIPHER:STRENGTH:BASE64KEY, mode 0600); the line is
                       chosen by each table's cipher_algorithm and secret_key_strength
   kmip://GROUP/ID     a KMIP key by unique identifier; GROUP is the kmip_hosts entry of dse.yaml.
-                      Resolved offline through --keyring
+                      Fetched from the KMIP server given by --kmip-config/--dse-yaml/--scylla-yaml,
+                      or offline through --keyring
+  kmip://GROUP/active (--to only) the Active AES key of the tables' strength (Locate), created
+                      with --create-key when there is none
   replicated:UUID     (--from/--key only) a DSE replicated key, resolved through --keyring
 Key material is never accepted on the command line.";
 
@@ -47,6 +50,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure rekey throughput against baselines measured in the same run (openssl, cp, naive)
     Bench(BenchArgs),
+    /// Manage keys on a KMIP server (like dsetool managekmip): list, create, revoke, destroy
+    Kmip(KmipArgs),
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +85,21 @@ pub struct BenchArgs {
     pub sstables: usize,
 }
 
+/// Where the KMIP servers are. Passwords are never taken from the command line.
+#[derive(Args, Debug, Default, Clone)]
+pub struct KmipOpts {
+    /// KMIP groups, TOML: [groups.NAME] hosts = ["host:5696", ...], ca, cert, key (PEM), timeout_ms
+    #[arg(long, value_name = "FILE")]
+    pub kmip_config: Option<PathBuf>,
+    /// Use the kmip_hosts entries of this dse.yaml (PEM files; JKS/PKCS#12 keystores get the
+    /// commands that convert them)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kmip_config", "scylla_yaml"])]
+    pub dse_yaml: Option<PathBuf>,
+    /// Use the kmip_hosts entries of this scylla.yaml (certificate, keyfile, truststore: PEM)
+    #[arg(long, value_name = "FILE", conflicts_with = "kmip_config")]
+    pub scylla_yaml: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct Scope {
     /// Cassandra data directory (repeatable), as data_file_directories in cassandra.yaml
@@ -95,6 +115,8 @@ pub struct Scope {
     /// Write a JSON report here
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub kmip: KmipOpts,
     /// Keyspace to work on (all keyspaces when absent)
     pub keyspace: Option<String>,
     /// Tables of KEYSPACE (all its tables when absent)
@@ -116,6 +138,10 @@ pub struct RekeyArgs {
     /// Plan and check keys and space, write nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// With --to kmip://GROUP/active: create and activate an AES key of the tables' strength when
+    /// the group has no Active one
+    #[arg(long)]
+    pub create_key: bool,
     /// No progress output
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -161,4 +187,92 @@ pub struct DemoArgs {
     /// Where to put the scratch copy (default: a new folder under the system temp dir)
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct KmipArgs {
+    #[command(subcommand)]
+    pub command: KmipCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KmipCommand {
+    /// List the keys of a group: ID, Name, Cipher, State, Activation Date, Creation Date, Protect
+    /// Stop Date, Namespace (Object Group)
+    List(KmipListArgs),
+    /// Create an AES key and activate it
+    Create(KmipCreateArgs),
+    /// Revoke a key: Compromised (--reason compromise) or Deactivated; it still decrypts
+    Revoke(KmipRevokeArgs),
+    /// Destroy a key, after proving that no SSTable in --data-dir (snapshots and backups
+    /// included) still has a chunk under it
+    Destroy(KmipDestroyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KmipListArgs {
+    /// The kmip_hosts group
+    pub group: String,
+    /// Only keys in this namespace (Object Group)
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Only keys with this Name (Locate by Name on the server)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub kmip: KmipOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct KmipCreateArgs {
+    /// The kmip_hosts group
+    pub group: String,
+    /// Key length
+    #[arg(long, value_parser = ["128", "192", "256"])]
+    pub bits: String,
+    /// A Name attribute for the key
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub kmip: KmipOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct KmipRevokeArgs {
+    /// The kmip_hosts group
+    pub group: String,
+    /// The key's unique identifier
+    pub id: String,
+    /// Why: compromise (the key becomes Compromised), superseded or cessation (Deactivated)
+    #[arg(long, value_enum, default_value = "compromise")]
+    pub reason: crate::keys::kmip::RevokeReason,
+    /// A Revocation Message stored with the key
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+    #[command(flatten)]
+    pub kmip: KmipOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct KmipDestroyArgs {
+    /// The kmip_hosts group
+    pub group: String,
+    /// The key's unique identifier
+    pub id: String,
+    /// Cassandra data directory to check first (repeatable)
+    #[arg(
+        long = "data-dir",
+        value_name = "DIR",
+        default_value = "/var/lib/cassandra/data"
+    )]
+    pub data_dirs: Vec<PathBuf>,
+    /// Destroy even if SSTables (live, snapshots or backups) are still under the key, or the
+    /// check could not be made: their data becomes unreadable
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub kmip: KmipOpts,
 }

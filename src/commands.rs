@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cli::{Cli, Command, InspectArgs, RecoverArgs, RekeyArgs, Scope, VerifyArgs};
 use crate::error::{Error, Result};
-use crate::keys::{KeyRef, KeyStore};
+use crate::keys::KeyRef;
 use crate::rekey::find::Selection;
 use crate::rekey::report::{write_json, Status};
 use crate::rekey::verify::VerifyOptions;
@@ -33,6 +33,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Recover(a) => run_recover(&a),
         Command::Demo(a) => crate::demo::run(a.dir.as_deref()),
         Command::Bench(a) => run_bench(&a),
+        Command::Kmip(a) => crate::kmip_cmd::run(&a),
     };
     match r {
         Ok(code) => code,
@@ -68,9 +69,19 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
     if a.jobs == 0 {
         return Err(Error::Usage("--jobs must be at least 1".into()));
     }
-    let store = KeyStore::offline(a.scope.keyring.as_deref())?;
+    let sel = selection(&a.scope);
+    let keys = crate::kmip_cmd::build_store(
+        &a.scope.kmip,
+        a.scope.keyring.as_deref(),
+        &from,
+        Some(&to),
+        a.create_key,
+        a.dry_run,
+        Some((&a.scope.data_dirs, &sel)),
+    )?;
+    let store = keys.store;
     let opts = RekeyOptions {
-        to,
+        to: keys.to.expect("given"),
         from,
         data_dirs: a.scope.data_dirs.clone(),
         selection: selection(&a.scope),
@@ -163,7 +174,16 @@ fn check_report_path(p: &std::path::Path) -> Result<()> {
 
 pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
     let keys = parse_refs(&a.keys)?;
-    let store = KeyStore::offline(a.scope.keyring.as_deref())?;
+    let store = crate::kmip_cmd::build_store(
+        &a.scope.kmip,
+        a.scope.keyring.as_deref(),
+        &keys,
+        None,
+        false,
+        false,
+        None,
+    )?
+    .store;
     let opts = VerifyOptions {
         keys,
         data_dirs: a.scope.data_dirs.clone(),

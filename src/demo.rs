@@ -78,6 +78,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         report,
         keyspace: None,
         tables: vec![],
+        kmip: Default::default(),
     };
     println!("== sstable-rekey demo in {}", root.display());
     println!("   key `demo-old` (KMIP id, in the offline keyring) is compromised; `demo-new` replaces it;");
@@ -96,6 +97,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         from: vec!["kmip://demo/demo-old".into()],
         jobs: 2,
         dry_run: false,
+        create_key: false,
         quiet: true,
         scope: scope(Some(report.clone())),
     })?;
@@ -111,6 +113,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         from: vec![format!("file:{}", keys.join("old.key").display())],
         jobs: 2,
         dry_run: false,
+        create_key: false,
         quiet: true,
         scope: scope(None),
     })?;

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod demo;
 pub mod error;
 pub mod keys;
+pub mod kmip_cmd;
 pub mod rekey;
 pub mod sstable;
 pub mod util;

@@ -3,6 +3,9 @@
 # When ../shared (the oracle, real Cassandra SSTables) is beside the checkout, it first makes a Python
 # venv with the oracle's requirements so that the interop tests can run; without ../shared those
 # tests say so and the rest runs (with CI=true they fail instead).
+# Unless KMIP_TEST_DIR already names a running server, it also starts a real KMIP server (PyKMIP
+# 0.11.0 from PyPI, installed once into .kmip-test/venv) on a free loopback port for tests/kmip.rs,
+# and stops it when the tests end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -f ../shared/oracle/requirements.txt ]]; then
@@ -13,4 +16,13 @@ if [[ -f ../shared/oracle/requirements.txt ]]; then
   fi
   export ORACLE_PYTHON="$PWD/.venv/bin/python"
 fi
-exec cargo test --release "$@"
+if [[ -z ${KMIP_TEST_DIR:-} ]]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  if tools/kmip-server.sh start .kmip-test "$port" >&2; then
+    export KMIP_TEST_DIR="$PWD/.kmip-test"
+    trap 'tools/kmip-server.sh stop "$KMIP_TEST_DIR"' EXIT
+  else
+    echo "tools/test.sh: could not start the KMIP server; tests/kmip.rs will say so (and fail with CI=true)" >&2
+  fi
+fi
+cargo test --release "$@"

@@ -7,6 +7,7 @@
 
 pub mod keyfile;
 pub mod keyring;
+pub mod kmip;
 
 use std::collections::HashMap;
 use std::fmt;

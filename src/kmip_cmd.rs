@@ -1,0 +1,509 @@
+//! The KMIP side of the front end: building the key store from `--kmip-config`/`--dse-yaml`/
+//! `--scylla-yaml`, resolving `--to kmip://GROUP/active`, and the `kmip list|create|revoke|destroy`
+//! commands (mirroring `dsetool managekmip`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cli::{
+    KmipArgs, KmipCommand, KmipCreateArgs, KmipDestroyArgs, KmipListArgs, KmipOpts, KmipRevokeArgs,
+};
+use crate::commands::{Exit, CANCEL};
+use crate::error::{Error, Result};
+use crate::keys::kmip::source::ACTIVE;
+use crate::keys::kmip::{algorithm_name, Attributes, KmipConfig, KmipSource};
+use crate::keys::{keyring::Keyring, KeyFiles, KeyId, KeyRef, KeySource, KeyStore};
+use crate::rekey::find::Selection;
+use crate::rekey::plan::Load;
+use crate::rekey::verify::{self, VerifyOptions};
+
+/// The KMIP configuration the options name, if any.
+pub fn load_config(o: &KmipOpts) -> Result<Option<KmipConfig>> {
+    Ok(if let Some(p) = &o.kmip_config {
+        Some(KmipConfig::from_toml_file(p)?)
+    } else if let Some(p) = &o.dse_yaml {
+        Some(KmipConfig::from_yaml_file(p, true)?)
+    } else if let Some(p) = &o.scylla_yaml {
+        Some(KmipConfig::from_yaml_file(p, false)?)
+    } else {
+        None
+    })
+}
+
+fn require_config(o: &KmipOpts) -> Result<KmipConfig> {
+    load_config(o)?.ok_or_else(|| {
+        Error::Usage(
+            "kmip commands need the servers: --kmip-config FILE (TOML), --dse-yaml FILE or --scylla-yaml FILE".into(),
+        )
+    })
+}
+
+/// What a rekey or verify resolves keys with.
+pub struct Keys {
+    pub store: KeyStore,
+    /// `--to` with `kmip://GROUP/active` replaced by the key it found or created.
+    pub to: Option<KeyRef>,
+}
+
+/// Key files, then the KMIP server (when configured), then the offline keyring. The KMIP source
+/// checks key states; with `to`, the new key is checked (Active, AES) and `active` resolved.
+pub fn build_store(
+    kmip: &KmipOpts,
+    keyring: Option<&Path>,
+    refs: &[KeyRef],
+    to: Option<&KeyRef>,
+    create_key: bool,
+    dry_run: bool,
+    scope: Option<(&[PathBuf], &Selection)>,
+) -> Result<Keys> {
+    let kmip_refs: Vec<(&str, &str)> = to
+        .into_iter()
+        .chain(refs)
+        .filter_map(|r| match r {
+            KeyRef::Kmip { group, id } => Some((group.as_str(), id.as_str())),
+            _ => None,
+        })
+        .collect();
+    let wants_active = matches!(to, Some(KeyRef::Kmip { id, .. }) if id == ACTIVE);
+    if refs
+        .iter()
+        .any(|r| matches!(r, KeyRef::Kmip { id, .. } if id == ACTIVE))
+    {
+        return Err(Error::Usage(
+            "kmip://GROUP/active names the new key (--to); name old keys by their id".into(),
+        ));
+    }
+    if create_key && !wants_active {
+        return Err(Error::Usage(
+            "--create-key goes with --to kmip://GROUP/active".into(),
+        ));
+    }
+    let Some(cfg) = load_config(kmip)? else {
+        if wants_active {
+            return Err(Error::Usage(
+                "--to kmip://GROUP/active asks the KMIP server: give --kmip-config, --dse-yaml or --scylla-yaml".into(),
+            ));
+        }
+        return Ok(Keys {
+            store: KeyStore::offline(keyring)?,
+            to: to.cloned(),
+        });
+    };
+    let default_group = match (kmip_refs.first(), cfg.groups.len()) {
+        (Some((g, _)), _) => g.to_string(),
+        (None, 1) => cfg.groups.keys().next().cloned().expect("one group"),
+        (None, _) => {
+            return Err(Error::Usage(format!(
+                "{} has several groups; name the one the keys are in with a kmip://GROUP/ID --to, --from or --key",
+                cfg.origin
+            )))
+        }
+    };
+    let mut src = KmipSource::new(cfg, &default_group)?;
+    for (g, id) in &kmip_refs {
+        if *id != ACTIVE {
+            src.pin(id, g)?;
+        }
+    }
+    let mut to = to.cloned();
+    if let Some(KeyRef::Kmip { group, id }) = to.clone() {
+        let id = if id == ACTIVE {
+            let (dirs, sel) = scope.expect("rekey passes its scope");
+            let bits = table_strength(dirs, sel)?;
+            match src.locate_active(&group, bits)? {
+                Some(a) => {
+                    eprintln!("kmip://{group}/active is key {} (AES-{bits})", a.id);
+                    a.id
+                }
+                None if create_key && dry_run => {
+                    return Err(Error::Usage(format!(
+                        "KMIP group {group} has no Active AES-{bits} key; a run without --dry-run would create one (--create-key)"
+                    )))
+                }
+                None if create_key => {
+                    let id = src.with_client(&group, |c| c.create_aes(bits, None))?;
+                    eprintln!("created and activated KMIP key {group}/{id} (AES-{bits})");
+                    id
+                }
+                None => {
+                    return Err(Error::Key(format!(
+                        "KMIP group {group} has no Active AES-{bits} key: add --create-key, or run `sstable-rekey kmip create {group} --bits {bits}`"
+                    )))
+                }
+            }
+        } else {
+            id
+        };
+        src.check_target(&group, &id, None)?;
+        src.pin(&id, &group)?;
+        to = Some(KeyRef::Kmip { group, id });
+    }
+    let fallback = keyring.map(Keyring::load).transpose()?;
+    let mut sources: Vec<Box<dyn KeySource>> =
+        vec![Box::new(KeyFiles), Box::new(src.with_fallback(fallback))];
+    if let Some(k) = keyring {
+        sources.push(Box::new(Keyring::load(k)?));
+    }
+    Ok(Keys {
+        store: KeyStore::new(sources),
+        to,
+    })
+}
+
+/// The one `secret_key_strength` of the selected encrypted SSTables (for `kmip://GROUP/active`).
+fn table_strength(dirs: &[PathBuf], sel: &Selection) -> Result<u32> {
+    let (live, _) = crate::rekey::discover(dirs, sel, None)?;
+    let bits: BTreeSet<u32> = live
+        .iter()
+        .filter_map(|(_, l)| match l {
+            Ok(Load::Encrypted(l)) => Some(l.envelope.cipher.key_bits),
+            _ => None,
+        })
+        .collect();
+    match bits.len() {
+        1 => Ok(*bits.first().expect("one")),
+        0 => Err(Error::Usage(
+            "kmip://GROUP/active: no encrypted SSTable in the selection to take the key strength from".into(),
+        )),
+        _ => Err(Error::Usage(format!(
+            "kmip://GROUP/active: the selected tables use {} bit keys; rekey one strength at a time (KEYSPACE TABLE...) or name the key",
+            bits.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" and ")
+        ))),
+    }
+}
+
+pub fn run(a: &KmipArgs) -> Result<Exit> {
+    match &a.command {
+        KmipCommand::List(a) => list(a),
+        KmipCommand::Create(a) => create(a),
+        KmipCommand::Revoke(a) => revoke(a),
+        KmipCommand::Destroy(a) => destroy(a),
+    }
+}
+
+fn source(o: &KmipOpts, group: &str) -> Result<KmipSource> {
+    KmipSource::new(require_config(o)?, group)
+}
+
+/// UTC `YYYY-MM-DDTHH:MM:SSZ` from Unix seconds.
+pub fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let s = secs.rem_euclid(86400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+#[derive(Serialize)]
+struct Row {
+    id: String,
+    name: Option<String>,
+    cipher: String,
+    state: String,
+    activation_date: Option<String>,
+    creation_date: Option<String>,
+    protect_stop_date: Option<String>,
+    namespace: Option<String>,
+}
+
+impl Row {
+    fn of(a: &Attributes) -> Row {
+        Row {
+            id: a.id.clone(),
+            name: (!a.names.is_empty()).then(|| a.names.join(",")),
+            cipher: match (a.algorithm, a.length) {
+                (Some(al), Some(l)) => format!("{}-{l}", algorithm_name(al)),
+                (Some(al), None) => algorithm_name(al),
+                _ => "-".into(),
+            },
+            state: a.state.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            activation_date: a.activation_date.map(utc),
+            creation_date: a.initial_date.map(utc),
+            protect_stop_date: a.protect_stop_date.map(utc),
+            namespace: (!a.object_groups.is_empty()).then(|| a.object_groups.join(",")),
+        }
+    }
+}
+
+/// Ids in a human order: numbers numerically, then the rest as text.
+fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<u128>(), b.parse::<u128>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+        _ => a.cmp(b),
+    }
+}
+
+fn list(a: &KmipListArgs) -> Result<Exit> {
+    let src = source(&a.kmip, &a.group)?;
+    // Who answers (Query); servers may restrict Query, and the list does not need it.
+    let vendor = src
+        .with_client(&a.group, |c| c.query())
+        .ok()
+        .and_then(|q| q.vendor);
+    let filter = match &a.name {
+        Some(n) => vec![crate::keys::kmip::client::attribute(
+            "Name",
+            crate::keys::kmip::ttlv::Value::Structure(vec![
+                crate::keys::kmip::ttlv::Item::text(crate::keys::kmip::tag::NAME_VALUE, n),
+                crate::keys::kmip::ttlv::Item::enumeration(
+                    crate::keys::kmip::tag::NAME_TYPE,
+                    crate::keys::kmip::NAME_TYPE_TEXT,
+                ),
+            ]),
+        )],
+        None => Vec::new(),
+    };
+    let mut ids = src.with_client(&a.group, |c| c.locate(filter))?;
+    ids.sort_by(|x, y| id_order(x, y));
+    let mut rows = Vec::new();
+    // Get Attributes batched, a bounded number per request so responses stay small.
+    for chunk in ids.chunks(64) {
+        for r in src.with_client(&a.group, |c| c.attributes(chunk))? {
+            match r {
+                Ok(at) => {
+                    if let Some(ns) = &a.namespace {
+                        if !at.object_groups.contains(ns) {
+                            continue;
+                        }
+                    }
+                    rows.push(Row::of(&at));
+                }
+                // Gone between Locate and Get Attributes: nothing to list.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serializable")
+        );
+        return Ok(Exit::Ok);
+    }
+    let table: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            [
+                r.id.clone(),
+                o(&r.name),
+                r.cipher.clone(),
+                r.state.clone(),
+                o(&r.activation_date),
+                o(&r.creation_date),
+                o(&r.protect_stop_date),
+                o(&r.namespace),
+            ]
+        })
+        .collect();
+    let head = [
+        "ID",
+        "Name",
+        "Cipher",
+        "State",
+        "Activation Date",
+        "Creation Date",
+        "Protect Stop Date",
+        "Namespace",
+    ];
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &table {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(head.to_vec()));
+    for r in &table {
+        println!("{}", line(r.iter().map(String::as_str).collect()));
+    }
+    eprintln!(
+        "{} keys in KMIP group {}{}",
+        table.len(),
+        a.group,
+        vendor
+            .map(|v| format!(" (server: {v})"))
+            .unwrap_or_default()
+    );
+    Ok(Exit::Ok)
+}
+
+fn create(a: &KmipCreateArgs) -> Result<Exit> {
+    let bits: u32 = a.bits.parse().expect("clap checked");
+    let src = source(&a.kmip, &a.group)?;
+    let id = src.with_client(&a.group, |c| c.create_aes(bits, a.name.as_deref()))?;
+    println!("created kmip://{}/{id} (AES-{bits}, Active)", a.group);
+    Ok(Exit::Ok)
+}
+
+fn state_of(src: &KmipSource, group: &str, id: &str) -> Result<Attributes> {
+    src.with_client(group, |c| c.attributes(&[id.to_string()]))?
+        .pop()
+        .expect("one result")
+        .map_err(|e| {
+            if e.is_not_found() {
+                Error::Key(format!(
+                    "KMIP group {group} has no key {id} (Item Not Found)"
+                ))
+            } else {
+                e.into()
+            }
+        })
+}
+
+fn revoke(a: &KmipRevokeArgs) -> Result<Exit> {
+    let src = source(&a.kmip, &a.group)?;
+    src.with_client(&a.group, |c| {
+        c.revoke(&a.id, a.reason.code(), a.message.as_deref())
+    })?;
+    let now = state_of(&src, &a.group, &a.id)?;
+    println!(
+        "revoked kmip://{}/{}: now {}",
+        a.group,
+        a.id,
+        now.state
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "in an unreported state".into())
+    );
+    Ok(Exit::Ok)
+}
+
+/// What still needs a key: live SSTables and snapshot/backup ones, with their record counts.
+#[derive(Default)]
+struct Usage {
+    live: BTreeMap<String, usize>,
+    backups: BTreeMap<String, usize>,
+    unknown: Vec<String>,
+}
+
+fn usage_of(key: &KeyId, dirs: &[PathBuf]) -> Result<Usage> {
+    let opts = VerifyOptions {
+        keys: Vec::new(),
+        data_dirs: dirs.to_vec(),
+        selection: Selection::default(),
+        deep: false,
+    };
+    // With no keys given, verify decrypts nothing: it reads every chunk header and checks CRCs.
+    let store = KeyStore::new(Vec::new());
+    let rep = verify::verify(&opts, &store, &CANCEL)?;
+    let name = key.to_string();
+    let mut u = Usage::default();
+    for v in &rep.sstables {
+        let n = v.keys.get(&name).copied().unwrap_or(0)
+            + v.index_pages.get(&name).copied().unwrap_or(0)
+            + v.metadata.get(&name).copied().unwrap_or(0);
+        if n > 0 {
+            u.live.insert(v.data.clone(), n);
+        } else if v.status == "failed" && v.keys.is_empty() {
+            u.unknown.push(format!(
+                "{}: {}",
+                v.data,
+                v.error.as_deref().unwrap_or("unreadable")
+            ));
+        }
+    }
+    for b in &rep.backups {
+        if let Some(n) = b.keys.get(&name) {
+            u.backups.insert(b.data.clone(), *n);
+        }
+    }
+    Ok(u)
+}
+
+fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
+    let src = source(&a.kmip, &a.group)?;
+    let before = state_of(&src, &a.group, &a.id)?;
+    if before.state == Some(crate::keys::kmip::State::Active) {
+        return Err(Error::Key(format!(
+            "kmip://{}/{} is Active: revoke it first (`sstable-rekey kmip revoke {} {}`), rekey, verify, then destroy",
+            a.group, a.id, a.group, a.id
+        )));
+    }
+    let key = KeyId::Kmip(a.id.clone());
+    let mut refuse = Vec::new();
+    match usage_of(&key, &a.data_dirs) {
+        Ok(u) => {
+            for (f, n) in &u.live {
+                refuse.push(format!("live      {f}: {n} records under {key}"));
+            }
+            for (f, n) in &u.backups {
+                refuse.push(format!("snapshot/backup {f}: {n} records under {key}"));
+            }
+            for f in &u.unknown {
+                refuse.push(format!("unreadable {f} (cannot tell its keys)"));
+            }
+        }
+        Err(e) => refuse.push(format!("could not check the data directories: {e}")),
+    }
+    if !refuse.is_empty() {
+        for r in &refuse {
+            println!("{r}");
+        }
+        if !a.force {
+            println!(
+                "refusing to destroy kmip://{}/{}: the SSTables above still need it (rekey them, or drop the snapshots/backups you no longer need); --force destroys it anyway and makes them unreadable",
+                a.group, a.id
+            );
+            return Ok(Exit::Failed);
+        }
+        eprintln!("sstable-rekey: warning: --force: destroying a key that the files above still need; their data becomes unreadable");
+    } else {
+        println!(
+            "no SSTable in {} (snapshots and backups included) is under {key}",
+            a.data_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    src.with_client(&a.group, |c| c.destroy(&a.id))?;
+    println!("destroyed kmip://{}/{}", a.group, a.id);
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(0x47DA67F8), "2008-03-14T11:56:40Z");
+        assert_eq!(utc(951782400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn ids_sort_numerically() {
+        let mut v = vec!["10", "9", "b", "1", "a"];
+        v.sort_by(|x, y| id_order(x, y));
+        assert_eq!(v, ["1", "9", "10", "a", "b"]);
+    }
+}

@@ -1,0 +1,963 @@
+//! The KMIP client against a real KMIP server: PyKMIP 0.11.0 started by `tools/kmip-server.sh`,
+//! keys created, read, revoked and destroyed with PyKMIP's own client (`tools/kmip_admin.py`), data
+//! encrypted and verified by the independent oracle (`../shared/oracle/tde_oracle.py`).
+//!
+//! `KMIP_TEST_DIR` names the running server's folder (what `tools/kmip-server.sh start DIR` prints;
+//! `tools/test.sh` starts one itself). Without it these tests print a notice and pass, except with
+//! `CI=true`, where a missing server or oracle is a failure.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const GROUP: &str = "test";
+const SOURCE: &str = "testdata/cassandra/nb/legacy_nb_clust/nb-1-big-Data.db";
+const TABLE: &str = "ks/tbl-0123456789abcdef0123456789abcdef";
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn unavailable(what: &str) -> Option<Env> {
+    if ci() {
+        panic!("{what}; CI must run these tests (tools/test.sh starts the KMIP server)");
+    }
+    eprintln!("notice: KMIP tests skipped: {what}");
+    None
+}
+
+struct Env {
+    server: PathBuf,
+    admin_python: PathBuf,
+    oracle_python: PathBuf,
+    shared: PathBuf,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn env() -> Option<Env> {
+    let Some(server) = std::env::var_os("KMIP_TEST_DIR").map(PathBuf::from) else {
+        return unavailable("KMIP_TEST_DIR is not set (tools/kmip-server.sh start DIR)");
+    };
+    let toml = server.join("kmip.toml");
+    assert!(
+        toml.is_file(),
+        "KMIP_TEST_DIR={} has no kmip.toml: start it with tools/kmip-server.sh",
+        server.display()
+    );
+    let st = Command::new(root().join("tools/kmip-server.sh"))
+        .arg("status")
+        .arg(&server)
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "the KMIP server in {} does not answer",
+        server.display()
+    );
+    let shared = root().join("../shared");
+    if !shared.join("oracle/tde_oracle.py").is_file() {
+        return unavailable("../shared (the oracle and real SSTables) is not beside the checkout");
+    }
+    let oracle_python = std::env::var_os("ORACLE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    if !oracle_python.exists() {
+        return unavailable(
+            "no Python for the oracle (ORACLE_PYTHON, or .venv made by tools/test.sh)",
+        );
+    }
+    Some(Env {
+        admin_python: server.join("venv/bin/python"),
+        server,
+        oracle_python,
+        shared,
+    })
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+fn run(cmd: &mut Command) -> Out {
+    let o = cmd.output().unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+    }
+}
+
+fn json(o: &Out) -> Value {
+    assert_eq!(o.code, 0, "{}", o.all());
+    serde_json::from_str(o.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", o.all()))
+}
+
+impl Env {
+    fn toml(&self) -> PathBuf {
+        self.server.join("kmip.toml")
+    }
+
+    fn certs(&self) -> PathBuf {
+        self.server.join("certs")
+    }
+
+    /// PyKMIP's own client.
+    fn admin(&self, args: &[&str]) -> Value {
+        json(&run(Command::new(&self.admin_python)
+            .arg(root().join("tools/kmip_admin.py"))
+            .arg(&self.server)
+            .args(args)))
+    }
+
+    /// A new Active AES key: (id, key hex).
+    fn create(&self, bits: u32) -> (String, String) {
+        let v = self.admin(&["create", "--bits", &bits.to_string()]);
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["key_hex"].as_str().unwrap().to_string(),
+        )
+    }
+
+    fn state(&self, id: &str) -> String {
+        self.admin(&["state", id])["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn oracle(&self, args: &[&str]) -> Value {
+        json(&run(Command::new(&self.oracle_python)
+            .arg(self.shared.join("oracle/tde_oracle.py"))
+            .args(args)))
+    }
+
+    /// A data dir with one real Cassandra 4.1 SSTable encrypted by the oracle under KMIP key `id`.
+    fn encrypted(&self, dir: &Path, id: &str, hex: &str, bits: u32) -> PathBuf {
+        let data = dir.join("data");
+        let t = data.join(TABLE);
+        self.oracle(&[
+            "encrypt",
+            self.shared.join(SOURCE).to_str().unwrap(),
+            t.to_str().unwrap(),
+            "--provider",
+            "kmip",
+            "--kmip-group",
+            GROUP,
+            "--key-id",
+            id,
+            "--key-hex",
+            hex,
+            "--strength",
+            &bits.to_string(),
+            "--class",
+            "EncryptingLZ4Compressor",
+        ]);
+        data
+    }
+
+    fn plain_digest(&self) -> String {
+        self.oracle(&["plain-digest", self.shared.join(SOURCE).to_str().unwrap()])
+            ["plaintext_sha256"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+fn tool(args: &[&str]) -> Out {
+    run(Command::new(env!("CARGO_BIN_EXE_sstable-rekey")).args(args))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every file under `dir` with its contents' CRC: equal before and after means nothing written.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, (u64, u32)> {
+    let mut m = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let b = std::fs::read(&p).unwrap();
+                m.insert(p, (b.len() as u64, crc32fast::hash(&b)));
+            }
+        }
+    }
+    m
+}
+
+fn pykmip_state(ours: &str) -> &'static str {
+    match ours {
+        "Pre-Active" => "PRE_ACTIVE",
+        "Active" => "ACTIVE",
+        "Deactivated" => "DEACTIVATED",
+        "Compromised" => "COMPROMISED",
+        "Destroyed" => "DESTROYED",
+        _ => "?",
+    }
+}
+
+#[test]
+fn revoke_rekey_verify_destroy_end_to_end() {
+    let Some(e) = env() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (k1, h1) = e.create(128);
+    let (k2, h2) = e.create(128);
+    let (k3, _) = e.create(128);
+    let data = e.encrypted(tmp.path(), &k1, &h1, 128);
+    let toml = e.toml();
+    let cfg = ["--kmip-config", s(&toml)];
+    let dd = ["--data-dir", s(&data)];
+
+    // A snapshot (hard links, as nodetool snapshot makes) keeps needing K1.
+    let table = data.join(TABLE);
+    let snap = table.join("snapshots/before-rekey");
+    std::fs::create_dir_all(&snap).unwrap();
+    for f in std::fs::read_dir(&table).unwrap().flatten() {
+        if f.path().is_file() {
+            std::fs::hard_link(f.path(), snap.join(f.file_name())).unwrap();
+        }
+    }
+
+    // Revoke K1 as compromised with our client; PyKMIP's client sees Compromised.
+    let o = tool(
+        &[
+            &["kmip", "revoke", GROUP, &k1, "--reason", "compromise"][..],
+            &cfg,
+        ]
+        .concat(),
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(e.state(&k1), "COMPROMISED");
+    // K3 superseded: Deactivated.
+    let o = tool(
+        &[
+            &[
+                "kmip",
+                "revoke",
+                GROUP,
+                &k3,
+                "--reason",
+                "superseded",
+                "--message",
+                "rotated",
+            ][..],
+            &cfg,
+        ]
+        .concat(),
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(e.state(&k3), "DEACTIVATED");
+
+    // Destroy is refused while the live SSTable is under K1.
+    let o = tool(&[&["kmip", "destroy", GROUP, &k1][..], &dd, &cfg].concat());
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.stdout.contains("refusing to destroy"), "{}", o.all());
+    assert!(
+        o.stdout.contains("nb-1-big-Data.db: 21 records"),
+        "{}",
+        o.all()
+    );
+    assert_eq!(e.state(&k1), "COMPROMISED");
+
+    // Rekey from the compromised K1 (fetched from the server) to K2.
+    let report = tmp.path().join("rekey.json");
+    let o = tool(
+        &[
+            &[
+                "rekey",
+                "--to",
+                &format!("kmip://{GROUP}/{k2}"),
+                "-q",
+                "--report",
+                s(&report),
+            ][..],
+            &dd,
+            &cfg,
+        ]
+        .concat(),
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+    let new = table.join("nb-2-big-Data.db");
+    assert!(new.is_file() && !table.join("nb-1-big-Data.db").exists());
+
+    // The oracle decrypts the result with K2's bytes from PyKMIP: same plaintext.
+    let v = e.oracle(&["verify", s(&new), "--key", &format!("{k2}:{h2}")]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["plaintext_sha256"].as_str().unwrap(), e.plain_digest());
+    assert_eq!(v["key_refs"][&k2], 21, "{v}");
+    let o = tool(
+        &[
+            &["verify", "--key", &format!("kmip://{GROUP}/{k2}")][..],
+            &dd,
+            &cfg,
+        ]
+        .concat(),
+    );
+    assert_eq!(o.code, 0, "{}", o.all());
+
+    // Still refused: the snapshot is under K1, and listed as such.
+    let o = tool(&[&["kmip", "destroy", GROUP, &k1][..], &dd, &cfg].concat());
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stdout.contains("snapshot/backup") && o.stdout.contains("before-rekey"),
+        "{}",
+        o.all()
+    );
+    std::fs::remove_dir_all(table.join("snapshots")).unwrap();
+
+    // Now nothing needs K1: destroyed, and PyKMIP no longer has it.
+    let o = tool(&[&["kmip", "destroy", GROUP, &k1][..], &dd, &cfg].concat());
+    assert_eq!(o.code, 0, "{}", o.all());
+    let gone = run(Command::new(&e.admin_python)
+        .arg(root().join("tools/kmip_admin.py"))
+        .arg(&e.server)
+        .args(["state", &k1]));
+    assert_ne!(gone.code, 0, "PyKMIP still has {k1}");
+
+    // `kmip list` shows what PyKMIP's own client reports.
+    let listed = json(&tool(
+        &[&["kmip", "list", GROUP, "--json"][..], &cfg].concat(),
+    ));
+    let ours: BTreeMap<String, String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().into(),
+                r["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(!ours.contains_key(&k1));
+    for k in [&k2, &k3] {
+        assert_eq!(pykmip_state(&ours[k]), e.state(k), "key {k}");
+    }
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == k2.as_str())
+        .unwrap();
+    assert_eq!(row["cipher"], "AES-128");
+    assert!(row["creation_date"].as_str().unwrap().ends_with('Z'));
+    let text = tool(&[&["kmip", "list", GROUP][..], &cfg].concat());
+    assert!(text.stdout.starts_with("ID  "), "{}", text.all());
+    assert!(text.stdout.contains("Protect Stop Date"));
+    // Query: the vendor PyKMIP reports.
+    assert!(text.stderr.contains("(server: PyKMIP"), "{}", text.all());
+}
+
+/// A config like the server's, with some fields replaced.
+fn config(e: &Env, dir: &Path, hosts: &str, ca: &Path, cert: &str, timeout_ms: u32) -> PathBuf {
+    let p = dir.join(format!(
+        "kmip-{}.toml",
+        crc32fast::hash(format!("{hosts}{ca:?}{cert}{timeout_ms}").as_bytes())
+    ));
+    let c = e.certs();
+    std::fs::write(
+        &p,
+        format!(
+            "[groups.{GROUP}]\nhosts = [{hosts}]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ntimeout_ms = {timeout_ms}\n",
+            ca.display(),
+            c.join(format!("{cert}.crt")).display(),
+            c.join(format!("{cert}.key")).display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn port(e: &Env) -> String {
+    std::fs::read_to_string(e.server.join("port"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A TLS server on `ip` with the test server's certificate that answers every request with
+/// `reply` (then closes without close_notify when `hang_up`), or with nothing when `reply` is None.
+fn fake_server(e: &Env, ip: &str, reply: Option<Vec<u8>>, hang_up: bool) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(e.certs().join("server.crt"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_file(e.certs().join("server.key")).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let cfg = Arc::new(cfg);
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for sock in l.incoming().take(4) {
+            let Ok(sock) = sock else { return };
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+            let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, sock);
+            let mut h = [0u8; 8];
+            if s.read_exact(&mut h).is_err() {
+                continue;
+            }
+            let n = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+            let mut body = vec![0u8; n.min(1 << 20)];
+            if s.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let Some(reply) = &reply else {
+                std::thread::sleep(Duration::from_secs(5));
+                continue;
+            };
+            let _ = s.write_all(reply);
+            let _ = s.flush();
+            if !hang_up {
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            }
+            // Dropping the socket closes it.
+        }
+    });
+    port
+}
+
+#[test]
+fn failures_are_clear_and_write_nothing() {
+    let Some(e) = env() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (k1, h1) = e.create(128);
+    let (k2, _) = e.create(128);
+    let (k4, _) = e.create(128);
+    let data = e.encrypted(tmp.path(), &k1, &h1, 128);
+    let before = tree(&data);
+    let ca = e.certs().join("ca.crt");
+    let here = format!("\"127.0.0.1:{}\"", port(&e));
+    let to = |id: &str| format!("kmip://{GROUP}/{id}");
+    let rekey = |cfg: &Path, to: &str| {
+        let t0 = Instant::now();
+        let o = tool(&[
+            "rekey",
+            "--to",
+            to,
+            "-q",
+            "--data-dir",
+            s(&data),
+            "--kmip-config",
+            s(cfg),
+        ]);
+        (o, t0.elapsed())
+    };
+    let check = |what: &str, (o, _): &(Out, Duration), want: &[&str]| {
+        eprintln!("[{what}] {}", o.stderr.trim());
+        assert_eq!(o.code, 2, "{what}: {}", o.all());
+        for w in want {
+            assert!(o.stderr.contains(w), "{what}: {w:?} not in: {}", o.all());
+        }
+        assert!(!o.all().contains(&h1), "{what}: key material in the output");
+        assert_eq!(tree(&data), before, "{what}: something was written");
+    };
+
+    // Server down: nothing listens on that port.
+    let down = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = config(
+        &e,
+        tmp.path(),
+        &format!("\"127.0.0.1:{down}\""),
+        &ca,
+        "client",
+        3000,
+    );
+    check(
+        "server down",
+        &rekey(&cfg, &to(&k2)),
+        &["no server could be used", "cannot connect"],
+    );
+
+    // Failover: the first host is down, the second answers (and the rekey dry-runs fine).
+    let cfg = config(
+        &e,
+        tmp.path(),
+        &format!("\"127.0.0.1:{down}\", {here}"),
+        &ca,
+        "client",
+        3000,
+    );
+    let o = tool(&[
+        "rekey",
+        "--to",
+        &to(&k2),
+        "--dry-run",
+        "--data-dir",
+        s(&data),
+        "--kmip-config",
+        s(&cfg),
+    ]);
+    assert_eq!(o.code, 0, "failover: {}", o.all());
+    assert_eq!(tree(&data), before);
+
+    // Wrong CA: the server's certificate is not from the configured CA.
+    let cfg = config(
+        &e,
+        tmp.path(),
+        &here,
+        &e.certs().join("rogue-ca.crt"),
+        "client",
+        3000,
+    );
+    check(
+        "wrong CA",
+        &rekey(&cfg, &to(&k2)),
+        &["not issued by the CA", "rogue-ca.crt"],
+    );
+
+    // A server whose certificate does not name the address we reached it by (it names 127.0.0.1
+    // and localhost; this one listens on 127.0.0.2).
+    let p = fake_server(&e, "127.0.0.2", Some(vec![]), false);
+    let cfg = config(
+        &e,
+        tmp.path(),
+        &format!("\"127.0.0.2:{p}\""),
+        &ca,
+        "client",
+        3000,
+    );
+    check(
+        "wrong host",
+        &rekey(&cfg, &to(&k2)),
+        &["does not name 127.0.0.2"],
+    );
+
+    // Our client certificate is from a CA the server does not trust.
+    let cfg = config(&e, tmp.path(), &here, &ca, "rogue-client", 3000);
+    check(
+        "client cert refused",
+        &rekey(&cfg, &to(&k2)),
+        &["does not accept our client certificate", "rogue-client.crt"],
+    );
+
+    let good = e.toml();
+    // Key id not found.
+    check(
+        "new key missing",
+        &rekey(&good, &to("999999")),
+        &["999999", "no such key"],
+    );
+    // New key not Active.
+    let o = tool(&["kmip", "revoke", GROUP, &k4, "--kmip-config", s(&good)]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    check(
+        "new key not Active",
+        &rekey(&good, &to(&k4)),
+        &["Compromised, not Active"],
+    );
+    let pre = e.admin(&["create", "--pre-active"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    check(
+        "new key Pre-Active",
+        &rekey(&good, &to(&pre)),
+        &["Pre-Active, not Active"],
+    );
+
+    // A server that accepts and never answers: the timeout, not a hang.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = config(
+        &e,
+        tmp.path(),
+        &format!("\"127.0.0.1:{}\"", silent.local_addr().unwrap().port()),
+        &ca,
+        "client",
+        700,
+    );
+    let r = rekey(&cfg, &to(&k2));
+    check("silent server", &r, &["no answer within 700 ms"]);
+    assert!(r.1 < Duration::from_secs(10), "took {:?}", r.1);
+    drop(silent);
+
+    // A server that completes the handshake, reads the request, and stops answering.
+    let p = fake_server(&e, "127.0.0.1", None, false);
+    let cfg = config(
+        &e,
+        tmp.path(),
+        &format!("\"127.0.0.1:{p}\""),
+        &ca,
+        "client",
+        700,
+    );
+    let r = rekey(&cfg, &to(&k2));
+    check(
+        "server stops answering",
+        &r,
+        &["no answer within 700 ms waiting for the response"],
+    );
+    assert!(r.1 < Duration::from_secs(4), "took {:?}", r.1);
+
+    // Truncated response: a header promising 200 bytes, 16 sent, then the connection drops.
+    let mut trunc = vec![0x42, 0x00, 0x7B, 0x01, 0, 0, 0, 200];
+    trunc.extend_from_slice(&[
+        0x42, 0x00, 0x7A, 0x01, 0, 0, 0, 0x48, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    let p = fake_server(&e, "127.0.0.1", Some(trunc), true);
+    let cfg = config(
+        &e,
+        tmp.path(),
+        &format!("\"127.0.0.1:{p}\""),
+        &ca,
+        "client",
+        3000,
+    );
+    check(
+        "truncated response",
+        &rekey(&cfg, &to(&k2)),
+        &["truncated response"],
+    );
+
+    // Oversized response: a header claiming almost 2 GiB is refused before allocating.
+    let p = fake_server(
+        &e,
+        "127.0.0.1",
+        Some(vec![0x42, 0x00, 0x7B, 0x01, 0x7F, 0xFF, 0xFF, 0xF0]),
+        false,
+    );
+    let cfg = config(
+        &e,
+        tmp.path(),
+        &format!("\"127.0.0.1:{p}\""),
+        &ca,
+        "client",
+        3000,
+    );
+    check(
+        "oversized response",
+        &rekey(&cfg, &to(&k2)),
+        &["larger than the 1048576-byte limit"],
+    );
+
+    // Garbage that is not TTLV at all.
+    let p = fake_server(
+        &e,
+        "127.0.0.1",
+        Some(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()),
+        false,
+    );
+    let cfg = config(
+        &e,
+        tmp.path(),
+        &format!("\"127.0.0.1:{p}\""),
+        &ca,
+        "client",
+        3000,
+    );
+    check("not KMIP", &rekey(&cfg, &to(&k2)), &["invalid response"]);
+}
+
+#[test]
+fn destroyed_old_key_names_the_sstables_and_writes_nothing() {
+    let Some(e) = env() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (k1, h1) = e.create(128);
+    let (k2, _) = e.create(128);
+    let data = e.encrypted(tmp.path(), &k1, &h1, 128);
+    let before = tree(&data);
+    e.admin(&["revoke", &k1]);
+    e.admin(&["destroy", &k1]);
+    let o = tool(&[
+        "rekey",
+        "--to",
+        &format!("kmip://{GROUP}/{k2}"),
+        "--data-dir",
+        s(&data),
+        "--kmip-config",
+        s(&e.toml()),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(o.stderr.contains("nothing was written"), "{}", o.all());
+    assert!(o.stderr.contains("nb-1-big-Data.db"), "{}", o.all());
+    assert!(
+        o.stderr.contains(&format!("KMIP key {k1} does not exist")),
+        "{}",
+        o.all()
+    );
+    assert!(!o.all().contains(&h1));
+    assert_eq!(tree(&data), before);
+
+    // With a backup of the key in a keyring, the rekey goes ahead (and says so).
+    let ring = tmp.path().join("ring");
+    let b64 = {
+        use base64::Engine;
+        let raw: Vec<u8> = (0..h1.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h1[i..i + 2], 16).unwrap())
+            .collect();
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    };
+    std::fs::write(&ring, format!("{k1}:{b64}\n")).unwrap();
+    std::fs::set_permissions(&ring, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let o = tool(&[
+        "rekey",
+        "--to",
+        &format!("kmip://{GROUP}/{k2}"),
+        "-q",
+        "--data-dir",
+        s(&data),
+        "--kmip-config",
+        s(&e.toml()),
+        "--keyring",
+        s(&ring),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr.contains("using the copy in keyring"),
+        "{}",
+        o.all()
+    );
+}
+
+#[test]
+fn active_resolves_by_locate_and_create_key_makes_one() {
+    let Some(e) = env() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = e.toml();
+    // Only this test uses 192-bit keys: retire any Active ones a previous run left.
+    let listed = json(&tool(&[
+        "kmip",
+        "list",
+        GROUP,
+        "--json",
+        "--kmip-config",
+        s(&cfg),
+    ]));
+    for r in listed.as_array().unwrap() {
+        if r["cipher"] == "AES-192" && r["state"] == "Active" {
+            let id = r["id"].as_str().unwrap();
+            let o = tool(&[
+                "kmip",
+                "revoke",
+                GROUP,
+                id,
+                "--reason",
+                "superseded",
+                "--kmip-config",
+                s(&cfg),
+            ]);
+            assert_eq!(o.code, 0, "{}", o.all());
+        }
+    }
+    let (k1, h1) = e.create(192);
+    let data = e.encrypted(tmp.path(), &k1, &h1, 192);
+    let before = tree(&data);
+    // Superseded: the old key is Deactivated (and still decrypts).
+    let o = tool(&[
+        "kmip",
+        "revoke",
+        GROUP,
+        &k1,
+        "--reason",
+        "superseded",
+        "--kmip-config",
+        s(&cfg),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let active = format!("kmip://{GROUP}/active");
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "rekey",
+            "--to",
+            &active,
+            "-q",
+            "--data-dir",
+            s(&data),
+            "--kmip-config",
+            s(&cfg),
+        ];
+        v.extend_from_slice(extra);
+        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run_args = |a: Vec<String>| run(Command::new(env!("CARGO_BIN_EXE_sstable-rekey")).args(a));
+    let o = run_args(args(&[]));
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(o.stderr.contains("no Active AES-192 key"), "{}", o.all());
+    assert_eq!(tree(&data), before);
+
+    let o = run_args(args(&["--create-key"]));
+    assert_eq!(o.code, 0, "{}", o.all());
+    let id = o
+        .stderr
+        .split(&format!("created and activated KMIP key {GROUP}/"))
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{}", o.all()))
+        .to_string();
+    assert_eq!(e.state(&id), "ACTIVE");
+    let key = e.admin(&["key", &id])["key_hex"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(key.len(), 48);
+    let new = data.join(TABLE).join("nb-2-big-Data.db");
+    let v = e.oracle(&["verify", s(&new), "--key", &format!("{id}:{key}")]);
+    assert_eq!(v["plaintext_sha256"].as_str().unwrap(), e.plain_digest());
+
+    // Now `active` finds that key (Locate), without creating another.
+    let o = run_args(args(&["--dry-run"]));
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stderr
+            .contains(&format!("kmip://{GROUP}/active is key {id}")),
+        "{}",
+        o.all()
+    );
+}
+
+#[test]
+fn rsa_client_keys_and_tls_1_2_work_too() {
+    let Some(e) = env() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // PyKMIP speaks TLS 1.2 only; this client key is RSA (PKCS#8 PEM), the usual one ECDSA (SEC1).
+    let cfg = config(
+        &e,
+        tmp.path(),
+        &format!("\"localhost:{}\"", port(&e)),
+        &e.certs().join("ca.crt"),
+        "rsa-client",
+        3000,
+    );
+    let name = format!(
+        "rsa-{}-{}",
+        std::process::id(),
+        crc32fast::hash(s(tmp.path()).as_bytes())
+    );
+    let o = tool(&[
+        "kmip",
+        "create",
+        GROUP,
+        "--bits",
+        "256",
+        "--name",
+        &name,
+        "--kmip-config",
+        s(&cfg),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let id = o
+        .stdout
+        .trim()
+        .trim_start_matches(&format!("created kmip://{GROUP}/"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(e.state(&id), "ACTIVE");
+    let listed = json(&tool(&[
+        "kmip",
+        "list",
+        GROUP,
+        "--json",
+        "--kmip-config",
+        s(&cfg),
+    ]));
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (row["cipher"].as_str(), row["name"].as_str()),
+        (Some("AES-256"), Some(name.as_str()))
+    );
+    // Locate by Name.
+    let named = json(&tool(&[
+        "kmip",
+        "list",
+        GROUP,
+        "--json",
+        "--name",
+        &name,
+        "--kmip-config",
+        s(&cfg),
+    ]));
+    let ids: Vec<&str> = named
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+}
+
+#[test]
+fn scylla_and_dse_yaml_reach_the_server() {
+    let Some(e) = env() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let c = e.certs();
+    let scylla = tmp.path().join("scylla.yaml");
+    std::fs::write(
+        &scylla,
+        format!(
+            "cluster_name: test\nkmip_hosts:\n  {GROUP}:\n    hosts: 127.0.0.1:1, 127.0.0.1:{}\n    certificate: {}\n    keyfile: {}\n    truststore: {}\n",
+            port(&e),
+            s(&c.join("client.crt")),
+            s(&c.join("client.key")),
+            s(&c.join("ca.crt"))
+        ),
+    )
+    .unwrap();
+    let o = tool(&["kmip", "list", GROUP, "--scylla-yaml", s(&scylla)]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(o.stdout.starts_with("ID  "), "{}", o.all());
+
+    // dse.yaml with PEM stores works as it is; JKS ones get the conversion commands.
+    let dse = tmp.path().join("dse.yaml");
+    let yaml = |kind: &str| {
+        format!(
+            "kmip_hosts:\n  {GROUP}:\n    hosts: 127.0.0.1:{}\n    keystore_path: {}\n    keyfile: {}\n    keystore_type: {kind}\n    keystore_password: hunter2\n    truststore_path: {}\n    truststore_type: {kind}\n    timeout: 2000\n",
+            port(&e),
+            s(&c.join("client.crt")),
+            s(&c.join("client.key")),
+            s(&c.join("ca.crt"))
+        )
+    };
+    std::fs::write(&dse, yaml("PEM")).unwrap();
+    let o = tool(&["kmip", "list", GROUP, "--dse-yaml", s(&dse)]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    std::fs::write(&dse, yaml("JKS")).unwrap();
+    let o = tool(&["kmip", "list", GROUP, "--dse-yaml", s(&dse)]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(o.stderr.contains("keytool -importkeystore"), "{}", o.all());
+    assert!(!o.all().contains("hunter2"), "password echoed: {}", o.all());
+}
