@@ -18,8 +18,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
         }
     };
-    // SAFETY: installing a handler that only stores to an atomic.
+    // SAFETY: installing a handler that only stores to an atomic; and no core dumps, which could
+    // hold key material.
     unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
     }
     ExitCode::from(commands::run(cli) as u8)

@@ -1,10 +1,13 @@
 //! Running alone: no second sstable-rekey on the same data directory (an advisory `flock` on the
 //! folder itself, so nothing is created in it), and no other process with the tables' files open
-//! (a running Cassandra/DSE node), found by scanning `/proc/*/fd`.
+//! (a running Cassandra/DSE node), found by scanning `/proc/*/fd`. And a data directory no one
+//! else can rearrange: none of the folders this tool writes in is writable by other users, and no
+//! symbolic link leads out of it where the tool looks for SSTables.
 
 use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -65,9 +68,145 @@ pub fn open_by_others(dirs: &[PathBuf]) -> Vec<(u32, String, PathBuf)> {
     out
 }
 
-/// Refuses to work while another process uses the data directories.
+/// Refuses a folder other users may write in: they could swap SSTables, plant transaction logs
+/// or symbolic links under a tool that runs as root or as the Cassandra user.
+fn check_not_writable_by_others(dir: &Path, meta: &fs::Metadata) -> Result<()> {
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o002 != 0 {
+        return Err(Error::Usage(format!(
+            "{} is writable by other users (mode {mode:04o}): anyone could replace SSTables or plant transaction logs there. Run `chmod o-w {}` first",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a symbolic link where SSTables are looked for. The tool never follows one (a symlinked
+/// keyspace, table or index folder, or SSTable file, is not seen at all), so its SSTables would
+/// silently stay under the old key; one that leads out of the data directory would also make the
+/// tool read and write outside it.
+fn refuse_symlink(link: &Path, root: &Path) -> Error {
+    let target = fs::canonicalize(link)
+        .map(|t| {
+            if t.starts_with(root) {
+                format!(" (to {})", t.display())
+            } else {
+                format!(
+                    " (to {}, outside the data directory {})",
+                    t.display(),
+                    root.display()
+                )
+            }
+        })
+        .unwrap_or_else(|_| " (dangling)".to_string());
+    Error::Usage(format!(
+        "{} is a symbolic link{target}: sstable-rekey never follows symbolic links in a data directory, and would leave what it leads to under the old key. Move the data into the data directory (or pass the real location with --data-dir) first",
+        link.display()
+    ))
+}
+
+/// The entries of a folder: (path, is a symlink, is a directory without following links).
+fn entries(dir: &Path) -> Result<Vec<(PathBuf, bool, bool)>> {
+    let mut out = Vec::new();
+    let rd = fs::read_dir(dir).map_err(|e| Error::io(dir, "list folder", e))?;
+    for e in rd {
+        let e = e.map_err(|e| Error::io(dir, "list folder", e))?;
+        let t = e.file_type().map_err(|x| Error::io(e.path(), "stat", x))?;
+        out.push((e.path(), t.is_symlink(), t.is_dir()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Refuses a symbolic link where SSTables are looked for: a keyspace, table or index folder, or
+/// an SSTable file of a live folder (see [`ensure_alone`]). For `verify` too: what it cannot see
+/// must not pass as verified.
+pub fn refuse_symlinks(dirs: &[PathBuf]) -> Result<()> {
+    check_layout(dirs, false)
+}
+
+/// Checks the folders sstable-rekey reads and writes: each data directory, its keyspace folders,
+/// their table folders and the tables' index folders (snapshots and backups are never written).
+/// None of them, and no SSTable file in a live folder, may be a symbolic link; with `writers`,
+/// none may be writable by others either.
+fn check_layout(dirs: &[PathBuf], writers: bool) -> Result<()> {
+    let others = |dir: &Path, meta: &fs::Metadata| {
+        if writers {
+            check_not_writable_by_others(dir, meta)
+        } else {
+            Ok(())
+        }
+    };
+    for d in dirs {
+        let Ok(root) = fs::canonicalize(d) else {
+            continue; // reported where the folder is read
+        };
+        let meta = fs::metadata(&root).map_err(|e| Error::io(&root, "stat", e))?;
+        if !meta.is_dir() {
+            continue;
+        }
+        others(d, &meta)?;
+        for (ks, ks_link, ks_dir) in entries(d)? {
+            if ks_link && fs::metadata(&ks).is_ok_and(|m| m.is_dir()) {
+                return Err(refuse_symlink(&ks, &root));
+            }
+            if !ks_dir {
+                continue;
+            }
+            others(
+                &ks,
+                &fs::symlink_metadata(&ks).map_err(|e| Error::io(&ks, "stat", e))?,
+            )?;
+            for (table, t_link, t_dir) in entries(&ks)? {
+                if t_link && fs::metadata(&table).is_ok_and(|m| m.is_dir()) {
+                    return Err(refuse_symlink(&table, &root));
+                }
+                if !t_dir {
+                    continue;
+                }
+                check_live_folder(&table, &root, writers)?;
+                for (sub, s_link, s_dir) in entries(&table)? {
+                    let is_index = sub
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with('.'));
+                    if is_index && s_link && fs::metadata(&sub).is_ok_and(|m| m.is_dir()) {
+                        return Err(refuse_symlink(&sub, &root));
+                    }
+                    if is_index && s_dir {
+                        check_live_folder(&sub, &root, writers)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A table or index folder: no symlinked SSTable file (and, with `writers`, not writable by
+/// others).
+fn check_live_folder(dir: &Path, root: &Path, writers: bool) -> Result<()> {
+    if writers {
+        check_not_writable_by_others(
+            dir,
+            &fs::symlink_metadata(dir).map_err(|e| Error::io(dir, "stat", e))?,
+        )?;
+    }
+    for (f, link, _) in entries(dir)? {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if link && crate::sstable::Descriptor::parse_file_name(dir, name).is_some() {
+            return Err(refuse_symlink(&f, root));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to work while another process uses the data directories, or when others could
+/// rearrange them (see [`check_layout`]).
 pub fn ensure_alone(dirs: &[PathBuf]) -> Result<DataDirLocks> {
     let locks = lock_data_dirs(dirs)?;
+    check_layout(dirs, true)?;
     let others = open_by_others(dirs);
     if let Some((pid, comm, path)) = others.first() {
         return Err(Error::Usage(format!(

@@ -325,6 +325,8 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     // Plan: decide per SSTable, resolve every key before writing anything.
     let mut jobs: Vec<Job> = Vec::new();
     let mut key_errors: Vec<String> = Vec::new();
+    // Evidence per old key, gathered across every SSTable of the run (see KEY_EVIDENCE_BITS).
+    let mut evidence: HashMap<KeyId, u32> = HashMap::new();
     for (found, load) in live {
         let mut r = SstableReport::new(
             found.table.qualified(),
@@ -421,10 +423,17 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
             continue;
         };
         // A wrong old key fails here, on one chunk per key, before anything is written.
-        if let Err(e) = trial_decrypt(&loaded, &keys, target_idx.map(|_| &target_key), target_idx) {
-            r.fail(&e);
-            report.sstables.push(r);
-            continue;
+        match trial_decrypt(&loaded, &keys, target_idx, &evidence) {
+            Ok(bits) => {
+                for (k, b) in bits.into_iter().enumerate() {
+                    *evidence.entry(loaded.keys[k].clone()).or_default() += b;
+                }
+            }
+            Err(e) => {
+                r.fail(&e);
+                report.sstables.push(r);
+                continue;
+            }
         }
         match plan::new_layout(&loaded, &target, target_idx) {
             Ok((new_lens, new_offsets)) => jobs.push(Job {
@@ -448,6 +457,28 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
             "nothing was written; resolve these key problems first:\n  {}",
             key_errors.join("\n  ")
         )));
+    }
+    // An old key whose chunks all together give too little evidence is not trusted with data.
+    let (confirmed, weak): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| {
+        let l = &j.loaded;
+        l.chunks.iter().all(|c| {
+            c.key == plan::RAW
+                || Some(c.key) == j.target_idx
+                || evidence.get(&l.keys[c.key as usize]).copied().unwrap_or(0) >= KEY_EVIDENCE_BITS
+        })
+    });
+    jobs = confirmed;
+    for mut j in weak {
+        let e = Error::WrongKey {
+            path: j.loaded.found.desc.data_path(),
+            what: "its chunks".into(),
+            key: j.loaded.keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", "),
+            msg: format!(
+                "they decrypt, but give fewer than {KEY_EVIDENCE_BITS} bits of evidence that the key is right (short chunks with little padding); refusing rather than risk rewriting garbage. Rekey this table together with larger SSTables under the same key"
+            ),
+        };
+        j.report.fail(&e);
+        report.sstables.push(j.report);
     }
 
     // Free space: the largest `jobs` SSTables in flight at once, per filesystem.
@@ -525,49 +556,63 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     Ok(report)
 }
 
-/// Decrypts and checks the first chunk under each key of an SSTable.
+/// Bits of evidence a wrong key must beat before an old key is trusted with data. A wrong key
+/// passes a PKCS#5 check of p padding bytes with probability ~2^-8p, and the chained classes add a
+/// 32-bit inner length prefix (and LZ4 another). A short Encryptor chunk with one padding byte is
+/// only 8 bits: alone it lets one wrong key in 256 through, and the rewrite would turn the data
+/// into garbage. Evidence adds up over every chunk, and every SSTable, under the same key in a
+/// run; 32 bits (a wrong key accepted once in ~4 billion) refuses only lone tiny Encryptor
+/// SSTables whose one chunk has under four padding bytes.
+pub const KEY_EVIDENCE_BITS: u32 = 32;
+
+/// Decrypts and checks chunks under each old key of an SSTable until that key has
+/// [`KEY_EVIDENCE_BITS`] bits of evidence (or the chunks run out), and a suspicious last chunk
+/// (FORMAT.md 2.5). Returns the evidence gathered per key index. A failing chunk is a wrong key.
 fn trial_decrypt(
     l: &Loaded,
     keys: &[Option<Arc<AesKey>>],
-    target_key: Option<&Arc<AesKey>>,
     target_idx: Option<u32>,
-) -> Result<()> {
+    known: &HashMap<KeyId, u32>,
+) -> Result<Vec<u32>> {
     let path = l.found.desc.data_path();
     let f = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
-    // The first chunk under each key, and a suspicious last chunk (FORMAT.md 2.5).
-    let mut probes: Vec<usize> = (0..l.keys.len() as u32)
-        .filter_map(|k| l.chunks.iter().position(|c| c.key == k))
-        .collect();
+    let mut bits = vec![0u32; l.keys.len()];
+    let structure_bits = match l.envelope.class {
+        crate::crypto::ChunkClass::Encryptor => 0,
+        crate::crypto::ChunkClass::Chained(crate::crypto::envelope::Stage::Lz4) => 64,
+        crate::crypto::ChunkClass::Chained(_) => 32,
+    };
     let last = l.chunks.len() - 1;
-    if l.chunks[last].key != plan::RAW
-        && !plan::raw_last_chunk_hint(&l.ci, last, l.chunks[last].len as u64).is_empty()
-    {
-        probes.push(last);
-    }
-    for i in probes {
-        let k = l.chunks[i].key;
-        let key = if Some(k) == target_idx {
-            target_key
-        } else {
-            keys[k as usize].as_ref()
+    let suspicious_last = l.chunks[last].key != plan::RAW
+        && !plan::raw_last_chunk_hint(&l.ci, last, l.chunks[last].len as u64).is_empty();
+    for (i, c) in l.chunks.iter().enumerate() {
+        if c.key == plan::RAW || Some(c.key) == target_idx {
+            continue;
+        }
+        let k = c.key as usize;
+        let enough = bits[k] + known.get(&l.keys[k]).copied().unwrap_or(0) >= KEY_EVIDENCE_BITS;
+        if enough && !(suspicious_last && i == last) {
+            continue;
+        }
+        let Some(key) = keys[k].as_ref() else {
+            continue;
         };
-        let Some(key) = key else { continue };
-        let mut framed = vec![0u8; l.chunks[i].len as usize + 4];
+        let mut framed = vec![0u8; c.len as usize + 4];
         crate::sstable::data::read_at(&f, &path, l.ci.offsets[i], &mut framed)?;
         let chunk = crate::sstable::data::checked_chunk(&framed, i, &path)?;
-        rewrite::open_and_check(&l.envelope, chunk, l.ci.plain_len(i), key).map_err(|msg| {
-            Error::WrongKey {
-                path: path.clone(),
-                what: format!("chunk {i}"),
-                key: l.keys[k as usize].to_string(),
-                msg: format!(
-                    "{msg}{}",
-                    plan::raw_last_chunk_hint(&l.ci, i, l.chunks[i].len as u64)
-                ),
-            }
-        })?;
+        let payload =
+            rewrite::open_and_check(&l.envelope, chunk, l.ci.plain_len(i), key).map_err(|msg| {
+                Error::WrongKey {
+                    path: path.clone(),
+                    what: format!("chunk {i}"),
+                    key: l.keys[k].to_string(),
+                    msg: format!("{msg}{}", plan::raw_last_chunk_hint(&l.ci, i, c.len as u64)),
+                }
+            })?;
+        let pad = 16 - (payload.len() % 16) as u32;
+        bits[k] += 8 * pad + structure_bits;
     }
-    Ok(())
+    Ok(bits)
 }
 
 /// `ALTER TABLE` making new writes use the new key, from the rewritten CompressionInfo options.

@@ -75,6 +75,7 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
     let t0 = Instant::now();
     let allowed: Vec<KeyId> = opts.keys.iter().map(KeyRef::id).collect();
     let fallback = super::fallback_file(&opts.keys);
+    super::exclusive::refuse_symlinks(&opts.data_dirs)?;
     let (live, backups) = super::discover(&opts.data_dirs, &opts.selection, fallback.as_ref())?;
     let mut rep = VerifyReport {
         command: "verify",

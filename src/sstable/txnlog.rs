@@ -133,7 +133,7 @@ impl Record {
         let sum = tail
             .strip_suffix(']')
             .ok_or_else(|| format!("malformed record {line:?}"))?;
-        if !sum.bytes().all(|b| b.is_ascii_digit()) {
+        if sum.is_empty() || !sum.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("malformed checksum in {line:?}"));
         }
         let parts: Vec<&str> = fields.split(',').collect();
@@ -141,19 +141,25 @@ impl Record {
             return Err(format!("too many fields in {line:?}"));
         }
         let path = parts.first().copied().unwrap_or("").to_string();
-        let num = |i: usize| -> std::result::Result<i64, String> {
-            match parts.get(i) {
-                None | Some(&"") => Ok(0),
-                Some(s) => s
-                    .parse()
-                    .map_err(|_| format!("bad number {s:?} in {line:?}")),
-            }
-        };
+        // Long.parseLong / Integer.parseInt: every number is there and in range.
+        let field = |i: usize| parts.get(i).copied().unwrap_or("");
+        let update_time: i64 = field(1)
+            .parse()
+            .map_err(|_| format!("bad number {:?} in {line:?}", field(1)))?;
+        let num_files: i32 = field(2)
+            .parse()
+            .map_err(|_| format!("bad number {:?} in {line:?}", field(2)))?;
+        // LogRecord's constructor: COMMIT/ABORT carry no path and zeros, ADD no updateTime.
+        let has_file = matches!(kind, RecordType::Add | RecordType::Remove);
         let rec = Record {
             kind,
-            path,
-            update_time: num(1)?,
-            num_files: num(2)? as i32,
+            path: if has_file { path } else { String::new() },
+            update_time: if kind == RecordType::Remove {
+                update_time
+            } else {
+                0
+            },
+            num_files: if has_file { num_files } else { 0 },
         };
         let want: u64 = sum
             .parse()
@@ -270,7 +276,11 @@ impl TxnLog {
             .mode(0o644)
             .open(&path)
             .map_err(|e| Error::io(&path, "create transaction log", e))?;
-        sync_dir(dir)?;
+        if let Err(e) = sync_dir(dir) {
+            // Nothing was logged yet: take the empty log away again.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(TxnLog { path, file })
     }
 
@@ -312,8 +322,31 @@ pub struct Recovery {
 /// was torn (ignored). Errors are the states that stop a node from starting.
 pub fn read_log(path: &Path) -> Result<(Vec<Record>, bool)> {
     let buf = crate::util::read_small(path, 16 * 1024 * 1024)?;
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    // Cassandra reads logs with Files.readAllLines(UTF_8): malformed input stops it, and \n,
+    // \r\n and \r all end a line; a blank line is a (bad) record.
+    let text = String::from_utf8(buf).map_err(|_| {
+        Error::corrupt(
+            path,
+            "not UTF-8; Cassandra would refuse to start: inspect the log by hand",
+        )
+    })?;
+    let mut lines: Vec<&str> = Vec::new();
+    let mut start = 0;
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\n' || b[i] == b'\r' {
+            lines.push(&text[start..i]);
+            if b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') {
+                i += 1;
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    if start < b.len() {
+        lines.push(&text[start..]);
+    }
     let mut records: Vec<Record> = Vec::new();
     let mut torn = false;
     for (i, line) in lines.iter().enumerate() {
@@ -354,6 +387,24 @@ pub fn read_log(path: &Path) -> Result<(Vec<Record>, bool)> {
 /// Applies one leftover log: committed → delete the REMOVE side, otherwise the ADD side; then the log.
 pub fn recover_log(path: &Path) -> Result<Recovery> {
     let (records, torn) = read_log(path)?;
+    let folder = path.parent().and_then(|d| fs::canonicalize(d).ok());
+    for r in records
+        .iter()
+        .filter(|r| matches!(r.kind, RecordType::Add | RecordType::Remove))
+    {
+        let dir = Path::new(&r.path)
+            .parent()
+            .and_then(|d| fs::canonicalize(d).ok());
+        if dir.is_none() || dir != folder {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "record {:?} names files outside the log's folder: inspect the log by hand",
+                    r.path
+                ),
+            ));
+        }
+    }
     let committed = matches!(records.last(), Some(r) if r.kind == RecordType::Commit);
     // Before deleting anything, check what Cassandra checks: REMOVE records describe files still there.
     for r in records.iter().filter(|r| r.kind == RecordType::Remove) {
