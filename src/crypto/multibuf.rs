@@ -250,6 +250,47 @@ unsafe fn cbc_many<const NR: usize>(keys: &RoundKeys, jobs: &mut [CbcJob<'_>]) {
             _mm_storeu_si128(lanes.output(l, jobs).as_mut_ptr() as *mut __m128i, *v);
             prev[l] = *v;
         }
+        // Bulk run: while all eight lanes have full (unpadded) blocks left, step them together
+        // with no bookkeeping, the chains held in registers.
+        if lanes.job.iter().all(|&j| j != NONE) {
+            let m = (0..LANES)
+                .map(|l| lanes.nblk[l] - lanes.blk[l] - 1)
+                .min()
+                .unwrap_or(0);
+            if m > 0 {
+                let mut src = [std::ptr::null::<u8>(); LANES];
+                let mut dst = [std::ptr::null_mut::<u8>(); LANES];
+                for l in 0..LANES {
+                    let j = &mut jobs[lanes.job[l]];
+                    let off = lanes.blk[l] * BLOCK;
+                    // In bounds: blk + m < nblk, and plain holds nblk - 1 full blocks.
+                    src[l] = j.plain[off..off + m * BLOCK].as_ptr();
+                    dst[l] = j.out[off..off + m * BLOCK].as_mut_ptr();
+                }
+                let mut c = prev;
+                for step in 0..m {
+                    let o = step * BLOCK;
+                    let mut x = [_mm_setzero_si128(); LANES];
+                    for l in 0..LANES {
+                        let p = _mm_loadu_si128(src[l].add(o) as *const __m128i);
+                        x[l] = _mm_xor_si128(_mm_xor_si128(p, c[l]), rk[0]);
+                    }
+                    for k in rk.iter().take(NR).skip(1) {
+                        for v in x.iter_mut() {
+                            *v = _mm_aesenc_si128(*v, *k);
+                        }
+                    }
+                    for l in 0..LANES {
+                        c[l] = _mm_aesenclast_si128(x[l], rk[NR]);
+                        _mm_storeu_si128(dst[l].add(o) as *mut __m128i, c[l]);
+                    }
+                }
+                prev = c;
+                for l in 0..LANES {
+                    lanes.blk[l] += m;
+                }
+            }
+        }
     }
 }
 
