@@ -308,18 +308,7 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
         sstables: Vec::new(),
         totals: Default::default(),
         alter_table: Vec::new(),
-        backups: backups
-            .iter()
-            .map(|(f, l)| BackupReport {
-                table: f.table.qualified(),
-                location: f.location.clone(),
-                data: f.desc.data_path().display().to_string(),
-                keys: match l {
-                    Ok(Load::Encrypted(l)) => l.key_counts(),
-                    _ => BTreeMap::new(),
-                },
-            })
-            .collect(),
+        backups: BackupReport::list(&backups),
     };
 
     // Plan: decide per SSTable, resolve every key before writing anything.

@@ -121,6 +121,26 @@ pub struct BackupReport {
     pub keys: BTreeMap<String, usize>,
 }
 
+impl BackupReport {
+    /// One entry per snapshot/backup SSTable, with the keys its chunk headers name.
+    pub fn list(
+        backups: &[(crate::rekey::find::Found, Result<crate::rekey::plan::Load>)],
+    ) -> Vec<BackupReport> {
+        backups
+            .iter()
+            .map(|(f, l)| BackupReport {
+                table: f.table.qualified(),
+                location: f.location.clone(),
+                data: f.desc.data_path().display().to_string(),
+                keys: match l {
+                    Ok(crate::rekey::plan::Load::Encrypted(l)) => l.key_counts(),
+                    _ => BTreeMap::new(),
+                },
+            })
+            .collect()
+    }
+}
+
 impl RekeyReport {
     pub fn compute_totals(&mut self) {
         let mut t = Totals {

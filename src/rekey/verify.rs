@@ -88,18 +88,7 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
         failed: 0,
         unencrypted: 0,
         raw_chunks: 0,
-        backups: backups
-            .iter()
-            .map(|(f, l)| BackupReport {
-                table: f.table.qualified(),
-                location: f.location.clone(),
-                data: f.desc.data_path().display().to_string(),
-                keys: match l {
-                    Ok(Load::Encrypted(l)) => l.key_counts(),
-                    _ => BTreeMap::new(),
-                },
-            })
-            .collect(),
+        backups: BackupReport::list(&backups),
         seconds: 0.0,
     };
     for (found, load) in live {
