@@ -290,7 +290,7 @@ fn aes_cbc_decrypt(key: &[u8], iv: &[u8], ct: &[u8]) -> Result<Vec<u8>, String> 
 }
 
 fn aes_ecb_decrypt(key: &[u8], ct: &[u8]) -> Result<Vec<u8>, String> {
-    if ct.is_empty() || ct.len() % 16 != 0 {
+    if ct.is_empty() || !ct.len().is_multiple_of(16) {
         return Err(format!("ciphertext of {} bytes", ct.len()));
     }
     let mut out = Vec::with_capacity(ct.len());

@@ -667,7 +667,7 @@ fn encrypted_index(s: &Sst, spec: IndexSpec, label: &str) -> EncryptedIndex {
     let mut rng = Rng::from_label(&format!("{label} encrypted index"));
     let cap = max_bytes_in_page(s);
     assert!(
-        spec.rows_len % cap != 0,
+        !spec.rows_len.is_multiple_of(cap),
         "{label}: Rows.db should end in a partial page"
     );
     let partitions_plain = index_bytes(&mut rng, "partition", spec.partitions_pages * cap);

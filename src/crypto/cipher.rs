@@ -247,6 +247,60 @@ impl AesKey {
         }
     }
 
+    /// True when [`rekey_cbc_many`](Self::rekey_cbc_many) can move CBC messages from this key
+    /// to `new` with the fused VAES kernel (same key size, CPU support).
+    pub fn can_fuse_with(&self, new: &AesKey) -> bool {
+        self.bits() == new.bits()
+            && self.multibuf.is_some()
+            && new.multibuf.is_some()
+            && super::fused::available()
+    }
+
+    /// Re-encrypts whole CBC messages (padding block included) from this key to `new` in one
+    /// pass: see [`super::fused`]. The caller has checked each message's padding (`peek_cbc`).
+    /// Panics unless [`can_fuse_with`](Self::can_fuse_with).
+    pub fn rekey_cbc_many(&self, new: &AesKey, jobs: &mut [super::fused::ReJob<'_>]) {
+        let (Some(old), Some(new)) = (&self.multibuf, &new.multibuf) else {
+            panic!("fused rekey without AES-NI round keys");
+        };
+        super::fused::rekey_cbc_many(old, new, jobs);
+    }
+
+    /// Decrypts only the first and the last block of a CBC ciphertext and checks its PKCS#5
+    /// padding. Returns the payload length and its first bytes (up to 16): what a chunk's
+    /// structure check reads, without decrypting the rest.
+    pub fn peek_cbc(
+        &self,
+        iv: &[u8],
+        ct: &[u8],
+    ) -> std::result::Result<(usize, zeroize::Zeroizing<[u8; BLOCK]>), DecryptError> {
+        if ct.is_empty() || !ct.len().is_multiple_of(BLOCK) {
+            return Err(DecryptError::Length(ct.len()));
+        }
+        let n = ct.len();
+        let mut buf = zeroize::Zeroizing::new([0u8; 2 * BLOCK]);
+        buf[..BLOCK].copy_from_slice(&ct[..BLOCK]);
+        buf[BLOCK..].copy_from_slice(&ct[n - BLOCK..]);
+        self.dec_blocks(Block::slice_as_chunks_mut(&mut buf[..]).0);
+        let (first, last) = buf.split_at_mut(BLOCK);
+        xor16(first, iv);
+        xor16(
+            last,
+            if n == BLOCK {
+                iv
+            } else {
+                &ct[n - 2 * BLOCK..n - BLOCK]
+            },
+        );
+        let pad = last[BLOCK - 1] as usize;
+        if !(1..=BLOCK).contains(&pad) || !last[BLOCK - pad..].iter().all(|&x| x as usize == pad) {
+            return Err(DecryptError::Padding);
+        }
+        let mut head = zeroize::Zeroizing::new([0u8; BLOCK]);
+        head.copy_from_slice(first);
+        Ok((n - pad, head))
+    }
+
     /// Appends the unpadded plaintext of `ct` to `out`. On error `out` is left as it was.
     pub fn decrypt_append(
         &self,
@@ -255,7 +309,7 @@ impl AesKey {
         ct: &[u8],
         out: &mut Vec<u8>,
     ) -> std::result::Result<(), DecryptError> {
-        if ct.is_empty() || ct.len() % BLOCK != 0 {
+        if ct.is_empty() || !ct.len().is_multiple_of(BLOCK) {
             return Err(DecryptError::Length(ct.len()));
         }
         let start = out.len();

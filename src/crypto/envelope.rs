@@ -215,6 +215,10 @@ pub struct Opened<'a> {
     pub ciphertext: &'a [u8],
 }
 
+/// Payload bytes [`Envelope::check_payload`] reads: the 4-byte inner length, then at most a
+/// 5-byte LZ4 or Snappy length or a 2-byte zlib header. One AES block.
+pub const CHECKED_HEAD: usize = 16;
+
 impl Envelope {
     /// Takes a Data.db chunk apart: `[i32 outer] H IV E(...)`.
     pub fn open_chunk<'a>(&self, chunk: &'a [u8]) -> std::result::Result<Opened<'a>, String> {
@@ -261,21 +265,34 @@ impl Envelope {
         payload: &[u8],
         plain_len: usize,
     ) -> std::result::Result<(), String> {
+        let head = &payload[..payload.len().min(CHECKED_HEAD)];
+        self.check_payload_head(outer, head, payload.len(), plain_len)
+    }
+
+    /// [`check_payload`](Self::check_payload) from the payload's length and its first
+    /// [`CHECKED_HEAD`] bytes (all of it if shorter): everything the check reads. The fused
+    /// rekey decrypts only the first and last block to check a chunk before re-encrypting it.
+    pub fn check_payload_head(
+        &self,
+        outer: Option<i32>,
+        payload: &[u8],
+        payload_len: usize,
+        plain_len: usize,
+    ) -> std::result::Result<(), String> {
+        debug_assert_eq!(payload.len(), payload_len.min(CHECKED_HEAD));
         match self.class {
             ChunkClass::Encryptor => {
-                if payload.len() != plain_len {
+                if payload_len != plain_len {
                     return Err(format!(
-                        "decrypted {} bytes, the chunk holds {plain_len}",
-                        payload.len()
+                        "decrypted {payload_len} bytes, the chunk holds {plain_len}"
                     ));
                 }
             }
             ChunkClass::Chained(stage) => {
-                if outer != Some(payload.len() as i32) {
+                if outer != Some(payload_len as i32) {
                     return Err(format!(
-                        "outer length prefix {} != decrypted length {}",
+                        "outer length prefix {} != decrypted length {payload_len}",
                         outer.unwrap_or(-1),
-                        payload.len()
                     ));
                 }
                 if payload.len() < 4 {
@@ -310,7 +327,7 @@ impl Envelope {
                     Stage::Deflate => {
                         let ok = body.len() >= 2
                             && body[0] & 0x0F == 8
-                            && (u16::from_be_bytes([body[0], body[1]]) % 31 == 0);
+                            && u16::from_be_bytes([body[0], body[1]]).is_multiple_of(31);
                         if !ok {
                             return Err("not a zlib stream".into());
                         }

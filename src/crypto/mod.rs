@@ -2,6 +2,7 @@
 
 pub mod cipher;
 pub mod envelope;
+pub mod fused;
 pub mod multibuf;
 pub mod random;
 

@@ -100,6 +100,11 @@ impl RoundKeys {
     pub fn rounds(&self) -> usize {
         self.rk.len() - 1
     }
+
+    /// Round key `i` (0 ..= rounds).
+    pub fn round_key(&self, i: usize) -> &[u8; 16] {
+        &self.rk[i]
+    }
 }
 
 /// True when this CPU can run [`encrypt_cbc_many`].

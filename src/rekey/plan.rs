@@ -11,6 +11,10 @@ use crate::error::{Error, Result};
 use crate::keys::{canonical, KeyId, KeyRef};
 use crate::rekey::find::Found;
 use crate::sstable::data::read_at;
+use crate::sstable::mapped::Mapped;
+
+/// Bytes of Data.db scanned between releases of the mapping (bounds resident memory).
+const RELEASE_EVERY: u64 = 4 << 20;
 use crate::sstable::pages::{self, PAGE};
 use crate::sstable::{statistics, toc, CompressionInfo, Format};
 use crate::util::read_small;
@@ -259,9 +263,16 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
     };
     let max_len = ci.max_len();
     let mut chunks = Vec::with_capacity(ci.chunk_count());
-    let mut buf = vec![0u8; 512];
+    // Chunk headers are read through a mapping (no syscall per chunk), released as the scan
+    // moves on so that resident memory stays small.
+    let map = Mapped::new(&data, &data_path, data_len)?;
+    let mut released = 0u64;
     for i in 0..ci.chunk_count() {
         let (start, end) = ci.chunk_range(i, data_len);
+        if start >= released + RELEASE_EVERY {
+            map.release(released..start);
+            released = start;
+        }
         let len = end - start;
         if len > u32::MAX as u64 / 2 {
             return Err(Error::corrupt(
@@ -282,24 +293,9 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
         } else {
             0
         };
-        let want = (len as usize).min(prefix + 5 + MAX_KMIP_ID_LEN + 64);
-        let head = &mut buf[..want.min(512)];
-        read_at(&data, &data_path, start, head)?;
-        let mut parsed = KeyHeader::parse(envelope.provider, head.get(prefix..).unwrap_or(&[]));
-        if let Err(_) | Ok((KeyHeader::Kmip(_), _)) = &parsed {
-            // An id longer than what was read: read the whole chunk prefix it claims.
-            if envelope.provider == ProviderKind::Kmip && head.len() >= prefix + 5 {
-                let n = i32::from_be_bytes(head[prefix + 1..prefix + 5].try_into().unwrap());
-                if n >= 0
-                    && (prefix + 5 + n as usize) as u64 <= len
-                    && prefix + 5 + n as usize > head.len()
-                {
-                    let mut big = vec![0u8; prefix + 5 + n as usize];
-                    read_at(&data, &data_path, start, &mut big)?;
-                    parsed = KeyHeader::parse(envelope.provider, &big[prefix..]);
-                }
-            }
-        }
+        // The whole chunk is in the mapping: a header of any length parses in place.
+        let chunk = map.get(start..end, &data_path)?;
+        let parsed = KeyHeader::parse(envelope.provider, chunk.get(prefix..).unwrap_or(&[]));
         let (header, header_len) = parsed.map_err(|m| {
             let hint = raw_last_chunk_hint(&ci, i, len);
             Error::corrupt(

@@ -13,11 +13,14 @@ use rayon::prelude::*;
 use zeroize::Zeroizing;
 
 use crate::crypto::cipher::CbcJob;
+use crate::crypto::envelope::CHECKED_HEAD;
+use crate::crypto::fused::ReJob;
 use crate::crypto::random::IvSource;
 use crate::crypto::{AesKey, ChunkClass, CipherSpec, Envelope, KeyHeader, Mode};
 use crate::error::{Error, Result};
 use crate::rekey::plan::{ChunkMeta, StatsComponent, RAW};
-use crate::sstable::data::{checked_chunk, read_at};
+use crate::sstable::data::checked_chunk;
+use crate::sstable::mapped::Mapped;
 use crate::sstable::{pages, statistics};
 
 /// Input bytes per window: large sequential reads, enough windows to keep every core busy, and
@@ -123,7 +126,6 @@ pub struct Workspace {
     pub ivs: IvSource,
     pub scratch: Vec<u8>,
     pub plain: Vec<u8>,
-    inbuf: Vec<u8>,
     outbuf: Vec<u8>,
 }
 
@@ -181,7 +183,8 @@ pub fn rewrite_file(
         dst,
         dst_path,
     } = *files;
-    advise_sequential(src);
+    let end = spans.last().map_or(0, |s| s.in_off + s.in_len as u64);
+    let input = Mapped::new(src, src_path, end)?;
     let results: Vec<Result<(crc32fast::Hasher, Counts)>> = windows(spans)
         .into_par_iter()
         .map(|w| {
@@ -192,29 +195,26 @@ pub fn rewrite_file(
                 let ws = &mut *ws.borrow_mut();
                 let first = spans[w.start];
                 let last = spans[w.end - 1];
-                let in_len = (last.in_off + last.in_len as u64 - first.in_off) as usize;
+                let in_range = first.in_off..last.in_off + last.in_len as u64;
                 let out_len = (last.out_off + last.out_len as u64 - first.out_off) as usize;
-                let mut inbuf = std::mem::take(&mut ws.inbuf);
                 let mut outbuf = std::mem::take(&mut ws.outbuf);
-                inbuf.resize(in_len, 0);
                 outbuf.resize(out_len, 0);
                 let r = (|| {
-                    read_at(src, src_path, first.in_off, &mut inbuf)?;
                     let counts = layout.rewrite_window(
                         w.start,
                         &spans[w.clone()],
-                        &inbuf,
+                        input.get(in_range.clone(), src_path)?,
                         &mut outbuf,
                         ws,
                     )?;
+                    input.release(in_range.clone());
                     dst.write_all_at(&outbuf, first.out_off)
                         .map_err(|e| Error::io(dst_path, "write", e))?;
                     let mut h = crc32fast::Hasher::new();
                     h.update(&outbuf);
-                    progress(in_len as u64);
+                    progress(in_range.end - in_range.start);
                     Ok((h, counts))
                 })();
-                ws.inbuf = inbuf;
                 ws.outbuf = outbuf;
                 r
             })
@@ -230,15 +230,6 @@ pub fn rewrite_file(
         counts.merge(c);
     }
     Ok((crc.finalize(), counts))
-}
-
-/// Tells the kernel the input is read once, front to back (larger read-ahead).
-fn advise_sequential(f: &File) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: advisory call on a valid descriptor; failure is harmless.
-    unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    }
 }
 
 /// What every record layout needs to move a record from its old key to the target key.
@@ -369,9 +360,12 @@ impl RecordLayout for DataChunks<'_> {
         Ok(Outcome::Rekeyed)
     }
 
-    /// The fused fast path: decrypt every chunk of the window into one plaintext arena (CBC
-    /// decryption is parallel across blocks), check each, write the new headers and fresh IVs,
-    /// then encrypt all chunks at once with the multi-buffer kernel, then the CRCs.
+    /// The window path. Each chunk is CRC-checked, its header parsed, and its first and last
+    /// block decrypted to check padding and structure (a wrong key fails here, before anything
+    /// is encrypted). Then, when the CPU has VAES and both sides are CBC with equal key sizes, all
+    /// chunks go through the fused kernel (decrypt and re-encrypt in one pass, no plaintext in
+    /// memory); otherwise they are decrypted into a plaintext arena and encrypted with the
+    /// multi-buffer kernel. New headers, fresh IVs and CRCs are written around them.
     fn rewrite_window(
         &self,
         first: usize,
@@ -380,8 +374,19 @@ impl RecordLayout for DataChunks<'_> {
         out: &mut [u8],
         ws: &mut Workspace,
     ) -> Result<Counts> {
+        /// Where a chunk's new ciphertext comes from.
+        enum From {
+            /// Plaintext already in the workspace arena.
+            Plain(Range<usize>),
+            /// Old ciphertext in `input`, re-encrypted by the fused kernel.
+            Fused {
+                key: u32,
+                ct: Range<usize>,
+                old_iv: [u8; 16],
+            },
+        }
         struct Job {
-            plain: Range<usize>,
+            from: From,
             iv: [u8; 16],
             ct: Range<usize>,
             slot: Range<usize>,
@@ -391,8 +396,10 @@ impl RecordLayout for DataChunks<'_> {
         let base_out = spans[0].out_off;
         let mode = rk.new.cipher.mode;
         let iv_len = rk.new.cipher.iv_len;
+        let cbc_to_cbc = rk.old.cipher.mode == Mode::Cbc && mode == Mode::Cbc;
         let mut counts = Counts::default();
         let mut jobs: Vec<Job> = Vec::with_capacity(spans.len());
+        let mut head = Vec::with_capacity(4 + rk.target_header.encoded_len());
         ws.plain.clear();
         for (k, s) in spans.iter().enumerate() {
             let i = first + k;
@@ -417,31 +424,54 @@ impl RecordLayout for DataChunks<'_> {
                     format!("chunk {i}: key header changed while running"),
                 ));
             }
-            let p0 = ws.plain.len();
-            rk.old_key(meta.key)
-                .decrypt_append(
+            let key = rk.old_key(meta.key);
+            let wrong = |m: String| rk.wrong_key(self.path, format!("chunk {i}"), meta.key, m);
+            let fused = cbc_to_cbc && key.can_fuse_with(rk.target_key);
+            let (from, payload_len) = if fused {
+                let (n, first_block) = key
+                    .peek_cbc(opened.iv, opened.ciphertext)
+                    .map_err(|e| wrong(e.to_string()))?;
+                rk.old
+                    .check_payload_head(
+                        opened.outer,
+                        &first_block[..n.min(CHECKED_HEAD)],
+                        n,
+                        (self.plain_len)(i),
+                    )
+                    .map_err(wrong)?;
+                let c0 = opened.ciphertext.as_ptr() as usize - input.as_ptr() as usize;
+                let from = From::Fused {
+                    key: meta.key,
+                    ct: c0..c0 + opened.ciphertext.len(),
+                    old_iv: opened.iv.try_into().expect("CBC IV"),
+                };
+                (from, n)
+            } else {
+                let p0 = ws.plain.len();
+                key.decrypt_append(
                     rk.old.cipher.mode,
                     opened.iv,
                     opened.ciphertext,
                     &mut ws.plain,
                 )
-                .map_err(|e| {
-                    rk.wrong_key(self.path, format!("chunk {i}"), meta.key, e.to_string())
-                })?;
-            rk.old
-                .check_payload(opened.outer, &ws.plain[p0..], (self.plain_len)(i))
-                .map_err(|m| rk.wrong_key(self.path, format!("chunk {i}"), meta.key, m))?;
+                .map_err(|e| wrong(e.to_string()))?;
+                rk.old
+                    .check_payload(opened.outer, &ws.plain[p0..], (self.plain_len)(i))
+                    .map_err(wrong)?;
+                (From::Plain(p0..ws.plain.len()), ws.plain.len() - p0)
+            };
             if Some(meta.key) == rk.target_idx {
-                ws.plain.truncate(p0);
+                if let From::Plain(p) = from {
+                    ws.plain.truncate(p.start);
+                }
                 out[slot].copy_from_slice(framed);
                 counts.unchanged += 1;
                 continue;
             }
-            let plain = p0..ws.plain.len();
             // [i32 outer] H' IV' — then the ciphertext, then the CRC.
-            let mut head = Vec::with_capacity(4 + rk.target_header.encoded_len());
+            head.clear();
             if let ChunkClass::Chained(_) = rk.new.class {
-                head.extend_from_slice(&(plain.len() as i32).to_be_bytes());
+                head.extend_from_slice(&(payload_len as i32).to_be_bytes());
             }
             rk.target_header.write(&mut head);
             let mut iv = [0u8; 16];
@@ -450,21 +480,17 @@ impl RecordLayout for DataChunks<'_> {
             out[h..h + head.len()].copy_from_slice(&head);
             out[h + head.len()..h + head.len() + iv_len].copy_from_slice(&iv[..iv_len]);
             let ct_start = h + head.len() + iv_len;
-            let ct = ct_start..ct_start + CipherSpec::padded_len(plain.len());
+            let ct = ct_start..ct_start + CipherSpec::padded_len(payload_len);
             if ct.end + 4 != slot.end {
                 return Err(Error::corrupt(self.path, format!("chunk {i}: planned length does not match (the file changed while running?)")));
             }
-            jobs.push(Job {
-                plain,
-                iv,
-                ct,
-                slot,
-            });
+            jobs.push(Job { from, iv, ct, slot });
             counts.rekeyed += 1;
         }
         // Encrypt: split `out` into the jobs' disjoint, increasing ciphertext ranges.
         {
             let mut cbc: Vec<CbcJob> = Vec::with_capacity(jobs.len());
+            let mut fused: Vec<(u32, ReJob)> = Vec::new();
             let mut rest: &mut [u8] = out;
             let mut at = 0;
             for j in &jobs {
@@ -472,18 +498,43 @@ impl RecordLayout for DataChunks<'_> {
                 let (ct, tail) = tail.split_at_mut(j.ct.len());
                 rest = tail;
                 at = j.ct.end;
-                let plain = &ws.plain[j.plain.clone()];
-                match mode {
-                    Mode::Cbc => cbc.push(CbcJob {
-                        plain,
-                        iv: j.iv,
-                        out: ct,
-                    }),
-                    Mode::Ecb => rk.target_key.encrypt_ecb_into(plain, ct),
+                match &j.from {
+                    From::Fused {
+                        key,
+                        ct: old,
+                        old_iv,
+                    } => fused.push((
+                        *key,
+                        ReJob {
+                            ct: &input[old.clone()],
+                            old_iv: *old_iv,
+                            new_iv: j.iv,
+                            out: ct,
+                        },
+                    )),
+                    From::Plain(p) => {
+                        let plain = &ws.plain[p.clone()];
+                        match mode {
+                            Mode::Cbc => cbc.push(CbcJob {
+                                plain,
+                                iv: j.iv,
+                                out: ct,
+                            }),
+                            Mode::Ecb => rk.target_key.encrypt_ecb_into(plain, ct),
+                        }
+                    }
                 }
             }
             if !cbc.is_empty() {
                 rk.target_key.encrypt_cbc_many(&mut cbc);
+            }
+            // One kernel call per old key (a window nearly always has one).
+            while let Some(&(key, _)) = fused.first() {
+                let (mut same, others): (Vec<_>, Vec<_>) =
+                    fused.into_iter().partition(|(k, _)| *k == key);
+                let mut batch: Vec<ReJob> = same.drain(..).map(|(_, j)| j).collect();
+                rk.old_key(key).rekey_cbc_many(rk.target_key, &mut batch);
+                fused = others;
             }
         }
         for j in &jobs {

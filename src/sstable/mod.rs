@@ -3,6 +3,7 @@
 pub mod compression_info;
 pub mod data;
 pub mod descriptor;
+pub mod mapped;
 pub mod pages;
 pub mod statistics;
 pub mod toc;

@@ -343,7 +343,7 @@ impl Decoder<'_> {
         }
         let value = match t {
             ty::STRUCTURE => {
-                if len % 8 != 0 {
+                if !len.is_multiple_of(8) {
                     return Err(bad_len());
                 }
                 if depth >= MAX_DEPTH {
@@ -384,7 +384,7 @@ impl Decoder<'_> {
                         _ => return Err(TtlvError::BadBoolean { tag, offset }),
                     },
                     ty::BIG_INTEGER => {
-                        if len == 0 || len % 8 != 0 {
+                        if len == 0 || !len.is_multiple_of(8) {
                             return Err(bad_len());
                         }
                         Value::BigInteger(v.to_vec())
@@ -422,7 +422,7 @@ pub fn read_message(r: &mut impl Read, want: u32) -> Result<Zeroizing<Vec<u8>>, 
             max: MAX_MESSAGE,
         }));
     }
-    if len % 8 != 0 {
+    if !len.is_multiple_of(8) {
         return Err(ReadError::Ttlv(TtlvError::BadLength {
             tag,
             ty: h[3],
