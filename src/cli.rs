@@ -59,7 +59,7 @@ pub struct BenchArgs {
     /// Folder for the generated SSTable: put it on the file system to measure (default: tmpfs /dev/shm)
     #[arg(long, value_name = "DIR", default_value = "/dev/shm")]
     pub dir: PathBuf,
-    /// Uncompressed size of the generated SSTable
+    /// Data.db bytes to generate (in all, split over --sstables)
     #[arg(long, default_value = "2GiB")]
     pub size: String,
     /// Chunk length in KiB

@@ -11,10 +11,10 @@ use crate::error::{Error, Result};
 use crate::keys::{canonical, KeyId, KeyRef};
 use crate::rekey::find::Found;
 use crate::sstable::data::read_at;
-use crate::sstable::mapped::Mapped;
+use rayon::prelude::*;
 
-/// Bytes of Data.db scanned between releases of the mapping (bounds resident memory).
-const RELEASE_EVERY: u64 = 4 << 20;
+/// Chunks whose headers are read in parallel before being interned.
+const SCAN_BLOCK: usize = 16384;
 use crate::sstable::pages::{self, PAGE};
 use crate::sstable::{statistics, toc, CompressionInfo, Format};
 use crate::util::read_small;
@@ -262,17 +262,14 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
         fallback: fallback.cloned(),
     };
     let max_len = ci.max_len();
-    let mut chunks = Vec::with_capacity(ci.chunk_count());
-    // Chunk headers are read through a mapping (no syscall per chunk), released as the scan
-    // moves on so that resident memory stays small.
-    let map = Mapped::new(&data, &data_path, data_len)?;
-    let mut released = 0u64;
-    for i in 0..ci.chunk_count() {
+    let prefix = if matches!(envelope.class, ChunkClass::Chained(_)) {
+        4
+    } else {
+        0
+    };
+    // One chunk's key header: None for a chunk the writer stored raw.
+    let scan = |i: usize, buf: &mut Vec<u8>| -> Result<(Option<(KeyHeader, usize)>, u32)> {
         let (start, end) = ci.chunk_range(i, data_len);
-        if start >= released + RELEASE_EVERY {
-            map.release(released..start);
-            released = start;
-        }
         let len = end - start;
         if len > u32::MAX as u64 / 2 {
             return Err(Error::corrupt(
@@ -281,34 +278,61 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
             ));
         }
         if ci.max_compressed_length.is_some() && len >= max_len {
-            chunks.push(ChunkMeta {
-                key: RAW,
-                header_len: 0,
-                len: len as u32,
-            });
-            continue;
+            return Ok((None, len as u32));
         }
-        let prefix = if matches!(envelope.class, ChunkClass::Chained(_)) {
-            4
-        } else {
-            0
-        };
-        // The whole chunk is in the mapping: a header of any length parses in place.
-        let chunk = map.get(start..end, &data_path)?;
-        let parsed = KeyHeader::parse(envelope.provider, chunk.get(prefix..).unwrap_or(&[]));
-        let (header, header_len) = parsed.map_err(|m| {
+        let want = (len as usize).min(prefix + 5 + MAX_KMIP_ID_LEN + 64);
+        buf.resize(512, 0);
+        let head = &mut buf[..want.min(512)];
+        read_at(&data, &data_path, start, head)?;
+        let mut parsed = KeyHeader::parse(envelope.provider, head.get(prefix..).unwrap_or(&[]));
+        if let Err(_) | Ok((KeyHeader::Kmip(_), _)) = &parsed {
+            // An id longer than what was read: read the whole chunk prefix it claims.
+            if envelope.provider == ProviderKind::Kmip && head.len() >= prefix + 5 {
+                let n = i32::from_be_bytes(head[prefix + 1..prefix + 5].try_into().unwrap());
+                if n >= 0
+                    && (prefix + 5 + n as usize) as u64 <= len
+                    && prefix + 5 + n as usize > head.len()
+                {
+                    let mut big = vec![0u8; prefix + 5 + n as usize];
+                    read_at(&data, &data_path, start, &mut big)?;
+                    parsed = KeyHeader::parse(envelope.provider, &big[prefix..]);
+                }
+            }
+        }
+        let parsed = parsed.map_err(|m| {
             let hint = raw_last_chunk_hint(&ci, i, len);
             Error::corrupt(
                 &data_path,
                 format!("chunk {i} at offset {start}: {m}{hint}"),
             )
         })?;
-        let k = keys.index(header, || format!("{}: chunk {i}", data_path.display()))?;
-        chunks.push(ChunkMeta {
-            key: k,
-            header_len: header_len as u32,
-            len: len as u32,
-        });
+        Ok((Some(parsed), len as u32))
+    };
+    // Headers are read in parallel, a block of chunks at a time (a read per chunk is syscall
+    // bound), then interned in order so that errors name the first bad chunk.
+    let n = ci.chunk_count();
+    let mut chunks = Vec::with_capacity(n);
+    for block in (0..n).step_by(SCAN_BLOCK) {
+        let scanned: Vec<_> = (block..(block + SCAN_BLOCK).min(n))
+            .into_par_iter()
+            .map_init(Vec::new, |buf, i| scan(i, buf))
+            .collect();
+        for (k, r) in scanned.into_iter().enumerate() {
+            let i = block + k;
+            let meta = match r? {
+                (None, len) => ChunkMeta {
+                    key: RAW,
+                    header_len: 0,
+                    len,
+                },
+                (Some((header, header_len)), len) => ChunkMeta {
+                    key: keys.index(header, || format!("{}: chunk {i}", data_path.display()))?,
+                    header_len: header_len as u32,
+                    len,
+                },
+            };
+            chunks.push(meta);
+        }
     }
     let (paged, statistics) = if desc.format == Format::Bti {
         load_encrypted_indexes(found, &toc, &envelope, &mut keys)?

@@ -19,8 +19,8 @@ use crate::crypto::random::IvSource;
 use crate::crypto::{AesKey, ChunkClass, CipherSpec, Envelope, KeyHeader, Mode};
 use crate::error::{Error, Result};
 use crate::rekey::plan::{ChunkMeta, StatsComponent, RAW};
-use crate::sstable::data::checked_chunk;
-use crate::sstable::mapped::Mapped;
+use crate::sstable::crc;
+use crate::sstable::data::{checked_chunk, read_at};
 use crate::sstable::{pages, statistics};
 
 /// Input bytes per window: large sequential reads, enough windows to keep every core busy, and
@@ -59,7 +59,8 @@ pub trait RecordLayout: Sync {
 
     /// Rewrites the consecutive records starting at `first`, whose inputs lie back to back in
     /// `input`, into `out` (exactly their planned total size). The default goes record by record;
-    /// a layout overrides it to batch work across records (multi-buffer encryption).
+    /// a layout overrides it to batch work across records (multi-buffer encryption). Returns the
+    /// counts and, if the layout computed it on the way, the CRC32 of `out`.
     fn rewrite_window(
         &self,
         first: usize,
@@ -67,7 +68,7 @@ pub trait RecordLayout: Sync {
         input: &[u8],
         out: &mut [u8],
         ws: &mut Workspace,
-    ) -> Result<Counts> {
+    ) -> Result<(Counts, Option<u32>)> {
         let base_in = spans[0].in_off;
         let mut counts = Counts::default();
         let mut pos = 0;
@@ -92,7 +93,7 @@ pub trait RecordLayout: Sync {
             pos += ws.scratch.len();
             counts.add(o);
         }
-        Ok(counts)
+        Ok((counts, None))
     }
 }
 
@@ -126,6 +127,7 @@ pub struct Workspace {
     pub ivs: IvSource,
     pub scratch: Vec<u8>,
     pub plain: Vec<u8>,
+    inbuf: Vec<u8>,
     outbuf: Vec<u8>,
 }
 
@@ -183,8 +185,7 @@ pub fn rewrite_file(
         dst,
         dst_path,
     } = *files;
-    let end = spans.last().map_or(0, |s| s.in_off + s.in_len as u64);
-    let input = Mapped::new(src, src_path, end)?;
+    advise_sequential(src);
     let results: Vec<Result<(crc32fast::Hasher, Counts)>> = windows(spans)
         .into_par_iter()
         .map(|w| {
@@ -197,24 +198,33 @@ pub fn rewrite_file(
                 let last = spans[w.end - 1];
                 let in_range = first.in_off..last.in_off + last.in_len as u64;
                 let out_len = (last.out_off + last.out_len as u64 - first.out_off) as usize;
+                let mut inbuf = std::mem::take(&mut ws.inbuf);
                 let mut outbuf = std::mem::take(&mut ws.outbuf);
+                inbuf.resize((in_range.end - in_range.start) as usize, 0);
                 outbuf.resize(out_len, 0);
                 let r = (|| {
-                    let counts = layout.rewrite_window(
+                    read_at(src, src_path, in_range.start, &mut inbuf)?;
+                    let (counts, crc) = layout.rewrite_window(
                         w.start,
                         &spans[w.clone()],
-                        input.get(in_range.clone(), src_path)?,
+                        &inbuf,
                         &mut outbuf,
                         ws,
                     )?;
-                    input.release(in_range.clone());
                     dst.write_all_at(&outbuf, first.out_off)
                         .map_err(|e| Error::io(dst_path, "write", e))?;
-                    let mut h = crc32fast::Hasher::new();
-                    h.update(&outbuf);
+                    let h = match crc {
+                        Some(c) => crc32fast::Hasher::new_with_initial_len(c, out_len as u64),
+                        None => {
+                            let mut h = crc32fast::Hasher::new();
+                            h.update(&outbuf);
+                            h
+                        }
+                    };
                     progress(in_range.end - in_range.start);
                     Ok((h, counts))
                 })();
+                ws.inbuf = inbuf;
                 ws.outbuf = outbuf;
                 r
             })
@@ -230,6 +240,15 @@ pub fn rewrite_file(
         counts.merge(c);
     }
     Ok((crc.finalize(), counts))
+}
+
+/// Tells the kernel the input is read once, front to back (larger read-ahead).
+fn advise_sequential(f: &File) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: advisory call on a valid descriptor; failure is harmless.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
 }
 
 /// What every record layout needs to move a record from its old key to the target key.
@@ -373,7 +392,7 @@ impl RecordLayout for DataChunks<'_> {
         input: &[u8],
         out: &mut [u8],
         ws: &mut Workspace,
-    ) -> Result<Counts> {
+    ) -> Result<(Counts, Option<u32>)> {
         /// Where a chunk's new ciphertext comes from.
         enum From {
             /// Plaintext already in the workspace arena.
@@ -541,7 +560,16 @@ impl RecordLayout for DataChunks<'_> {
             let crc = crc32fast::hash(&out[j.slot.start..j.slot.end - 4]);
             out[j.slot.end - 4..j.slot.end].copy_from_slice(&crc.to_be_bytes());
         }
-        Ok(counts)
+        // The window's CRC from each record's (new, or checked and copied) CRC: no second pass.
+        let mut window = 0u32;
+        for s in spans {
+            let o = (s.out_off - base_out) as usize;
+            let slot = &out[o..o + s.out_len as usize];
+            let stored: [u8; 4] = slot[slot.len() - 4..].try_into().unwrap();
+            let record = crc::extend(u32::from_be_bytes(stored), &stored);
+            window = crc::combine(window, record, slot.len() as u64);
+        }
+        Ok((counts, Some(window)))
     }
 }
 

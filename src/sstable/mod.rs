@@ -1,9 +1,9 @@
 //! Apache Cassandra 3.0–5.0 on-disk formats (FORMAT.md section 1). Nothing here knows about keys.
 
 pub mod compression_info;
+pub mod crc;
 pub mod data;
 pub mod descriptor;
-pub mod mapped;
 pub mod pages;
 pub mod statistics;
 pub mod toc;
