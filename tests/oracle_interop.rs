@@ -274,7 +274,16 @@ struct Checked {
 /// Encrypts every item under its `from` key into `<root>/data/ks/<table>-<id>/`, runs ONE
 /// `sstable-rekey rekey --to <to>` over that data dir, then checks every result with the oracle and
 /// with `sstable-rekey verify`.
-fn round_trip(shared: &Path, root: &Path, ring: &Path, items: &[Item], to: &Key) -> Checked {
+/// `kernel`: the SSTABLE_REKEY_KERNEL value for the rekey (`auto`, or `two-pass` to cover the
+/// decrypt-then-encrypt path on a CPU with VAES).
+fn round_trip(
+    shared: &Path,
+    root: &Path,
+    ring: &Path,
+    items: &[Item],
+    to: &Key,
+    kernel: &str,
+) -> Checked {
     let data = root.join("data");
     let report = root.join("rekey-report.json");
     fs::create_dir_all(&data).unwrap();
@@ -315,22 +324,33 @@ fn round_trip(shared: &Path, root: &Path, ring: &Path, items: &[Item], to: &Key)
     });
 
     // 2. one rekey run over the whole data dir
-    let out = rekey_tool(&[
-        "rekey".into(),
-        "--to".into(),
-        to.keyref().into(),
-        "--keyring".into(),
-        ring.into(),
-        "--data-dir".into(),
-        data.clone().into(),
-        "--report".into(),
-        report.clone().into(),
-        "--quiet".into(),
-    ]);
-    expect_exit(&out, 0, &format!("rekey --to {}", to.keyref()));
+    let out = rekey_tool_env(
+        &[
+            "rekey".into(),
+            "--to".into(),
+            to.keyref().into(),
+            "--keyring".into(),
+            ring.into(),
+            "--data-dir".into(),
+            data.clone().into(),
+            "--report".into(),
+            report.clone().into(),
+            "--quiet".into(),
+        ],
+        &[("SSTABLE_REKEY_KERNEL", kernel)],
+    );
+    expect_exit(
+        &out,
+        0,
+        &format!("rekey --to {} ({kernel} kernel)", to.keyref()),
+    );
     let rep: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(rep["totals"]["rekeyed"], items.len(), "{}", rep["totals"]);
     assert_eq!(rep["totals"]["failed"], 0);
+    if kernel == "two-pass" {
+        assert_ne!(rep["kernel"], "vaes-fused", "SSTABLE_REKEY_KERNEL=two-pass");
+    }
+    println!("{}: kernel {}", root.display(), rep["kernel"]);
     let entries = rep["sstables"].as_array().unwrap();
 
     // 3. the oracle checks every rekeyed SSTable
@@ -569,12 +589,38 @@ fn every_real_sstable_every_combo() {
     );
 
     let mut n = 0;
-    n += round_trip(&shared, &tmp.path().join("kmip128"), &ring, &kmip128, &b128).sstables;
-    n += round_trip(&shared, &tmp.path().join("kmip256"), &ring, &kmip256, &b256).sstables;
-    n += round_trip(&shared, &tmp.path().join("local"), &ring, &local, &local_b).sstables;
+    n += round_trip(
+        &shared,
+        &tmp.path().join("kmip128"),
+        &ring,
+        &kmip128,
+        &b128,
+        "auto",
+    )
+    .sstables;
+    n += round_trip(
+        &shared,
+        &tmp.path().join("kmip256"),
+        &ring,
+        &kmip256,
+        &b256,
+        "auto",
+    )
+    .sstables;
+    // The key-file bucket goes through the two-pass path (decrypt, then multi-buffer encrypt), so
+    // that both kernels are checked by the oracle on a CPU with VAES.
+    n += round_trip(
+        &shared,
+        &tmp.path().join("local"),
+        &ring,
+        &local,
+        &local_b,
+        "two-pass",
+    )
+    .sstables;
     assert_eq!(n, 128);
     println!(
-        "oracle interop: {n} rekeys checked = {} real SSTables ({} versions) x 16 combos (2 classes x kmip/local x CBC/ECB x 128/256), each combo on every version, in {:.1}s",
+        "oracle interop: {n} rekeys checked = {} real SSTables ({} versions) x 16 combos (2 classes x kmip/local x CBC/ECB x 128/256), each combo on every version (fused kernel for KMIP, two-pass for key files), in {:.1}s",
         used.len(),
         VERSIONS.len(),
         started.elapsed().as_secs_f64()
@@ -608,7 +654,7 @@ fn local_key_file_to_kmip() {
     let to = keys.kmip("b2f1e0d9-new-kmip-key", 128);
     let ring = keys.keyring();
     let items = one_per_version(&all, &from, 128, 1);
-    let r = round_trip(&shared, &tmp.path().join("run"), &ring, &items, &to);
+    let r = round_trip(&shared, &tmp.path().join("run"), &ring, &items, &to, "auto");
     println!("local -> kmip: {} SSTables checked", r.sstables);
 }
 
@@ -622,7 +668,7 @@ fn kmip_to_local_key_file() {
     let to = keys.local("new.key", &all_specs());
     let ring = keys.keyring();
     let items = one_per_version(&all, &from, 256, 2);
-    let r = round_trip(&shared, &tmp.path().join("run"), &ring, &items, &to);
+    let r = round_trip(&shared, &tmp.path().join("run"), &ring, &items, &to, "auto");
     println!("kmip -> local: {} SSTables checked", r.sstables);
 }
 
@@ -660,7 +706,7 @@ fn raw_chunks_with_min_compress_ratio() {
             min_compress_ratio: Some(1.1),
         });
     }
-    let r = round_trip(&shared, &tmp.path().join("run"), &ring, &items, &to);
+    let r = round_trip(&shared, &tmp.path().join("run"), &ring, &items, &to, "auto");
     assert!(r.raw_chunks > 0, "the test data must have raw chunks");
     println!(
         "min_compress_ratio: {} SSTables, {} raw chunks reported by both",

@@ -250,7 +250,8 @@ impl AesKey {
     /// True when [`rekey_cbc_many`](Self::rekey_cbc_many) can move CBC messages from this key
     /// to `new` with the fused VAES kernel (same key size, CPU support).
     pub fn can_fuse_with(&self, new: &AesKey) -> bool {
-        self.bits() == new.bits()
+        fused_allowed()
+            && self.bits() == new.bits()
             && self.multibuf.is_some()
             && new.multibuf.is_some()
             && super::fused::available()
@@ -341,6 +342,27 @@ impl AesKey {
         }
         out.truncate(start + body_len - pad);
         Ok(())
+    }
+}
+
+/// `SSTABLE_REKEY_KERNEL=two-pass` turns the fused kernel off (decrypt, then multi-buffer
+/// encrypt): for comparing the two paths in benchmarks and for testing the two-pass path on CPUs
+/// that have VAES. Unset or `auto`: the fastest path the CPU supports.
+fn fused_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var("SSTABLE_REKEY_KERNEL").as_deref() != Ok("two-pass"))
+}
+
+/// The CBC rekey path this process uses: `vaes-fused` (decrypt and encrypt in one pass),
+/// `aesni-two-pass` (decrypt, then the AES-NI multi-buffer encryption) or `portable-two-pass`
+/// (RustCrypto). ECB tables always take a two-pass path.
+pub fn cbc_kernel() -> &'static str {
+    if fused_allowed() && super::fused::available() {
+        "vaes-fused"
+    } else if super::multibuf::available() {
+        "aesni-two-pass"
+    } else {
+        "portable-two-pass"
     }
 }
 

@@ -309,6 +309,7 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
         to: opts.to.to_string(),
         from: opts.from.iter().map(|r| r.to_string()).collect(),
         dry_run: opts.dry_run,
+        kernel: crate::crypto::cipher::cbc_kernel(),
         sstables: Vec::new(),
         totals: Default::default(),
         alter_table: Vec::new(),

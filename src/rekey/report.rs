@@ -105,6 +105,8 @@ pub struct RekeyReport {
     pub to: String,
     pub from: Vec<String>,
     pub dry_run: bool,
+    /// The AES path used for CBC chunks (see `crypto::cipher::cbc_kernel`).
+    pub kernel: &'static str,
     pub sstables: Vec<SstableReport>,
     pub totals: Totals,
     /// Statements each rekeyed table now needs so that new writes use the new key too.

@@ -175,8 +175,13 @@ pub fn os(args: &[&str]) -> Vec<OsString> {
 }
 
 pub fn rekey_tool(args: &[OsString]) -> Output {
+    rekey_tool_env(args, &[])
+}
+
+pub fn rekey_tool_env(args: &[OsString], env: &[(&str, &str)]) -> Output {
     Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run sstable-rekey")
 }
