@@ -439,38 +439,6 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     eprintln!("bench: openssl speed ...");
     let openssl = openssl_speed(opts.bits, opts.chunk_kib as usize * 1024);
 
-    eprintln!("bench: cp ...");
-    let (mut secs, mut user) = (Vec::new(), Vec::new());
-    for _ in 0..opts.runs {
-        let copy = root.join("copy");
-        fs::create_dir_all(&copy).map_err(|e| Error::io(&copy, "create folder", e))?;
-        let (s, u, _) = timed_child(Command::new("cp").args(&data_dbs).arg(&copy))?;
-        secs.push(s);
-        user.push(u);
-        let _ = fs::remove_dir_all(&copy);
-    }
-    push("cp Data.db", bytes, secs, user, None);
-
-    // The durable baseline (what matters on a disk): copy, then fsync the copies (`sync FILE`).
-    eprintln!("bench: cp + sync ...");
-    let (mut secs, mut user) = (Vec::new(), Vec::new());
-    for _ in 0..opts.runs {
-        let copy = root.join("copy");
-        fs::create_dir_all(&copy).map_err(|e| Error::io(&copy, "create folder", e))?;
-        let (s, u, _) = timed_child(
-            Command::new("sh")
-                .arg("-c")
-                .arg(r#"cp -- "$@" "$D"/ && sync "$D"/*"#)
-                .arg("sh")
-                .args(&data_dbs)
-                .env("D", &copy),
-        )?;
-        secs.push(s);
-        user.push(u);
-        let _ = fs::remove_dir_all(&copy);
-    }
-    push("cp Data.db + sync", bytes, secs, user, None);
-
     eprintln!("bench: openssl enc (CPU per GB) ...");
     let (s, u, _) = timed_child(Command::new("openssl").args([
         "enc",
@@ -517,46 +485,106 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
 
     let exe = std::env::current_exe().map_err(|e| Error::Usage(format!("current exe: {e}")))?;
     let mut to_b = true;
-    for threads in [1, opts.threads] {
-        eprintln!("bench: sstable-rekey rekey, {threads} thread(s) ...");
-        let (mut secs, mut user, mut rss) = (Vec::new(), Vec::new(), 0);
-        for _ in 0..opts.runs {
-            let target = if to_b {
-                "kmip://bench/bench-b"
-            } else {
-                "kmip://bench/bench-a"
-            };
-            to_b = !to_b;
-            let (s, u, r) = timed_child(
-                Command::new(&exe)
-                    .env("RAYON_NUM_THREADS", threads.to_string())
-                    .args([
-                        "rekey",
-                        "-q",
-                        "--jobs",
-                        &threads.to_string(),
-                        "--to",
-                        target,
-                        "--keyring",
-                    ])
-                    .arg(&keyring)
-                    .arg("--data-dir")
-                    .arg(&data),
-            )?;
-            secs.push(s);
-            user.push(u);
-            rss = rss.max(r);
-        }
-        push(
-            &format!(
-                "sstable-rekey rekey ({threads} thread{})",
-                if threads == 1 { "" } else { "s" }
-            ),
-            bytes,
-            secs,
-            user,
-            Some(rss),
+    let mut rekey = |threads: usize, kernel: &str| {
+        let target = if to_b {
+            "kmip://bench/bench-b"
+        } else {
+            "kmip://bench/bench-a"
+        };
+        to_b = !to_b;
+        timed_child(
+            Command::new(&exe)
+                .env("RAYON_NUM_THREADS", threads.to_string())
+                .env("SSTABLE_REKEY_KERNEL", kernel)
+                .args([
+                    "rekey",
+                    "-q",
+                    "--jobs",
+                    &threads.to_string(),
+                    "--to",
+                    target,
+                    "--keyring",
+                ])
+                .arg(&keyring)
+                .arg("--data-dir")
+                .arg(&data),
+        )
+    };
+    let copy_dir = root.join("copy");
+    let copy = |sync: bool| -> Result<(f64, f64, u64)> {
+        fs::create_dir_all(&copy_dir).map_err(|e| Error::io(&copy_dir, "create folder", e))?;
+        let script = if sync {
+            // The durable baseline for a disk: copy, then fsync the copies (`sync FILE`).
+            r#"cp -- "$@" "$D"/ && sync "$D"/*"#
+        } else {
+            r#"cp -- "$@" "$D"/"#
+        };
+        // The rekey runs in between renamed the SSTables (new generations).
+        let current = data_dbs_of(&data)?;
+        let r = timed_child(
+            Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .arg("sh")
+                .args(&current)
+                .env("D", &copy_dir),
         );
+        let _ = fs::remove_dir_all(&copy_dir);
+        r
+    };
+    // Untimed warm-up runs first. Then every measure once per round, rounds interleaved, so
+    // that the baselines and the rekey see the same machine conditions (on a VM that returns
+    // freed memory to its host, allocation speed varies from second to second).
+    eprintln!("bench: warm-up (cp, rekey) ...");
+    copy(false)?;
+    rekey(opts.threads, "auto")?;
+    let kernel = crate::crypto::cipher::cbc_kernel();
+    let mut names: Vec<(String, usize, &str)> = vec![
+        ("cp Data.db".into(), 0, ""),
+        ("cp Data.db + sync".into(), 0, ""),
+    ];
+    let mut variants = vec![(1, "auto"), (opts.threads, "auto")];
+    if kernel == "vaes-fused" {
+        variants.push((opts.threads, "two-pass"));
+    }
+    for (threads, k) in variants {
+        names.push((
+            format!(
+                "sstable-rekey rekey ({threads} thread{}{})",
+                if threads == 1 { "" } else { "s" },
+                if k == "auto" {
+                    String::new()
+                } else {
+                    format!(", {k} kernel")
+                }
+            ),
+            threads,
+            k,
+        ));
+    }
+    let mut samples: Vec<(Vec<f64>, Vec<f64>, u64)> =
+        vec![(Vec::new(), Vec::new(), 0); names.len()];
+    for round in 1..=opts.runs {
+        eprintln!(
+            "bench: round {round} of {} (cp, cp + sync, rekey) ...",
+            opts.runs
+        );
+        for (i, (name, threads, k)) in names.iter().enumerate() {
+            let (s, u, r) = if name == "cp Data.db" {
+                copy(false)?
+            } else if name == "cp Data.db + sync" {
+                copy(true)?
+            } else {
+                rekey(*threads, k)?
+            };
+            samples[i].0.push(s);
+            samples[i].1.push(u);
+            samples[i].2 = samples[i].2.max(r);
+        }
+    }
+    for ((name, threads, _), (secs, user, rss)) in names.iter().zip(samples) {
+        let rss = (*threads > 0).then_some(rss);
+        push(name, bytes, secs, user, rss);
     }
 
     let get = |n: &str| {
@@ -595,6 +623,12 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
                 opts.threads
             ),
             r.1 / one.1,
+        ));
+    }
+    if let (Some(r), Some(t)) = (get(&all), get(&format!("{all}s, two-pass"))) {
+        ratios.push((
+            "fused VAES kernel / two-pass kernel throughput (same run)".into(),
+            r.1 / t.1,
         ));
     }
     if let (Some(r), Some(n)) = (get(&all), get("naive rekey")) {
@@ -643,18 +677,18 @@ pub fn print_human(r: &BenchReport) {
     );
     if let Some(o) = r.openssl_cbc_encrypt_1core_gb_s {
         println!(
-            "{:<40} {:>8.3} GB/s",
+            "{:<48} {:>8.3} GB/s",
             format!("openssl speed aes-{}-cbc (1 core)", r.bits),
             o
         );
     }
     println!(
-        "{:<40} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "{:<48} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "measure", "seconds", "GB/s", "user CPU", "CPU s/GB", "peak RSS"
     );
     for m in &r.measures {
         println!(
-            "{:<40} {:>8.3} {:>9.3} {:>9.3} {:>9.3} {:>9}",
+            "{:<48} {:>8.3} {:>9.3} {:>9.3} {:>9.3} {:>9}",
             m.name,
             m.seconds,
             m.gb_per_s,

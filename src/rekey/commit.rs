@@ -17,6 +17,8 @@ pub struct Transaction {
     log: TxnLog,
     dir: PathBuf,
     old: Descriptor,
+    /// The old SSTable's components, as found when the run listed the folder.
+    old_components: Vec<String>,
     new: Descriptor,
     cassandra_3: bool,
 }
@@ -29,7 +31,15 @@ fn prefix_path(dir: &Path, d: &Descriptor) -> Result<PathBuf> {
 
 impl Transaction {
     /// Opens the log and records the new SSTable (`numFiles` = its component count).
-    pub fn begin(old: &Descriptor, new: &Descriptor, components: usize) -> Result<Transaction> {
+    /// `old_components` are the old SSTable's files as found when the run listed the folder: the
+    /// folder is held exclusively, so they are still exactly the files with its prefix (listing a
+    /// folder of thousands of SSTables again per SSTable made many small SSTables slow).
+    pub fn begin(
+        old: &Descriptor,
+        old_components: &[String],
+        new: &Descriptor,
+        components: usize,
+    ) -> Result<Transaction> {
         let dir = old.dir.clone();
         let cassandra_3 = old.is_cassandra_3();
         let mut log = TxnLog::create(&dir, &old.version)?;
@@ -50,6 +60,7 @@ impl Transaction {
             log,
             dir,
             old: old.clone(),
+            old_components: old_components.to_vec(),
             new: new.clone(),
             cassandra_3,
         })
@@ -124,12 +135,15 @@ impl Transaction {
     fn log_remove(&mut self) -> Result<Vec<(i64, PathBuf)>> {
         sync_dir(&self.dir)?;
         failpoint::hit("dir.fsynced")?;
-        let old_files = self.files_of(&self.old)?;
+        let mut old_files = Vec::with_capacity(self.old_components.len());
         let mut update_time = 0;
-        for (_, f) in &old_files {
-            let m = fs::metadata(f).map_err(|e| Error::io(f, "stat", e))?;
+        for c in &self.old_components {
+            let f = self.old.path(c);
+            let m = fs::symlink_metadata(&f).map_err(|e| Error::io(&f, "stat", e))?;
             update_time = update_time.max(last_modified_ms(&m));
+            old_files.push((m.mtime() * 1_000_000_000 + m.mtime_nsec(), f));
         }
+        old_files.sort();
         let path = record_path(&prefix_path(&self.dir, &self.old)?, self.cassandra_3);
         self.log
             .append(&Record::remove(path, update_time, old_files.len() as i32))?;

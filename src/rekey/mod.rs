@@ -701,8 +701,7 @@ fn rewrite_and_commit(
             std::io::Error::from_raw_os_error(libc::ENOSPC),
         ));
     }
-    let components = l.found.present.len();
-    let txn = commit::Transaction::begin(old, &new, components)?;
+    let txn = commit::Transaction::begin(old, &l.found.present, &new, l.found.present.len())?;
     match write_new(job, target, &new, progress, cancel) {
         Ok((counts, bytes)) => {
             if cancel.load(Ordering::SeqCst) {

@@ -200,24 +200,29 @@ pub fn rewrite_file(
                 let out_len = (last.out_off + last.out_len as u64 - first.out_off) as usize;
                 let mut inbuf = std::mem::take(&mut ws.inbuf);
                 let mut outbuf = std::mem::take(&mut ws.outbuf);
-                inbuf.resize((in_range.end - in_range.start) as usize, 0);
-                outbuf.resize(out_len, 0);
+                let in_len = (in_range.end - in_range.start) as usize;
+                // Grown, never shrunk: a resize after a short window would zero-fill megabytes
+                // that the read and the rewrite overwrite anyway.
+                if inbuf.len() < in_len {
+                    inbuf.resize(in_len, 0);
+                }
+                if outbuf.len() < out_len {
+                    outbuf.resize(out_len, 0);
+                }
                 let r = (|| {
-                    read_at(src, src_path, in_range.start, &mut inbuf)?;
-                    let (counts, crc) = layout.rewrite_window(
-                        w.start,
-                        &spans[w.clone()],
-                        &inbuf,
-                        &mut outbuf,
-                        ws,
-                    )?;
-                    dst.write_all_at(&outbuf, first.out_off)
+                    let inbuf = &mut inbuf[..in_len];
+                    let outbuf = &mut outbuf[..out_len];
+                    read_at(src, src_path, in_range.start, inbuf)?;
+                    let (counts, crc) =
+                        layout.rewrite_window(w.start, &spans[w.clone()], inbuf, outbuf, ws)?;
+                    dst.write_all_at(outbuf, first.out_off)
                         .map_err(|e| Error::io(dst_path, "write", e))?;
+                    stream_hints(src, &in_range, dst, first.out_off, out_len);
                     let h = match crc {
                         Some(c) => crc32fast::Hasher::new_with_initial_len(c, out_len as u64),
                         None => {
                             let mut h = crc32fast::Hasher::new();
-                            h.update(&outbuf);
+                            h.update(outbuf);
                             h
                         }
                     };
@@ -240,6 +245,30 @@ pub fn rewrite_file(
         counts.merge(c);
     }
     Ok((crc.finalize(), counts))
+}
+
+/// Streaming hints once a window is written, both advisory (durability still comes from the
+/// fsync after the last window): start the disk writing the window now, so that writeback overlaps
+/// the rest of the rewrite instead of all waiting in the final fsync; and drop the input window
+/// from the page cache, so that a rekey neither evicts the node's hot data nor leaves the old
+/// file's pages for the final unlink to free (tmpfs keeps its pages: both are no-ops there).
+fn stream_hints(src: &File, input: &Range<u64>, dst: &File, out_off: u64, out_len: usize) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: advisory calls on valid descriptors with in-file ranges; failures are harmless.
+    unsafe {
+        libc::sync_file_range(
+            dst.as_raw_fd(),
+            out_off as libc::off64_t,
+            out_len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+        libc::posix_fadvise(
+            src.as_raw_fd(),
+            input.start as libc::off_t,
+            (input.end - input.start) as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
 }
 
 /// Tells the kernel the input is read once, front to back (larger read-ahead).
