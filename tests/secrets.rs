@@ -768,8 +768,8 @@ fn encryptor_chunk_structure_only_weakly_confirms_a_key_when_padding_is_one_byte
     // An Encryptor chunk has no inner structure: only the padding and the exact length tell a
     // wrong key. A wrong key passes the padding check with one padding byte about 1 time in 256,
     // and when the chunk's plain length is 15 mod 16 (one padding byte) the length check then
-    // passes too: `check_payload` cannot reject it. This characterizes the weakness (every other
-    // length class: none accepted); the tool must confirm such keys elsewhere, see
+    // passes too: `check_payload` cannot reject it. This characterizes the weakness (two padding
+    // bytes: rarely one; three or more: none accepted); the tool must confirm such keys elsewhere, see
     // `a_wrong_old_key_never_rekeys_a_one_chunk_encryptor_sstable`.
     let seed = seed_from_env("WRONG_KEY_SEED");
     let mut rng = Rng(seed);
@@ -800,8 +800,13 @@ fn encryptor_chunk_structure_only_weakly_confirms_a_key_when_padding_is_one_byte
         "Encryptor chunks (WRONG_KEY_SEED={seed}), wrong keys passing every check by plain length (of 4096 each): {by_class:?}; {total:?}"
     );
     for (len, n) in &by_class {
-        if len % 16 != 15 {
-            assert_eq!(*n, 0, "plain length {len}: {by_class:?}");
+        // A wrong key passes p padding bytes about once in 2^(8p) tries: with 4096 tries, two
+        // bytes (14 mod 16) let one through in about 6% of runs, three or more practically never.
+        let pad = 16 - len % 16;
+        match pad {
+            1 => {}
+            2 => assert!(*n <= 3, "plain length {len}: {by_class:?}"),
+            _ => assert_eq!(*n, 0, "plain length {len}: {by_class:?}"),
         }
     }
     // About 4096/256 = 16 per one-padding-byte class: far from 0, the weakness is real.

@@ -132,9 +132,14 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// Zeroes the plaintext the last window left (only the used part: the rest was zeroed the
+    /// same way before) and empties the buffers. Called after every window, so plaintext never
+    /// outlives its window and no thread has to be stopped to clean up after a file.
     fn wipe(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.plain);
-        zeroize::Zeroize::zeroize(&mut self.scratch);
+        for v in [&mut self.plain, &mut self.scratch] {
+            zeroize::Zeroize::zeroize(&mut v[..]);
+            v.clear();
+        }
     }
 }
 
@@ -229,14 +234,13 @@ pub fn rewrite_file(
                     progress(in_range.end - in_range.start);
                     Ok((h, counts))
                 })();
+                ws.wipe();
                 ws.inbuf = inbuf;
                 ws.outbuf = outbuf;
                 r
             })
         })
         .collect();
-    // Plaintext must not outlive the file in any thread's buffers.
-    rayon::broadcast(|_| WS.with(|ws| ws.borrow_mut().wipe()));
     let mut crc = crc32fast::Hasher::new();
     let mut counts = Counts::default();
     for r in results {
@@ -449,6 +453,9 @@ impl RecordLayout for DataChunks<'_> {
         let mut jobs: Vec<Job> = Vec::with_capacity(spans.len());
         let mut head = Vec::with_capacity(4 + rk.target_header.encoded_len());
         ws.plain.clear();
+        // Room for all the window's plaintext up front: a reallocation mid-window would leave a
+        // copy of the plaintext so far in freed memory.
+        ws.plain.reserve(input.len());
         for (k, s) in spans.iter().enumerate() {
             let i = first + k;
             let a = (s.in_off - base_in) as usize;
