@@ -213,39 +213,7 @@ unsafe fn kernel<const NR: usize>(old: &RoundKeys, new: &RoundKeys, jobs: &mut [
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
-    type P = cbc::cipher::block_padding::Pkcs7;
-
-    fn enc(key: &[u8], iv: &[u8; 16], p: &[u8]) -> Vec<u8> {
-        match key.len() {
-            16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(key, iv)
-                .unwrap()
-                .encrypt_padded_vec::<P>(p),
-            24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(key, iv)
-                .unwrap()
-                .encrypt_padded_vec::<P>(p),
-            _ => cbc::Encryptor::<aes::Aes256>::new_from_slices(key, iv)
-                .unwrap()
-                .encrypt_padded_vec::<P>(p),
-        }
-    }
-
-    fn dec(key: &[u8], iv: &[u8; 16], c: &[u8]) -> Vec<u8> {
-        match key.len() {
-            16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(key, iv)
-                .unwrap()
-                .decrypt_padded_vec::<P>(c)
-                .unwrap(),
-            24 => cbc::Decryptor::<aes::Aes192>::new_from_slices(key, iv)
-                .unwrap()
-                .decrypt_padded_vec::<P>(c)
-                .unwrap(),
-            _ => cbc::Decryptor::<aes::Aes256>::new_from_slices(key, iv)
-                .unwrap()
-                .decrypt_padded_vec::<P>(c)
-                .unwrap(),
-        }
-    }
+    use crate::crypto::reference::{cbc_decrypt as dec, cbc_encrypt as enc};
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]

@@ -5,6 +5,8 @@ pub mod envelope;
 pub mod fused;
 pub mod multibuf;
 pub mod random;
+#[cfg(test)]
+pub(crate) mod reference;
 
 pub use cipher::{AesKey, CipherSpec, Mode};
 pub use envelope::{ChunkClass, Envelope, KeyHeader, ProviderKind};
