@@ -208,6 +208,20 @@ unsafe fn kernel<const NR: usize>(old: &RoundKeys, new: &RoundKeys, jobs: &mut [
     }
     // Idle lanes decrypted zeros under the old key: wipe what they wrote.
     zeroize::Zeroize::zeroize(&mut scratch_out);
+    // The round keys were copied into this frame: wipe them (key material never outlives use).
+    wipe(&mut ek);
+    wipe(&mut dk);
+}
+
+/// Zeroes vector registers' stack copies with volatile writes (not optimised away).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn wipe<T: Copy>(v: &mut [T]) {
+    for x in v.iter_mut() {
+        // SAFETY: all-zero bits are a valid value of the SIMD types this is used with.
+        std::ptr::write_volatile(x, std::mem::zeroed());
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 #[cfg(test)]

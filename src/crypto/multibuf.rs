@@ -297,6 +297,8 @@ unsafe fn cbc_many<const NR: usize>(keys: &RoundKeys, jobs: &mut [CbcJob<'_>]) {
             }
         }
     }
+    // The round keys were copied into this frame: wipe them.
+    super::fused::wipe(&mut rk);
 }
 
 #[cfg(test)]
