@@ -5,77 +5,21 @@
 //! error that names the file, and that every file of the tree is byte-identical afterwards with no
 //! stray file (no new generation, no transaction log).
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use support::tree_strict as tree;
+use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sstable-rekey");
 /// A KMIP old-128 EncryptingLZ4Compressor table and a key-file Encryptor table of the matrix.
 const KMIP_T: &str = "t_EncryptingLZ4Compressor_kmip_CBC_128";
 const KMIP_T2: &str = "t_Encryptor_kmip_CBC_128";
 const LOCAL_T: &str = "t_Encryptor_local_CBC_128";
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else {
-            fs::copy(e.path(), &dst).unwrap();
-        }
-    }
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            walk(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
-/// Every file under `dir` → SHA-256 of its content.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut files = Vec::new();
-    walk(dir, &mut files);
-    files
-        .into_iter()
-        .map(|p| {
-            (
-                p.strip_prefix(dir).unwrap().display().to_string(),
-                Sha256::digest(fs::read(&p).unwrap()).to_vec(),
-            )
-        })
-        .collect()
-}
-
-fn diff(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (k, v) in a {
-        match b.get(k) {
-            None => out.push(format!("removed {k}")),
-            Some(w) if w != v => out.push(format!("changed {k}")),
-            _ => {}
-        }
-    }
-    out.extend(
-        b.keys()
-            .filter(|k| !a.contains_key(*k))
-            .map(|k| format!("added {k}")),
-    );
-    out
-}
 
 // ------------------------------------------------------------------ CompressionInfo.db (FORMAT.md 1.2)
 
@@ -137,28 +81,9 @@ fn offsets(rest: &[u8]) -> Vec<u64> {
 
 // ------------------------------------------------------------------ scratch copy and runs
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn all(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 struct Env {
     tmp: tempfile::TempDir,
     root: PathBuf,
-}
-
-fn chmod(p: &Path, mode: u32) {
-    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
 fn write_private(p: &Path, text: &str) {
@@ -171,7 +96,7 @@ impl Env {
     fn new() -> Env {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().canonicalize().unwrap().join("td");
-        let td = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let td = testdata();
         for d in ["dd1", "refuse", "keys"] {
             copy_tree(&td.join(d), &root.join(d));
         }

@@ -3,46 +3,29 @@
 //! (`testdata/dd3/bti`, written by tools/gen_testdata.rs with multi-page index files).
 //!
 //! Every test runs the built binary on a scratch copy of `testdata/dd3` and `testdata/keys` and
-//! judges the result with an independent decryptor written here (the `cbc` crate for CBC, the `aes`
-//! block cipher for ECB, `lz4_flex`), against the digests of testdata/MANIFEST.json, which were
+//! judges the result with an independent decryptor written here (the `cbc` crate for CBC and the
+//! `aes` block cipher for ECB, through tests/support, `lz4_flex`), against the digests of testdata/MANIFEST.json, which were
 //! computed from the plaintext when the data was generated: never against the tool's own opinion.
 //! Broken input is refused with the originals byte-identical and no stray file.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use aes::cipher::{BlockCipherDecrypt, KeyInit};
-use aes::{Aes128, Aes192, Aes256};
-use base64::Engine;
-use cbc::cipher::{BlockModeDecrypt, KeyIvInit};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use support::tree_strict as tree;
+use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sstable-rekey");
-const PAGE: usize = 4096;
-/// Bytes of a page the encrypted blob may use (the page less `i32be L` and the CRC).
-const USABLE: usize = PAGE - 8;
 const INDEX_FILES: [&str; 2] = ["Partitions.db", "Rows.db"];
 /// A KMIP CBC 128-bit and a local-key-file CBC 128-bit table of dd3 (both 128 bits: a provider
 /// change between them is refused for the page capacity alone, not for the strength).
 const KMIP_T: &str = "t_bb_kmip_CBC_128";
 const LOCAL_T: &str = "t_cc_local_CBC_128";
-
-fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn sha256(b: &[u8]) -> String {
-    hex(&Sha256::digest(b))
-}
 
 // ------------------------------------------------------------------ MANIFEST.json
 
@@ -130,28 +113,6 @@ impl Ci {
             offsets,
         }
     }
-
-    fn serialize(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let utf = |out: &mut Vec<u8>, s: &str| {
-            out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-            out.extend_from_slice(s.as_bytes());
-        };
-        utf(&mut out, &self.class);
-        out.extend_from_slice(&(self.options.len() as i32).to_be_bytes());
-        for (k, v) in &self.options {
-            utf(&mut out, k);
-            utf(&mut out, v);
-        }
-        out.extend_from_slice(&(self.chunk_length as i32).to_be_bytes());
-        out.extend_from_slice(&self.max.to_be_bytes());
-        out.extend_from_slice(&(self.data_length as i64).to_be_bytes());
-        out.extend_from_slice(&(self.offsets.len() as i32).to_be_bytes());
-        for o in &self.offsets {
-            out.extend_from_slice(&(*o as i64).to_be_bytes());
-        }
-        out
-    }
 }
 
 /// A big-endian cursor (Java `DataInput`) over a well-formed file.
@@ -187,12 +148,6 @@ impl Cursor<'_> {
 struct Keys {
     ring: HashMap<String, Vec<u8>>,
     file: HashMap<(String, u32), Vec<u8>>,
-}
-
-fn b64(s: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .expect("base64")
 }
 
 impl Keys {
@@ -243,46 +198,6 @@ impl Keys {
 }
 
 // ------------------------------------------------------------------ the independent decryptor
-
-fn aes_cbc_decrypt(key: &[u8], iv: &[u8], ct: &[u8]) -> Result<Vec<u8>, String> {
-    use cbc::cipher::block_padding::Pkcs7;
-    let r = match key.len() {
-        16 => cbc::Decryptor::<Aes128>::new_from_slices(key, iv)
-            .unwrap()
-            .decrypt_padded_vec::<Pkcs7>(ct),
-        24 => cbc::Decryptor::<Aes192>::new_from_slices(key, iv)
-            .unwrap()
-            .decrypt_padded_vec::<Pkcs7>(ct),
-        32 => cbc::Decryptor::<Aes256>::new_from_slices(key, iv)
-            .unwrap()
-            .decrypt_padded_vec::<Pkcs7>(ct),
-        n => return Err(format!("{n}-byte key")),
-    };
-    r.map_err(|_| "bad padding (CBC)".to_string())
-}
-
-fn aes_ecb_decrypt(key: &[u8], ct: &[u8]) -> Result<Vec<u8>, String> {
-    if ct.is_empty() || !ct.len().is_multiple_of(16) {
-        return Err(format!("ciphertext of {} bytes", ct.len()));
-    }
-    let mut out = Vec::with_capacity(ct.len());
-    for c in ct.chunks(16) {
-        let mut b = aes::Block::try_from(c).unwrap();
-        match key.len() {
-            16 => Aes128::new_from_slice(key).unwrap().decrypt_block(&mut b),
-            24 => Aes192::new_from_slice(key).unwrap().decrypt_block(&mut b),
-            32 => Aes256::new_from_slice(key).unwrap().decrypt_block(&mut b),
-            n => return Err(format!("{n}-byte key")),
-        }
-        out.extend_from_slice(&b);
-    }
-    let pad = *out.last().unwrap() as usize;
-    if !(1..=16).contains(&pad) || !out[out.len() - pad..].iter().all(|&x| x as usize == pad) {
-        return Err("bad padding (ECB)".into());
-    }
-    out.truncate(out.len() - pad);
-    Ok(out)
-}
 
 /// What the options of a table say about its records.
 #[derive(Debug, Clone)]
@@ -457,51 +372,6 @@ fn open_pages(path: &Path, t: &TableCipher, keys: &Keys) -> Result<(Vec<u8>, Vec
     Ok((plain, records))
 }
 
-/// The checksummed Statistics.db container (FORMAT.md 2.6), every CRC checked: [(type, bytes)].
-fn split_statistics(b: &[u8]) -> Result<Vec<(i32, Vec<u8>)>, String> {
-    let i32_at = |o: usize| -> Result<i32, String> {
-        b.get(o..o + 4)
-            .map(|x| i32::from_be_bytes(x.try_into().unwrap()))
-            .ok_or_else(|| format!("truncated at {o}"))
-    };
-    let count = i32_at(0)?;
-    if !(1..=64).contains(&count) {
-        return Err(format!("component count {count}"));
-    }
-    let count = count as usize;
-    if i32_at(4)? as u32 != crc32fast::hash(&b[..4]) {
-        return Err("CRC of the count".into());
-    }
-    let toc_end = 8 + 8 * count;
-    let mut h = crc32fast::Hasher::new();
-    h.update(&b[..4]);
-    h.update(b.get(8..toc_end).ok_or("truncated table of contents")?);
-    if i32_at(toc_end)? as u32 != h.finalize() {
-        return Err("CRC of the table of contents".into());
-    }
-    let mut out = Vec::new();
-    let mut pos = toc_end + 4;
-    for i in 0..count {
-        let t = i32_at(8 + 8 * i)?;
-        let off = i32_at(12 + 8 * i)? as usize;
-        let end = if i + 1 < count {
-            i32_at(12 + 8 * (i + 1))? as usize
-        } else {
-            b.len()
-        };
-        if off != pos || end < off + 4 || end > b.len() {
-            return Err(format!("component {t} bounds {off}..{end}"));
-        }
-        let body = &b[off..end - 4];
-        if crc32fast::hash(body).to_be_bytes() != b[end - 4..end] {
-            return Err(format!("CRC of component {t}"));
-        }
-        out.push((t, body.to_vec()));
-        pos = end;
-    }
-    Ok(out)
-}
-
 /// Decrypts a whole encrypted-index SSTable from its Data.db path: Data.db (every CRC,
 /// Digest.crc32, chunk structure, LZ4), Partitions.db and Rows.db page by page, and every
 /// Statistics.db component.
@@ -603,81 +473,6 @@ fn open_sstable(data: &Path, keys: &Keys) -> Result<Opened, String> {
 
 // ------------------------------------------------------------------ a scratch copy and the binary
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn all(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else {
-            fs::copy(e.path(), &dst).unwrap();
-        }
-    }
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    for p in v {
-        if p.is_dir() {
-            walk(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
-/// Every file under `dir` → SHA-256 of its content.
-fn tree(dir: &Path) -> BTreeMap<String, String> {
-    let mut files = Vec::new();
-    walk(dir, &mut files);
-    files
-        .into_iter()
-        .map(|p| {
-            (
-                p.strip_prefix(dir).unwrap().display().to_string(),
-                sha256(&fs::read(&p).unwrap()),
-            )
-        })
-        .collect()
-}
-
-fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (k, v) in a {
-        match b.get(k) {
-            None => out.push(format!("removed {k}")),
-            Some(w) if w != v => out.push(format!("changed {k}")),
-            _ => {}
-        }
-    }
-    out.extend(
-        b.keys()
-            .filter(|k| !a.contains_key(*k))
-            .map(|k| format!("added {k}")),
-    );
-    out
-}
-
 /// A scratch copy of testdata/dd3 and testdata/keys: key files 0600, relative `secret_key_file`
 /// options pointed at the copy (testdata/README.md).
 struct Env {
@@ -693,22 +488,9 @@ impl Env {
             copy_tree(&testdata().join(d), &root.join(d));
         }
         for e in fs::read_dir(root.join("keys")).unwrap() {
-            fs::set_permissions(e.unwrap().path(), fs::Permissions::from_mode(0o600)).unwrap();
+            chmod(&e.unwrap().path(), 0o600);
         }
-        let mut files = Vec::new();
-        walk(&root, &mut files);
-        for f in files
-            .iter()
-            .filter(|f| f.to_str().unwrap().ends_with("-CompressionInfo.db"))
-        {
-            let mut ci = Ci::parse(&fs::read(f).unwrap());
-            for (k, v) in ci.options.iter_mut() {
-                if k == "secret_key_file" && !v.starts_with('/') {
-                    *v = root.join(&*v).display().to_string();
-                }
-            }
-            fs::write(f, ci.serialize()).unwrap();
-        }
+        absolute_key_files(&root, &root);
         Env { tmp, root }
     }
 

@@ -1,50 +1,23 @@
 //! The tool over the project's own test data (testdata/, written by tools/gen_testdata.rs).
 //!
 //! Every test runs the built binary on a scratch copy of testdata/ and judges the result with an
-//! independent decryptor written here (the `cbc` crate for CBC, the `aes` block cipher for ECB,
-//! `lz4_flex` to decompress), against the plaintext digests in testdata/MANIFEST.json, which were
+//! independent decryptor written here (the `cbc` crate for CBC and the `aes` block cipher for ECB,
+//! through tests/support, `lz4_flex` to decompress), against the plaintext digests in testdata/MANIFEST.json, which were
 //! computed from the plaintext when the data was generated: never against the tool's own opinion.
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use aes::cipher::{BlockCipherDecrypt, KeyInit};
-use aes::{Aes128, Aes192, Aes256};
-use base64::Engine;
-use cbc::cipher::{BlockModeDecrypt, KeyIvInit};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sstable-rekey");
-const UUID: &str = "6a8b6e30-7c2f-11ee-9a47-4d1b8d1e2f3a";
-
-fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn sha256(b: &[u8]) -> String {
-    hex(&Sha256::digest(b))
-}
+use support::tree_strict as tree;
+use support::*;
 
 // ------------------------------------------------------------------ MANIFEST.json
-
-fn manifest() -> &'static Vec<Value> {
-    static M: OnceLock<Vec<Value>> = OnceLock::new();
-    M.get_or_init(|| {
-        let text =
-            fs::read_to_string(testdata().join("MANIFEST.json")).expect("testdata/MANIFEST.json");
-        let v: Value = serde_json::from_str(&text).expect("MANIFEST.json is JSON");
-        v["sstables"].as_array().expect("sstables").clone()
-    })
-}
 
 /// The manifest entries of one table's live SSTables (its folder and index folders).
 fn live_entries(ks: &str, table: &str) -> Vec<&'static Value> {
@@ -71,139 +44,6 @@ fn entry(ks: &str, table: &str) -> &'static Value {
     v[0]
 }
 
-// ------------------------------------------------------------------ CompressionInfo.db (FORMAT.md 1.2)
-
-#[derive(Debug, Clone, PartialEq)]
-struct Ci {
-    class: String,
-    options: Vec<(String, String)>,
-    chunk_length: u32,
-    max: Option<i32>,
-    data_length: u64,
-    offsets: Vec<u64>,
-}
-
-impl Ci {
-    fn option(&self, k: &str) -> Option<&str> {
-        self.options
-            .iter()
-            .find(|(x, _)| x == k)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn plain_len(&self, i: usize) -> usize {
-        (self
-            .data_length
-            .saturating_sub(i as u64 * self.chunk_length as u64))
-        .min(self.chunk_length as u64) as usize
-    }
-
-    fn serialize(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let utf = |out: &mut Vec<u8>, s: &str| {
-            out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-            out.extend_from_slice(s.as_bytes());
-        };
-        utf(&mut out, &self.class);
-        out.extend_from_slice(&(self.options.len() as i32).to_be_bytes());
-        for (k, v) in &self.options {
-            utf(&mut out, k);
-            utf(&mut out, v);
-        }
-        out.extend_from_slice(&(self.chunk_length as i32).to_be_bytes());
-        if let Some(m) = self.max {
-            out.extend_from_slice(&m.to_be_bytes());
-        }
-        out.extend_from_slice(&(self.data_length as i64).to_be_bytes());
-        out.extend_from_slice(&(self.offsets.len() as i32).to_be_bytes());
-        for o in &self.offsets {
-            out.extend_from_slice(&(*o as i64).to_be_bytes());
-        }
-        out
-    }
-}
-
-/// (version, format) of a component file name such as `nb-1-big-Data.db`.
-fn name_parts(path: &Path) -> (String, String) {
-    let name = path.file_name().unwrap().to_str().unwrap();
-    let mut p = name.splitn(4, '-');
-    let v = p.next().unwrap().to_string();
-    p.next();
-    (v, p.next().unwrap().to_string())
-}
-
-/// maxCompressedLength is stored for BIG `na`+ and every BTI version (decided per format).
-fn has_max(path: &Path) -> bool {
-    let (v, f) = name_parts(path);
-    f == "bti" || v.as_str() >= "na"
-}
-
-/// A bounds-checked big-endian cursor (Java `DataInput`).
-struct Cursor<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        if self.pos + n > self.b.len() {
-            return Err(format!("truncated: {n} bytes wanted at {}", self.pos));
-        }
-        self.pos += n;
-        Ok(&self.b[self.pos - n..self.pos])
-    }
-
-    fn i32(&mut self) -> Result<i32, String> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().unwrap()))
-    }
-
-    fn i64(&mut self) -> Result<i64, String> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap()))
-    }
-
-    fn utf(&mut self) -> Result<String, String> {
-        let n = u16::from_be_bytes(self.take(2)?.try_into().unwrap()) as usize;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "not UTF-8".to_string())
-    }
-}
-
-fn parse_ci(path: &Path) -> Result<Ci, String> {
-    let b = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut c = Cursor { b: &b, pos: 0 };
-    let bad = |m: String| format!("{}: {m}", path.display());
-    let class = c.utf().map_err(bad)?;
-    let n = c.i32().map_err(bad)?;
-    let mut options = Vec::new();
-    for _ in 0..n {
-        let k = c.utf().map_err(bad)?;
-        let v = c.utf().map_err(bad)?;
-        options.push((k, v));
-    }
-    let chunk_length = c.i32().map_err(bad)? as u32;
-    let max = if has_max(path) {
-        Some(c.i32().map_err(bad)?)
-    } else {
-        None
-    };
-    let data_length = c.i64().map_err(bad)? as u64;
-    let count = c.i32().map_err(bad)?;
-    let mut offsets = Vec::new();
-    for _ in 0..count {
-        offsets.push(c.i64().map_err(bad)? as u64);
-    }
-    if c.pos != b.len() {
-        return Err(bad(format!("{} trailing bytes", b.len() - c.pos)));
-    }
-    Ok(Ci {
-        class,
-        options,
-        chunk_length,
-        max,
-        data_length,
-        offsets,
-    })
-}
-
 // ------------------------------------------------------------------ keys
 
 /// Key material the decryptor may use: a keyring (KMIP ids, replicated UUIDs), one key file, or
@@ -213,12 +53,6 @@ struct Keys {
     ring: HashMap<String, Vec<u8>>,
     file: HashMap<(String, u32), Vec<u8>>,
     force: Option<Vec<u8>>,
-}
-
-fn b64(s: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .expect("base64")
 }
 
 impl Keys {
@@ -272,46 +106,6 @@ impl Keys {
 
 // ------------------------------------------------------------------ the independent decryptor
 
-fn aes_cbc_decrypt(key: &[u8], iv: &[u8], ct: &[u8]) -> Result<Vec<u8>, String> {
-    use cbc::cipher::block_padding::Pkcs7;
-    let r = match key.len() {
-        16 => cbc::Decryptor::<Aes128>::new_from_slices(key, iv)
-            .unwrap()
-            .decrypt_padded_vec::<Pkcs7>(ct),
-        24 => cbc::Decryptor::<Aes192>::new_from_slices(key, iv)
-            .unwrap()
-            .decrypt_padded_vec::<Pkcs7>(ct),
-        32 => cbc::Decryptor::<Aes256>::new_from_slices(key, iv)
-            .unwrap()
-            .decrypt_padded_vec::<Pkcs7>(ct),
-        n => return Err(format!("{n}-byte key")),
-    };
-    r.map_err(|_| "bad padding (CBC)".to_string())
-}
-
-fn aes_ecb_decrypt(key: &[u8], ct: &[u8]) -> Result<Vec<u8>, String> {
-    if ct.is_empty() || !ct.len().is_multiple_of(16) {
-        return Err(format!("ciphertext of {} bytes", ct.len()));
-    }
-    let mut out = Vec::with_capacity(ct.len());
-    for c in ct.chunks(16) {
-        let mut b = aes::Block::try_from(c).unwrap();
-        match key.len() {
-            16 => Aes128::new_from_slice(key).unwrap().decrypt_block(&mut b),
-            24 => Aes192::new_from_slice(key).unwrap().decrypt_block(&mut b),
-            32 => Aes256::new_from_slice(key).unwrap().decrypt_block(&mut b),
-            n => return Err(format!("{n}-byte key")),
-        }
-        out.extend_from_slice(&b);
-    }
-    let pad = *out.last().unwrap() as usize;
-    if !(1..=16).contains(&pad) || !out[out.len() - pad..].iter().all(|&x| x as usize == pad) {
-        return Err("bad padding (ECB)".into());
-    }
-    out.truncate(out.len() - pad);
-    Ok(out)
-}
-
 #[derive(Debug)]
 struct Decrypted {
     sha256: String,
@@ -337,7 +131,7 @@ fn decrypt_sstable(data: &Path, keys: &Keys) -> Result<Decrypted, String> {
     let name = data.file_name().unwrap().to_str().unwrap();
     let prefix = name.strip_suffix("Data.db").ok_or("not a Data.db")?;
     let comp = |c: &str| data.with_file_name(format!("{prefix}{c}"));
-    let ci = parse_ci(&comp("CompressionInfo.db"))?;
+    let ci = Ci::read(&comp("CompressionInfo.db"))?;
     let bytes = fs::read(data).map_err(|e| e.to_string())?;
     if let Ok(d) = fs::read_to_string(comp("Digest.crc32")) {
         if d != crc32fast::hash(&bytes).to_string() {
@@ -485,86 +279,11 @@ fn decrypt_sstable(data: &Path, keys: &Keys) -> Result<Decrypted, String> {
 
 // ------------------------------------------------------------------ a scratch copy and the binary
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn all(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 /// A scratch copy of testdata/ with key files made private and relative `secret_key_file`
 /// options pointed at the copy (see testdata/README.md).
 struct Env {
     tmp: tempfile::TempDir,
     root: PathBuf,
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else {
-            fs::copy(e.path(), &dst).unwrap();
-        }
-    }
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    for p in v {
-        if p.is_dir() {
-            walk(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
-/// Every file under `dir` → SHA-256 of its content.
-fn tree(dir: &Path) -> BTreeMap<String, String> {
-    let mut files = Vec::new();
-    walk(dir, &mut files);
-    files
-        .into_iter()
-        .map(|p| {
-            (
-                p.strip_prefix(dir).unwrap().display().to_string(),
-                sha256(&fs::read(&p).unwrap()),
-            )
-        })
-        .collect()
-}
-
-fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (k, v) in a {
-        match b.get(k) {
-            None => out.push(format!("removed {k}")),
-            Some(w) if w != v => out.push(format!("changed {k}")),
-            _ => {}
-        }
-    }
-    for k in b.keys() {
-        if !a.contains_key(k) {
-            out.push(format!("added {k}"));
-        }
-    }
-    out
 }
 
 impl Env {
@@ -575,32 +294,13 @@ impl Env {
         for keys in [root.join("keys"), root.join("demo/keys")] {
             for e in fs::read_dir(&keys).unwrap() {
                 // git does not keep file modes; the tool refuses key files others can read.
-                fs::set_permissions(e.unwrap().path(), fs::Permissions::from_mode(0o600)).unwrap();
+                chmod(&e.unwrap().path(), 0o600);
             }
         }
-        let mut files = Vec::new();
-        walk(&root, &mut files);
-        for f in files
-            .iter()
-            .filter(|f| f.to_str().unwrap().ends_with("-CompressionInfo.db"))
-        {
-            let tree_root = if f.starts_with(root.join("demo")) {
-                root.join("demo")
-            } else {
-                root.clone()
-            };
-            let mut ci = parse_ci(f).unwrap();
-            let mut changed = false;
-            for (k, v) in ci.options.iter_mut() {
-                if k == "secret_key_file" && !v.starts_with('/') {
-                    *v = tree_root.join(&*v).display().to_string();
-                    changed = true;
-                }
-            }
-            if changed {
-                fs::write(f, ci.serialize()).unwrap();
-            }
-        }
+        // demo/ resolves its relative key files against itself (done first: the second pass
+        // leaves what is already absolute), everything else against the copy's root.
+        absolute_key_files(&root.join("demo"), &root.join("demo"));
+        absolute_key_files(&root, &root);
         Env { tmp, root }
     }
 
@@ -1180,7 +880,7 @@ fn rekey_edge(env: &Env, report: &Path, tables: &[&str]) -> (Run, Value) {
 
 /// Chunk `i`'s on-disk bytes (with its CRC).
 fn chunk_bytes(data: &Path, i: usize) -> Vec<u8> {
-    let ci = parse_ci(
+    let ci = Ci::read(
         &data.with_file_name(
             data.file_name()
                 .unwrap()

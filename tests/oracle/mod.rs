@@ -1,7 +1,7 @@
 //! The oracle harness shared by tests/oracle_interop.rs and tests/oracle_bti.rs: where ../shared
 //! and the oracle's Python are, a pool of long-lived Python workers running the oracle's own
-//! `main(argv)` (one process start per call made the files several times slower), and small
-//! helpers to run the tool. When ../shared is missing the tests print a notice and pass, unless
+//! `main(argv)` (one process start per call made the files several times slower), small
+//! helpers to run the tool, and the tests' keys (keys.rs). When ../shared is missing the tests print a notice and pass, unless
 //! CI=true (then they fail). Python: $ORACLE_PYTHON, else <repo>/.venv/bin/python, else python3.
 
 #![allow(dead_code)]
@@ -17,7 +17,10 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sstable-rekey");
+mod keys;
+pub use keys::*;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sstable-rekey");
 
 // ------------------------------------------------------------------ environment
 

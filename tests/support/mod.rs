@@ -1,9 +1,9 @@
 //! Shared by the reliability and security harnesses (tests/crash.rs, faults.rs, secrets.rs,
-//! hostile.rs): a scratch copy of testdata/ on a fast file system, the built binary, and an
+//! hostile.rs) and by the test-data suites (tests/testdata_matrix.rs, bti_indexes.rs,
+//! bad_input.rs): a scratch copy of testdata/ on a fast file system, the built binary, and an
 //! independent decryptor (the `cbc` crate for CBC, the `aes` block cipher for ECB, `lz4_flex`)
 //! judging every result against the plaintext digests of testdata/MANIFEST.json, never against
-//! the tool's own opinion. Copied from the conventions of tests/testdata_matrix.rs and
-//! tests/bti_indexes.rs; it calls nothing of the crate.
+//! the tool's own opinion. It calls nothing of the crate.
 
 #![allow(dead_code)]
 
@@ -733,8 +733,17 @@ pub fn dirs(dir: &Path) -> BTreeSet<PathBuf> {
     out
 }
 
-/// Every file under `dir` → SHA-256 of its content.
+/// Every file under `dir` → SHA-256 of its content (a file that cannot be read counts as empty).
 pub fn tree(dir: &Path) -> BTreeMap<String, String> {
+    tree_read_by(dir, |p| fs::read(p).unwrap_or_default())
+}
+
+/// As `tree`, but a file that cannot be read fails the test.
+pub fn tree_strict(dir: &Path) -> BTreeMap<String, String> {
+    tree_read_by(dir, |p| fs::read(p).unwrap())
+}
+
+fn tree_read_by(dir: &Path, read: impl Fn(&Path) -> Vec<u8>) -> BTreeMap<String, String> {
     let mut files = Vec::new();
     walk(dir, &mut files);
     files
@@ -742,7 +751,7 @@ pub fn tree(dir: &Path) -> BTreeMap<String, String> {
         .map(|p| {
             (
                 p.strip_prefix(dir).unwrap().display().to_string(),
-                sha256(&fs::read(&p).unwrap_or_default()),
+                sha256(&read(&p)),
             )
         })
         .collect()
