@@ -207,7 +207,18 @@ fn check_live_folder(dir: &Path, root: &Path, writers: bool) -> Result<()> {
 pub fn ensure_alone(dirs: &[PathBuf]) -> Result<DataDirLocks> {
     let locks = lock_data_dirs(dirs)?;
     check_layout(dirs, true)?;
-    let others = open_by_others(dirs);
+    // A holder must still hold after a short wait: a process forked by a program that had a
+    // table file open holds a copy of that descriptor only until it execs (milliseconds), while
+    // Cassandra or a copy in progress keeps it.
+    let mut others = open_by_others(dirs);
+    for _ in 0..3 {
+        if others.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let again = open_by_others(dirs);
+        others.retain(|(pid, _, _)| again.iter().any(|(p, _, _)| p == pid));
+    }
     if let Some((pid, comm, path)) = others.first() {
         return Err(Error::Usage(format!(
             "process {pid} ({comm}) has {} open{}: stop Cassandra/DSE on this node (nodetool drain, then stop the service) before rekeying",
