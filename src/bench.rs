@@ -232,6 +232,8 @@ pub struct BenchReport {
     pub bits: u32,
     pub runs: usize,
     pub sstables: usize,
+    /// The rekey's CBC kernel (see `crypto::cipher::cbc_kernel`).
+    pub kernel: &'static str,
     pub openssl_cbc_encrypt_1core_gb_s: Option<f64>,
     pub measures: Vec<Measure>,
     pub ratios: Vec<(String, f64)>,
@@ -697,6 +699,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
         bits: opts.bits,
         runs: opts.runs,
         sstables: opts.sstables,
+        kernel: crate::crypto::cipher::cbc_kernel(),
         openssl_cbc_encrypt_1core_gb_s: openssl.map(|b| b / 1e9),
         measures,
         ratios,
@@ -705,7 +708,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
 
 pub fn print_human(r: &BenchReport) {
     println!(
-        "machine: {} ({} cores); {} ({}); Data.db {} in {} SSTable(s); {} KiB chunks; AES-{}; medians of {} runs",
+        "machine: {} ({} cores); {} ({}); Data.db {} in {} SSTable(s); {} KiB chunks; AES-{}; kernel {}; medians of {} runs",
         r.machine,
         r.cores,
         r.dir,
@@ -714,6 +717,7 @@ pub fn print_human(r: &BenchReport) {
         r.sstables,
         r.chunk_kib,
         r.bits,
+        r.kernel,
         r.runs
     );
     if let Some(o) = r.openssl_cbc_encrypt_1core_gb_s {
