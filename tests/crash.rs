@@ -31,16 +31,6 @@ use std::time::{Duration, Instant};
 use support::cassandra::*;
 use support::*;
 
-/// The tests that run the tool on data folders take turns. Otherwise a child forked by one test
-/// thread (between fork and exec it holds copies of every descriptor of the test process) can
-/// hold a file that another test thread is copying into its folder, and the tool, which refuses
-/// to run while any other process holds a table file open, refuses that other test's run.
-static FOLDERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn take_turn() -> std::sync::MutexGuard<'static, ()> {
-    FOLDERS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[test]
 fn the_startup_model_reads_format_md_examples() {
     let add = make_record(
@@ -117,7 +107,6 @@ fn variants() -> Vec<String> {
 
 #[test]
 fn every_failpoint_crash_and_error_then_recover() {
-    let _turn = take_turn();
     let t0 = Instant::now();
     let ds = crash_set();
     let keys = ds.keys();
@@ -237,7 +226,6 @@ fn crashed_at(ds: &DataSet, scratch: &Path, failpoint: &str) -> (PathBuf, PathBu
 
 #[test]
 fn torn_transaction_logs_resolve_like_cassandra() {
-    let _turn = take_turn();
     let t0 = Instant::now();
     let ds = crash_set();
     let keys = ds.keys();
@@ -297,7 +285,6 @@ fn torn_transaction_logs_resolve_like_cassandra() {
 
 #[test]
 fn random_sigkill_then_recover() {
-    let _turn = take_turn();
     let t0 = Instant::now();
     let seed = seed_from_env("CRASH_SEED");
     let kills: usize = std::env::var("CRASH_KILLS")

@@ -351,14 +351,15 @@ fn every_real_bti_sstable_with_encrypted_indexes_bb_and_cc() {
     let all = real_bti_sstables(&shared);
     let tmp = tempfile::tempdir().unwrap();
     let mut keys = Keys::new(&shared, &tmp.path().join("keys"));
-    // KMIP ids of different lengths, both ways: the blobs in the pages change length, the pages not
-    let a128 = keys.kmip("7", 128);
-    let b128 = keys.kmip("new-key-0017", 128);
-    let a256 = keys.kmip("0bf3c2a1-old-key-256-compromised", 256);
-    let b256 = keys.kmip("19", 256);
-    let local_a = keys.local("old.key", &all_specs());
-    let local_b = keys.local("new.key", &all_specs());
-    let ring = keys.keyring();
+    let MatrixKeys {
+        a128,
+        b128,
+        a256,
+        b256,
+        local_a,
+        local_b,
+        ring,
+    } = keys.matrix();
 
     let mut kmip128 = Vec::new();
     let mut kmip256 = Vec::new();

@@ -326,14 +326,15 @@ fn every_real_sstable_every_combo() {
     let all = real_sstables(&shared);
     let tmp = tempfile::tempdir().unwrap();
     let mut keys = Keys::new(&shared, &tmp.path().join("keys"));
-    // KMIP ids of different lengths, both ways: the chunk offsets change
-    let a128 = keys.kmip("7", 128);
-    let b128 = keys.kmip("new-key-0017", 128);
-    let a256 = keys.kmip("0bf3c2a1-old-key-256-compromised", 256);
-    let b256 = keys.kmip("19", 256);
-    let local_a = keys.local("old.key", &all_specs());
-    let local_b = keys.local("new.key", &all_specs());
-    let ring = keys.keyring();
+    let MatrixKeys {
+        a128,
+        b128,
+        a256,
+        b256,
+        local_a,
+        local_b,
+        ring,
+    } = keys.matrix();
 
     let mut kmip128 = Vec::new();
     let mut kmip256 = Vec::new();
@@ -369,36 +370,17 @@ fn every_real_sstable_every_combo() {
         "every combo on every version"
     );
 
-    let mut n = 0;
-    n += round_trip(
-        &shared,
-        &tmp.path().join("kmip128"),
-        &ring,
-        &kmip128,
-        &b128,
-        "auto",
-    )
-    .sstables;
-    n += round_trip(
-        &shared,
-        &tmp.path().join("kmip256"),
-        &ring,
-        &kmip256,
-        &b256,
-        "auto",
-    )
-    .sstables;
     // The key-file bucket goes through the two-pass path (decrypt, then multi-buffer encrypt), so
     // that both kernels are checked by the oracle on a CPU with VAES.
-    n += round_trip(
-        &shared,
-        &tmp.path().join("local"),
-        &ring,
-        &local,
-        &local_b,
-        "two-pass",
-    )
-    .sstables;
+    let buckets = [
+        ("kmip128", &kmip128, &b128, "auto"),
+        ("kmip256", &kmip256, &b256, "auto"),
+        ("local", &local, &local_b, "two-pass"),
+    ];
+    let mut n = 0;
+    for (dir, items, to, kernel) in buckets {
+        n += round_trip(&shared, &tmp.path().join(dir), &ring, items, to, kernel).sstables;
+    }
     assert_eq!(n, 128);
     println!(
         "oracle interop: {n} rekeys checked = {} real SSTables ({} versions) x 16 combos (2 classes x kmip/local x CBC/ECB x 128/256), each combo on every version (fused kernel for KMIP, two-pass for key files), in {:.1}s",

@@ -293,10 +293,7 @@ impl AesKey {
                 &ct[n - 2 * BLOCK..n - BLOCK]
             },
         );
-        let pad = last[BLOCK - 1] as usize;
-        if !(1..=BLOCK).contains(&pad) || !last[BLOCK - pad..].iter().all(|&x| x as usize == pad) {
-            return Err(DecryptError::Padding);
-        }
+        let pad = pkcs5_pad_len(last).ok_or(DecryptError::Padding)?;
         let mut head = zeroize::Zeroizing::new([0u8; BLOCK]);
         head.copy_from_slice(first);
         Ok((n - pad, head))
@@ -331,15 +328,12 @@ impl AesKey {
                 xor16(b, p);
             }
         }
-        let pad = *out.last().unwrap() as usize;
         let body_len = out.len() - start;
-        let ok =
-            (1..=BLOCK).contains(&pad) && out[out.len() - pad..].iter().all(|&b| b as usize == pad);
-        if !ok {
+        let Some(pad) = pkcs5_pad_len(&out[out.len() - BLOCK..]) else {
             zeroize::Zeroize::zeroize(&mut out[start..]);
             out.truncate(start);
             return Err(DecryptError::Padding);
-        }
+        };
         out.truncate(start + body_len - pad);
         Ok(())
     }
@@ -364,6 +358,13 @@ pub fn cbc_kernel() -> &'static str {
     } else {
         "portable-two-pass"
     }
+}
+
+/// The PKCS#5 padding length a decrypted last block ends with, if it is valid padding.
+fn pkcs5_pad_len(last: &[u8]) -> Option<usize> {
+    let pad = *last.last()? as usize;
+    ((1..=BLOCK).contains(&pad) && last[last.len() - pad..].iter().all(|&b| b as usize == pad))
+        .then_some(pad)
 }
 
 /// `a ^= b` for one 16-byte block, as one 128-bit operation.

@@ -3,6 +3,7 @@
 //! Memory stays bounded by the window size, whatever the file size.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -191,7 +192,7 @@ pub fn rewrite_file(
         dst_path,
     } = *files;
     advise_sequential(src);
-    let results: Vec<Result<(crc32fast::Hasher, Counts)>> = windows(spans)
+    let results: Vec<Result<(u32, u64, Counts)>> = windows(spans)
         .into_par_iter()
         .map(|w| {
             if cancelled() {
@@ -223,16 +224,9 @@ pub fn rewrite_file(
                     dst.write_all_at(outbuf, first.out_off)
                         .map_err(|e| Error::io(dst_path, "write", e))?;
                     stream_hints(src, &in_range, dst, first.out_off, out_len);
-                    let h = match crc {
-                        Some(c) => crc32fast::Hasher::new_with_initial_len(c, out_len as u64),
-                        None => {
-                            let mut h = crc32fast::Hasher::new();
-                            h.update(outbuf);
-                            h
-                        }
-                    };
+                    let crc = crc.unwrap_or_else(|| crc32fast::hash(outbuf));
                     progress(in_range.end - in_range.start);
-                    Ok((h, counts))
+                    Ok((crc, out_len as u64, counts))
                 })();
                 ws.wipe();
                 ws.inbuf = inbuf;
@@ -241,14 +235,14 @@ pub fn rewrite_file(
             })
         })
         .collect();
-    let mut crc = crc32fast::Hasher::new();
+    let mut crc = 0;
     let mut counts = Counts::default();
     for r in results {
-        let (h, c) = r?;
-        crc.combine(&h);
+        let (window_crc, window_len, c) = r?;
+        crc = crc::combine(crc, window_crc, window_len);
         counts.merge(c);
     }
-    Ok((crc.finalize(), counts))
+    Ok((crc, counts))
 }
 
 /// Streaming hints once a window is written, both advisory (durability still comes from the
@@ -545,7 +539,8 @@ impl RecordLayout for DataChunks<'_> {
         // Encrypt: split `out` into the jobs' disjoint, increasing ciphertext ranges.
         {
             let mut cbc: Vec<CbcJob> = Vec::with_capacity(jobs.len());
-            let mut fused: Vec<(u32, ReJob)> = Vec::new();
+            // Fused jobs by old key: one kernel call per key (a window nearly always has one).
+            let mut fused: BTreeMap<u32, Vec<ReJob>> = BTreeMap::new();
             let mut rest: &mut [u8] = out;
             let mut at = 0;
             for j in &jobs {
@@ -558,15 +553,12 @@ impl RecordLayout for DataChunks<'_> {
                         key,
                         ct: old,
                         old_iv,
-                    } => fused.push((
-                        *key,
-                        ReJob {
-                            ct: &input[old.clone()],
-                            old_iv: *old_iv,
-                            new_iv: j.iv,
-                            out: ct,
-                        },
-                    )),
+                    } => fused.entry(*key).or_default().push(ReJob {
+                        ct: &input[old.clone()],
+                        old_iv: *old_iv,
+                        new_iv: j.iv,
+                        out: ct,
+                    }),
                     From::Plain(p) => {
                         let plain = &ws.plain[p.clone()];
                         match mode {
@@ -583,27 +575,24 @@ impl RecordLayout for DataChunks<'_> {
             if !cbc.is_empty() {
                 rk.target_key.encrypt_cbc_many(&mut cbc);
             }
-            // One kernel call per old key (a window nearly always has one).
-            while let Some(&(key, _)) = fused.first() {
-                let (mut same, others): (Vec<_>, Vec<_>) =
-                    fused.into_iter().partition(|(k, _)| *k == key);
-                let mut batch: Vec<ReJob> = same.drain(..).map(|(_, j)| j).collect();
+            for (key, mut batch) in fused {
                 rk.old_key(key).rekey_cbc_many(rk.target_key, &mut batch);
-                fused = others;
             }
         }
-        for j in &jobs {
-            let crc = crc32fast::hash(&out[j.slot.start..j.slot.end - 4]);
-            out[j.slot.end - 4..j.slot.end].copy_from_slice(&crc.to_be_bytes());
-        }
-        // The window's CRC from each record's (new, or checked and copied) CRC: no second pass.
+        // New chunks get their CRC; copied ones carry their checked CRC. The window's CRC is
+        // combined from those, not computed in a second pass.
+        let mut rekeyed = jobs.iter().map(|j| j.slot.start).peekable();
         let mut window = 0u32;
         for s in spans {
             let o = (s.out_off - base_out) as usize;
-            let slot = &out[o..o + s.out_len as usize];
-            let stored: [u8; 4] = slot[slot.len() - 4..].try_into().unwrap();
+            let slot = &mut out[o..o + s.out_len as usize];
+            let (body, tail) = slot.split_at_mut(slot.len() - 4);
+            if rekeyed.next_if_eq(&o).is_some() {
+                tail.copy_from_slice(&crc32fast::hash(body).to_be_bytes());
+            }
+            let stored: [u8; 4] = (&*tail).try_into().unwrap();
             let record = crc::extend(u32::from_be_bytes(stored), &stored);
-            window = crc::combine(window, record, slot.len() as u64);
+            window = crc::combine(window, record, s.out_len as u64);
         }
         Ok((counts, Some(window)))
     }

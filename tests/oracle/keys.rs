@@ -124,6 +124,17 @@ impl Key {
 }
 
 /// Keys of one test: KMIP keys go into the keyring, local key files are made by the oracle.
+/// See [`Keys::matrix`].
+pub struct MatrixKeys {
+    pub a128: Key,
+    pub b128: Key,
+    pub a256: Key,
+    pub b256: Key,
+    pub local_a: Key,
+    pub local_b: Key,
+    pub ring: PathBuf,
+}
+
 pub struct Keys {
     dir: PathBuf,
     shared: PathBuf,
@@ -170,6 +181,26 @@ impl Keys {
     }
 
     /// Writes the keyring (mode 0600) and returns its path.
+    /// The six keys of the matrix tests: KMIP ids of different lengths both ways (so chunk
+    /// offsets and the blobs in index pages change length), and a pair of DSE key files.
+    pub fn matrix(&mut self) -> MatrixKeys {
+        let a128 = self.kmip("7", 128);
+        let b128 = self.kmip("new-key-0017", 128);
+        let a256 = self.kmip("0bf3c2a1-old-key-256-compromised", 256);
+        let b256 = self.kmip("19", 256);
+        let local_a = self.local("old.key", &all_specs());
+        let local_b = self.local("new.key", &all_specs());
+        MatrixKeys {
+            a128,
+            b128,
+            a256,
+            b256,
+            local_a,
+            local_b,
+            ring: self.keyring(),
+        }
+    }
+
     pub fn keyring(&self) -> PathBuf {
         let path = self.dir.join("keyring");
         let mut text = String::from("# test keyring: <kmip id>:<base64 key>\n");
