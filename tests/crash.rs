@@ -107,6 +107,7 @@ fn variants() -> Vec<String> {
 
 #[test]
 fn every_failpoint_crash_and_error_then_recover() {
+    require_failpoints();
     let t0 = Instant::now();
     let ds = crash_set();
     let keys = ds.keys();
@@ -226,6 +227,7 @@ fn crashed_at(ds: &DataSet, scratch: &Path, failpoint: &str) -> (PathBuf, PathBu
 
 #[test]
 fn torn_transaction_logs_resolve_like_cassandra() {
+    require_failpoints();
     let t0 = Instant::now();
     let ds = crash_set();
     let keys = ds.keys();

@@ -835,6 +835,7 @@ fn decision(s: &Startup) -> &'static str {
 
 #[test]
 fn transaction_log_reader_agrees_with_cassandra_on_mutated_logs() {
+    require_failpoints();
     let t0 = Instant::now();
     let ds = DataSet::new(&DataSet::tables_where(|e| {
         e["data"]

@@ -107,6 +107,7 @@ impl Scan {
 
 #[test]
 fn no_key_bytes_in_any_output_report_log_or_file() {
+    require_failpoints();
     let t0 = Instant::now();
     let tables = DataSet::tables_where(|e| {
         let d = e["data"].as_str().unwrap();

@@ -5,7 +5,7 @@
 # tests say so and the rest runs (with CI=true they fail instead).
 # Unless KMIP_TEST_DIR already names a running server, it also starts a real KMIP server (PyKMIP
 # 0.11.0 from PyPI, installed once into .kmip-test/venv) on a free loopback port for tests/kmip.rs,
-# and stops it when the tests end.
+# and stops it when the tests end. The tests are built with the test-only `failpoints` feature.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -f ../shared/oracle/requirements.txt ]]; then
@@ -25,4 +25,6 @@ if [[ -z ${KMIP_TEST_DIR:-} ]]; then
     echo "tools/test.sh: could not start the KMIP server; tests/kmip.rs will say so (and fail with CI=true)" >&2
   fi
 fi
-cargo test --release "$@"
+# `failpoints`: the test-only crash switch (src/rekey/failpoint.rs) that tests/crash.rs drives;
+# production builds do not have it.
+cargo test --release --features failpoints "$@"

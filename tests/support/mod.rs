@@ -52,6 +52,16 @@ pub fn ci_env() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
+/// Tests that crash the binary at a named step need it built with the `failpoints` feature
+/// (tools/test.sh passes `--features failpoints`; a production build has no crash switch). Without
+/// it they fail rather than pass unchecked.
+pub fn require_failpoints() {
+    assert!(
+        sstable_rekey::rekey::failpoint::enabled(),
+        "this test crashes the binary at named failpoints: build with `cargo test --features failpoints` (tools/test.sh does)"
+    );
+}
+
 // ------------------------------------------------------------------ a seeded PRNG (splitmix64)
 
 pub struct Rng(pub u64);
