@@ -389,7 +389,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let root = opts
         .dir
         .join(format!("sstable-rekey-bench-{}", std::process::id()));
-    fs::create_dir_all(&root).map_err(|e| Error::io(&root, "create folder", e))?;
+    // A folder of its own (never one that exists): everything the bench deletes is in it.
+    fs::create_dir(&root).map_err(|e| Error::io(&root, "create scratch folder", e))?;
     let result = run_in(opts, &root);
     if opts.keep {
         eprintln!("bench: kept {}", root.display());

@@ -112,6 +112,13 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
             Status::Skipped => {
                 println!("skipped  {}: {}", s.old, s.reason.as_deref().unwrap_or(""))
             }
+            Status::NotStarted => {
+                println!(
+                    "NOT STARTED {}: {}",
+                    s.old,
+                    s.reason.as_deref().unwrap_or("")
+                )
+            }
             Status::Rekeyed => println!(
                 "rekeyed  {} -> {} ({} chunks{})",
                 s.old,
@@ -126,12 +133,17 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
         }
     }
     println!(
-        "{} SSTables: {} rekeyed, {} planned, {} skipped, {} failed; {} in {:.2}s ({:.0} MB/s)",
+        "{} SSTables: {} rekeyed, {} planned, {} skipped, {} failed{}; {} in {:.2}s ({:.0} MB/s)",
         t.sstables,
         t.rekeyed,
         t.planned,
         t.skipped,
         t.failed,
+        if t.not_started > 0 {
+            format!(", {} not started (interrupted)", t.not_started)
+        } else {
+            String::new()
+        },
         human_bytes(t.bytes_in),
         t.seconds,
         t.throughput_mb_s
@@ -166,9 +178,7 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
 
 /// A report destination that cannot be written is found before any work.
 fn check_report_path(p: &std::path::Path) -> Result<()> {
-    let probe = p.with_extension("tmp");
-    std::fs::write(&probe, b"")
-        .and_then(|()| std::fs::remove_file(&probe))
+    crate::fsio::check_replaceable(p)
         .map_err(|e| Error::Usage(format!("--report {}: cannot write there: {e}", p.display())))
 }
 

@@ -21,7 +21,14 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         {
             copy_tree(&e.path(), &to)?;
         } else {
-            fs::copy(e.path(), &to).map_err(|x| Error::io(&to, "copy", x))?;
+            // Never over an existing file: the demo only writes files of its own.
+            let mut from = fs::File::open(e.path()).map_err(|x| Error::io(e.path(), "open", x))?;
+            let mut out = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&to)
+                .map_err(|x| Error::io(&to, "create", x))?;
+            std::io::copy(&mut from, &mut out).map_err(|x| Error::io(&to, "copy", x))?;
         }
     }
     Ok(())
@@ -45,11 +52,12 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         Some(d) => d.to_path_buf(),
         None => std::env::temp_dir().join(format!("sstable-rekey-demo-{}", std::process::id())),
     };
-    if root.exists()
-        && fs::read_dir(&root)
-            .map(|mut r| r.next().is_some())
-            .unwrap_or(false)
-    {
+    let occupied = match fs::read_dir(&root) {
+        Ok(mut r) => r.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io(&root, "list folder", e)),
+    };
+    if occupied {
         return Err(Error::Usage(format!(
             "{} exists and is not empty; choose another --dir",
             root.display()
@@ -57,10 +65,8 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
     }
     copy_tree(&src, &root)?;
     let keys = root.join("keys");
-    for e in fs::read_dir(&keys)
-        .map_err(|e| Error::io(&keys, "list folder", e))?
-        .flatten()
-    {
+    for e in fs::read_dir(&keys).map_err(|e| Error::io(&keys, "list folder", e))? {
+        let e = e.map_err(|e| Error::io(&keys, "list folder", e))?;
         // git does not keep 0600; key material must not be readable by others.
         fs::set_permissions(e.path(), fs::Permissions::from_mode(0o600))
             .map_err(|x| Error::io(e.path(), "chmod", x))?;
@@ -151,15 +157,12 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
 
 fn walk_tables(data: &Path) -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();
-    for ks in fs::read_dir(data)
-        .map_err(|e| Error::io(data, "list folder", e))?
-        .flatten()
-    {
-        if let Ok(rd) = fs::read_dir(ks.path()) {
-            for t in rd.flatten() {
-                if t.path().is_dir() {
-                    v.push(t.path());
-                }
+    for ks in fs::read_dir(data).map_err(|e| Error::io(data, "list folder", e))? {
+        let ks = ks.map_err(|e| Error::io(data, "list folder", e))?.path();
+        for t in fs::read_dir(&ks).map_err(|e| Error::io(&ks, "list folder", e))? {
+            let t = t.map_err(|e| Error::io(&ks, "list folder", e))?.path();
+            if t.is_dir() {
+                v.push(t);
             }
         }
     }
@@ -169,12 +172,13 @@ fn walk_tables(data: &Path) -> Result<Vec<PathBuf>> {
 
 /// Rewrites relative `secret_key_file` options of the copied demo SSTables to absolute paths.
 fn absolute_key_files(dir: &Path, root: &Path) -> Result<()> {
-    for e in fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, "list folder", e))?
-        .flatten()
-    {
+    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, "list folder", e))? {
+        let e = e.map_err(|e| Error::io(dir, "list folder", e))?;
         let p = e.path();
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        if e.file_type()
+            .map_err(|x| Error::io(&p, "stat", x))?
+            .is_dir()
+        {
             absolute_key_files(&p, root)?;
             continue;
         }

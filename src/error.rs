@@ -63,6 +63,12 @@ impl Error {
         }
     }
 
+    /// A create or link that found its name taken (`EEXIST`): another name must be chosen; nothing
+    /// under this name is ours.
+    pub fn is_name_taken(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
+    }
+
     /// Errors that are the operator's configuration (exit 2) rather than a per-SSTable failure.
     pub fn is_config(&self) -> bool {
         matches!(self, Error::Key(_) | Error::Usage(_))

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod crypto;
 pub mod demo;
 pub mod error;
+pub mod fsio;
 pub mod keys;
 pub mod kmip_cmd;
 pub mod rekey;

@@ -2,12 +2,17 @@
 //! any instant leaves exactly one of the old and new SSTable once `recover` or Cassandra's startup
 //! has run. Order: log ADD(new) → write new files → fsync files and folder → REMOVE(old) → COMMIT
 //! → delete old files (oldest first) → delete the log. Before COMMIT, any failure rolls back.
+//!
+//! A rollback removes only the files this transaction created ([`Created`]: by path and inode),
+//! never "every file with the new prefix": if a name was taken by someone else, it stays theirs.
+//! After COMMIT, the old SSTable's files, as the run listed them, are deleted: Cassandra's rule.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fsio::Created;
 use crate::rekey::failpoint;
 use crate::sstable::txnlog::{last_modified_ms, record_path, Record, TxnLog};
 use crate::sstable::Descriptor;
@@ -21,6 +26,8 @@ pub struct Transaction {
     old_components: Vec<String>,
     new: Descriptor,
     cassandra_3: bool,
+    /// The new SSTable's files as this transaction creates them: all a rollback may remove.
+    created: Created,
 }
 
 /// `/canonical/dir/nb-5-big-` for a descriptor.
@@ -63,30 +70,21 @@ impl Transaction {
             old_components: old_components.to_vec(),
             new: new.clone(),
             cassandra_3,
+            created: Created::new(),
         })
+    }
+
+    /// The new SSTable's files are created through this, so that a rollback knows them.
+    pub fn created(&mut self) -> &mut Created {
+        &mut self.created
+    }
+
+    pub fn new_descriptor(&self) -> &Descriptor {
+        &self.new
     }
 
     pub fn log_path(&self) -> &Path {
         self.log.path()
-    }
-
-    /// Files whose names start with a descriptor's prefix.
-    fn files_of(&self, d: &Descriptor) -> Result<Vec<(i64, PathBuf)>> {
-        let prefix = d.prefix();
-        let mut out = Vec::new();
-        for e in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, "list folder", e))? {
-            let e = e.map_err(|e| Error::io(&self.dir, "list folder", e))?;
-            if e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(&prefix))
-            {
-                let m =
-                    fs::symlink_metadata(e.path()).map_err(|x| Error::io(e.path(), "stat", x))?;
-                out.push((m.mtime() * 1_000_000_000 + m.mtime_nsec(), e.path()));
-            }
-        }
-        out.sort();
-        Ok(out)
     }
 
     /// Commits: the new SSTable's files must already be durable. After COMMIT the old files are
@@ -103,16 +101,26 @@ impl Transaction {
             // retried). Take the log away first, so that no later recovery can read a COMMIT and
             // delete the old files; then remove the new files (complete and durable by now).
             let log = self.log.path().to_path_buf();
-            let _ = fs::remove_file(&log)
-                .and_then(|()| sync_dir(&self.dir).map_err(std::io::Error::other));
-            for (_, f) in self.files_of(&self.new).unwrap_or_default() {
-                let _ = fs::remove_file(f);
+            if let Err(e2) = fs::remove_file(&log)
+                .map_err(|x| Error::io(&log, "remove transaction log", x))
+                .and_then(|()| sync_dir(&self.dir))
+            {
+                // The log is still there: leave every file as it is for `recover` to judge.
+                return Err(Error::Usage(format!(
+                    "{e}; and removing the transaction log failed too: {e2}. Run `sstable-rekey recover` before starting Cassandra"
+                )));
             }
-            let _ = sync_dir(&self.dir);
+            if let Err(e2) = self.created.remove_all().and_then(|()| sync_dir(&self.dir)) {
+                return Err(Error::Usage(format!(
+                    "{e}; the new SSTable was abandoned (its log removed, the old SSTable is live), but removing its files failed: {e2}. Remove the files of {} by hand before starting Cassandra",
+                    self.new.prefix()
+                )));
+            }
             return Err(e);
         }
         // Committed: from here the new SSTable is the live one. Errors now leave a committed log
         // for `recover` (or Cassandra's startup) to finish.
+        self.created.keep();
         let after = |e: Error| {
             Error::Usage(format!(
                 "the new SSTable is committed and live, but cleaning up failed: {e}. Run `sstable-rekey recover` before starting Cassandra"
@@ -160,16 +168,12 @@ impl Transaction {
         }
     }
 
-    /// Rolls back: ABORT, delete every file of the new SSTable, remove the log.
+    /// Rolls back: ABORT, delete the files this transaction created (and nothing else), remove
+    /// the log. If this fails, the log stays: `recover` finishes the rollback by Cassandra's rule.
     pub fn rollback(mut self) -> Result<()> {
+        // Best effort: without ABORT the log still rolls back (no COMMIT is the same outcome).
         let _ = self.log.append(&Record::abort());
-        for (_, f) in self.files_of(&self.new)? {
-            match fs::remove_file(&f) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&f, "delete partial output", e)),
-            }
-        }
+        self.created.remove_all()?;
         sync_dir(&self.dir)?;
         self.log.finish()
     }

@@ -16,47 +16,96 @@ pub struct DataDirLocks {
     _dirs: Vec<File>,
 }
 
+/// Takes the exclusive lock (rekey, recover) on every data directory, or says who holds it.
 pub fn lock_data_dirs(dirs: &[PathBuf]) -> Result<DataDirLocks> {
+    lock(dirs, libc::LOCK_EX, |d| {
+        format!(
+            "another sstable-rekey is working on {} (its lock is held); wait for it to finish",
+            d.display()
+        )
+    })
+}
+
+/// Takes the shared lock (verify, and kmip destroy's in-use check): several readers at once, but
+/// never while a rekey or recover changes the folders, whose transaction logs would otherwise look
+/// like an interrupted run.
+pub fn lock_data_dirs_shared(dirs: &[PathBuf]) -> Result<DataDirLocks> {
+    lock(dirs, libc::LOCK_SH, |d| {
+        format!(
+            "another sstable-rekey run (rekey or recover) is working on {} and holds its lock; wait for it to finish, then verify",
+            d.display()
+        )
+    })
+}
+
+fn lock(
+    dirs: &[PathBuf],
+    op: libc::c_int,
+    held_by_other: impl Fn(&Path) -> String,
+) -> Result<DataDirLocks> {
     let mut held = Vec::new();
     for d in dirs {
         let f = File::open(d)
             .map_err(|e| Error::Usage(format!("data directory {}: {e}", d.display())))?;
         // SAFETY: flock on a valid descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(Error::Usage(format!(
-                "another sstable-rekey is working on {} (its lock is held); wait for it to finish",
-                d.display()
-            )));
+        if unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(Error::Usage(held_by_other(d)));
+            }
+            return Err(Error::io(d, "lock data directory", e));
         }
         held.push(f);
     }
     Ok(DataDirLocks { _dirs: held })
 }
 
-/// Processes other than this one holding files under any of `dirs` open.
-pub fn open_by_others(dirs: &[PathBuf]) -> Vec<(u32, String, PathBuf)> {
-    let canon: Vec<PathBuf> = dirs
-        .iter()
-        .filter_map(|d| fs::canonicalize(d).ok())
-        .collect();
+/// An error reading `/proc` that means the process is gone (exited while the scan ran), not that
+/// the check could not be made.
+fn process_gone(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH))
+}
+
+/// Processes other than this one holding files under any of `dirs` open. Processes that exit while
+/// the scan runs are passed over, and so are descriptors this user may not read (`EACCES`: another
+/// user's process when not run as root, or one the kernel hides, such as another namespace's);
+/// any other error fails the check rather than pass it unchecked.
+pub fn open_by_others(dirs: &[PathBuf]) -> Result<Vec<(u32, String, PathBuf)>> {
+    let mut canon = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        canon.push(fs::canonicalize(d).map_err(|e| Error::io(d, "resolve path", e))?);
+    }
     let me = std::process::id();
     let mut out = Vec::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
+    let proc = Path::new("/proc");
+    let procs = fs::read_dir(proc).map_err(|e| Error::io(proc, "list processes", e))?;
+    for p in procs {
+        let p = p.map_err(|e| Error::io(proc, "list processes", e))?;
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
+            continue; // not a process entry (/proc/self, /proc/meminfo, ...)
         };
         if pid == me {
             continue;
         }
-        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
-            continue;
+        let fd_dir = p.path().join("fd");
+        let fds = match fs::read_dir(&fd_dir) {
+            Ok(f) => f,
+            Err(e) if process_gone(&e) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
+            Err(e) => return Err(Error::io(&fd_dir, "list open files", e)),
         };
-        for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else {
-                continue;
+        for fd in fds {
+            let fd = match fd {
+                Ok(fd) => fd,
+                Err(e) if process_gone(&e) => break,
+                Err(e) => return Err(Error::io(&fd_dir, "list open files", e)),
+            };
+            let target = match fs::read_link(fd.path()) {
+                Ok(t) => t,
+                // The descriptor was closed, or the process exited, between listing and reading.
+                Err(e) if process_gone(&e) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
+                Err(e) => return Err(Error::io(fd.path(), "read open file", e)),
             };
             if canon.iter().any(|d| target.starts_with(d) && target != *d) {
                 let comm = fs::read_to_string(p.path().join("comm")).unwrap_or_default();
@@ -65,7 +114,7 @@ pub fn open_by_others(dirs: &[PathBuf]) -> Vec<(u32, String, PathBuf)> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Refuses a folder other users may write in: they could swap SSTables, plant transaction logs
@@ -210,13 +259,13 @@ pub fn ensure_alone(dirs: &[PathBuf]) -> Result<DataDirLocks> {
     // A holder must still hold after a short wait: a process forked by a program that had a
     // table file open holds a copy of that descriptor only until it execs (milliseconds), while
     // Cassandra or a copy in progress keeps it.
-    let mut others = open_by_others(dirs);
+    let mut others = open_by_others(dirs)?;
     for _ in 0..3 {
         if others.is_empty() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
-        let again = open_by_others(dirs);
+        let again = open_by_others(dirs)?;
         others.retain(|(pid, _, _)| again.iter().any(|(p, _, _)| p == pid));
     }
     if let Some((pid, comm, path)) = others.first() {

@@ -5,6 +5,7 @@ pub mod commit;
 pub mod exclusive;
 pub mod failpoint;
 pub mod find;
+pub mod generation;
 pub mod inspect;
 pub mod plan;
 pub mod report;
@@ -12,9 +13,8 @@ pub mod rewrite;
 pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::IsTerminal;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,13 +22,15 @@ use std::time::Instant;
 
 use crate::crypto::{AesKey, Envelope};
 use crate::error::{Error, Result};
+use crate::fsio::{free_space, Created};
 use crate::keys::{KeyId, KeyRef, KeyStore};
 use crate::sstable::data::format_digest;
-use crate::sstable::{Descriptor, Generation};
+use crate::sstable::Descriptor;
 use crate::util::{human_bytes, sync_dir};
 
 use crate::sstable::pages::PAGE;
 use find::{Found, Selection};
+use generation::Generations;
 use plan::{Load, Loaded, Target};
 use report::{BackupReport, RekeyReport, SstableReport, Status};
 use rewrite::{DataChunks, IndexPages, Rekeying, Span};
@@ -115,104 +117,6 @@ pub fn discover(
             .collect()
     };
     Ok(loaded.into_iter().partition(|(f, _)| f.location.is_live()))
-}
-
-/// Free bytes for unprivileged writers on the filesystem holding `dir`.
-pub fn free_space(dir: &Path) -> Result<(u64, u64)> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| Error::Usage("path with NUL".into()))?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path and s a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(Error::io(dir, "statvfs", std::io::Error::last_os_error()));
-    }
-    Ok((s.f_bavail as u64 * s.f_frsize as u64, s.f_fsid as u64))
-}
-
-/// Hands out new generations per folder, in the folder's style, never reusing one on disk
-/// (snapshots and backups included, so a restore cannot collide).
-struct Generations {
-    next: Mutex<HashMap<PathBuf, u64>>,
-}
-
-impl Generations {
-    fn new() -> Self {
-        Generations {
-            next: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn max_int_generation(dir: &Path) -> u64 {
-        let mut max = 0;
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            let Ok(rd) = fs::read_dir(&d) else { continue };
-            for e in rd.flatten() {
-                let Some(name) = e.file_name().to_str().map(str::to_string) else {
-                    continue;
-                };
-                let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                if is_dir && (d != dir || name == "snapshots" || name == "backups") {
-                    stack.push(e.path());
-                } else if let Some((desc, _)) = Descriptor::parse_file_name(&d, &name) {
-                    if let Generation::Int(n) = desc.generation {
-                        max = max.max(n);
-                    }
-                }
-            }
-        }
-        max
-    }
-
-    fn allocate(&self, old: &Descriptor) -> Result<Descriptor> {
-        match old.generation {
-            Generation::Int(_) => {
-                let mut m = self.next.lock().unwrap();
-                let n = m
-                    .entry(old.dir.clone())
-                    .or_insert_with(|| Self::max_int_generation(&old.dir) + 1);
-                let g = *n;
-                *n += 1;
-                if g > 9_999_999_999 {
-                    return Err(Error::unsupported(
-                        &old.dir,
-                        "generation ids exhausted (10 digits)",
-                    ));
-                }
-                Ok(old.with_generation(Generation::Int(g)))
-            }
-            Generation::Uuid(_) => Ok(old.with_generation(Generation::new_uuid_style()?)),
-        }
-    }
-}
-
-/// Creates a new file exclusively with the original's mode and owner.
-fn create_like(path: &Path, like: &fs::Metadata) -> Result<File> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(like.mode() & 0o7777)
-        .open(path)
-        .map_err(|e| Error::io(path, "create", e))?;
-    f.set_permissions(fs::Permissions::from_mode(like.mode() & 0o7777))
-        .map_err(|e| Error::io(path, "chmod", e))?;
-    match std::os::unix::fs::fchown(&f, Some(like.uid()), Some(like.gid())) {
-        Ok(()) => {}
-        // Not root and not the owner: the file stays ours; same user in practice.
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-        Err(e) => return Err(Error::io(path, "chown", e)),
-    }
-    Ok(f)
-}
-
-fn write_small(path: &Path, like: &fs::Metadata, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = create_like(path, like)?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io(path, "write", e))?;
-    f.sync_all().map_err(|e| Error::io(path, "fsync", e))
 }
 
 /// Progress display: a bar on a terminal, a line per SSTable otherwise.
@@ -533,6 +437,16 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     });
     progress.finish();
     let mut done = results.into_inner().unwrap();
+    // Interrupted: the SSTables never started are part of the summary too.
+    for j in queue.into_inner().unwrap() {
+        let mut r = j.report;
+        r.status = Status::NotStarted;
+        r.reason = Some(format!(
+            "not started: the run was interrupted; it is still under {}. Run the same rekey again",
+            r.keys_before.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        done.push(r);
+    }
     done.sort_by(|a, b| a.old.cmp(&b.old));
 
     let mut alter: BTreeMap<String, String> = BTreeMap::new();
@@ -680,8 +594,13 @@ fn run_job(
     r
 }
 
+/// Tries a generation a few times: a name found taken at creation is abandoned for the next one.
+const GENERATION_ATTEMPTS: usize = 4;
+
 /// Writes the new SSTable inside a transaction and commits it; on any error before COMMIT the
-/// new files are removed and the original is untouched.
+/// files this transaction created are removed and the original is untouched. A new file name
+/// found taken (another process created it after the folder was listed) is never deleted nor
+/// overwritten: that generation is abandoned and the next one tried.
 fn rewrite_and_commit(
     job: &Job,
     target: &Target,
@@ -691,7 +610,6 @@ fn rewrite_and_commit(
 ) -> Result<(PathBuf, rewrite::Counts, u64)> {
     let l = &job.loaded;
     let old = &l.found.desc;
-    let new = gens.allocate(old)?;
     let new_size = plan::sum_new_len(&job.new_lens);
     let (free, _) = free_space(&old.dir)?;
     if free < new_size + (1 << 20) {
@@ -701,24 +619,33 @@ fn rewrite_and_commit(
             std::io::Error::from_raw_os_error(libc::ENOSPC),
         ));
     }
-    let txn = commit::Transaction::begin(old, &l.found.present, &new, l.found.present.len())?;
-    match write_new(job, target, &new, progress, cancel) {
-        Ok((counts, bytes)) => {
-            if cancel.load(Ordering::SeqCst) {
-                txn.rollback()?;
-                return Err(Error::Interrupted);
+    let mut attempt = 1;
+    loop {
+        let new = gens.allocate(old, &l.found.table.dir)?;
+        let mut txn =
+            commit::Transaction::begin(old, &l.found.present, &new, l.found.present.len())?;
+        let written = write_new(job, target, &new, txn.created(), progress, cancel);
+        let e = match written {
+            Ok((counts, bytes)) => {
+                if cancel.load(Ordering::SeqCst) {
+                    txn.rollback()?;
+                    return Err(Error::Interrupted);
+                }
+                txn.commit()?;
+                return Ok((new.data_path(), counts, bytes));
             }
-            txn.commit()?;
-            Ok((new.data_path(), counts, bytes))
+            Err(e) => e,
+        };
+        if let Err(e2) = txn.rollback() {
+            return Err(Error::Usage(format!(
+                "{e}; and rolling back failed too: {e2}. Run `sstable-rekey recover` before starting Cassandra"
+            )));
         }
-        Err(e) => {
-            if let Err(e2) = txn.rollback() {
-                return Err(Error::Usage(format!(
-                    "{e}; and rolling back failed too: {e2}. Run `sstable-rekey recover` before starting Cassandra"
-                )));
-            }
-            Err(e)
+        if !e.is_name_taken() || attempt == GENERATION_ATTEMPTS {
+            return Err(e);
         }
+        gens.taken(&l.found.table.dir)?;
+        attempt += 1;
     }
 }
 
@@ -726,6 +653,7 @@ fn write_new(
     job: &Job,
     target: &Target,
     new: &Descriptor,
+    created: &mut Created,
     progress: &Progress,
     cancel: &AtomicBool,
 ) -> Result<(rewrite::Counts, u64)> {
@@ -743,7 +671,7 @@ fn write_new(
         ));
     }
     let dst_path = new.data_path();
-    let dst = create_like(&dst_path, &src_meta)?;
+    let dst = created.create_like(&dst_path, &src_path, &src_meta)?;
     let new_size = plan::sum_new_len(&job.new_lens);
     dst.set_len(new_size)
         .map_err(|e| Error::io(&dst_path, "allocate", e))?;
@@ -797,10 +725,11 @@ fn write_new(
     let mut new_ci = l.ci.clone();
     target.rewrite_options(&mut new_ci);
     new_ci.offsets = job.new_offsets.clone();
-    let ci_meta = fs::metadata(old.path("CompressionInfo.db"))
-        .map_err(|e| Error::io(old.path("CompressionInfo.db"), "stat", e))?;
-    write_small(
+    let ci_path = old.path("CompressionInfo.db");
+    let ci_meta = fs::metadata(&ci_path).map_err(|e| Error::io(&ci_path, "stat", e))?;
+    created.write_small(
         &new.path("CompressionInfo.db"),
+        &ci_path,
         &ci_meta,
         &new_ci.serialize(),
     )?;
@@ -811,7 +740,7 @@ fn write_new(
         let to = new.path(&pf.component);
         let src = File::open(&from).map_err(|e| Error::io(&from, "open", e))?;
         let meta = src.metadata().map_err(|e| Error::io(&from, "stat", e))?;
-        let dst = create_like(&to, &meta)?;
+        let dst = created.create_like(&to, &from, &meta)?;
         dst.set_len(meta.len())
             .map_err(|e| Error::io(&to, "allocate", e))?;
         let spans: Vec<Span> = (0..pf.pages.len())
@@ -844,13 +773,18 @@ fn write_new(
         let from = old.path("Statistics.db");
         let bytes = rewrite::rekey_statistics(&from, comps, &rk())?;
         let meta = fs::metadata(&from).map_err(|e| Error::io(&from, "stat", e))?;
-        write_small(&new.path("Statistics.db"), &meta, &bytes)?;
+        created.write_small(&new.path("Statistics.db"), &from, &meta, &bytes)?;
         written.push("Statistics.db");
     }
     if l.found.present.iter().any(|c| c == "Digest.crc32") {
-        let m = fs::metadata(old.path("Digest.crc32"))
-            .map_err(|e| Error::io(old.path("Digest.crc32"), "stat", e))?;
-        write_small(&new.path("Digest.crc32"), &m, format_digest(crc).as_bytes())?;
+        let from = old.path("Digest.crc32");
+        let m = fs::metadata(&from).map_err(|e| Error::io(&from, "stat", e))?;
+        created.write_small(
+            &new.path("Digest.crc32"),
+            &from,
+            &m,
+            format_digest(crc).as_bytes(),
+        )?;
         failpoint::hit("component.linked")?;
         written.push("Digest.crc32");
     }
@@ -859,8 +793,7 @@ fn write_new(
         if written.contains(&c.as_str()) {
             continue;
         }
-        fs::hard_link(old.path(c), new.path(c))
-            .map_err(|e| Error::io(new.path(c), "hard-link", e))?;
+        created.hard_link(&old.path(c), &new.path(c))?;
         failpoint::hit("component.linked")?;
     }
     sync_dir(&new.dir)?;

@@ -410,10 +410,10 @@ fn load_encrypted_indexes(
                 pages,
             }),
             None => {
-                if std::fs::metadata(&path)
-                    .map(|m| m.len() > 0)
-                    .unwrap_or(false)
-                {
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| Error::io(&path, "stat", e))?
+                    .len();
+                if len > 0 {
                     plain_index.push(comp);
                 }
             }

@@ -17,6 +17,8 @@ pub enum Status {
     Planned,
     Skipped,
     Failed,
+    /// Interrupted (Ctrl-C) before its turn: untouched, still under its old key.
+    NotStarted,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +92,8 @@ pub struct Totals {
     pub planned: usize,
     pub skipped: usize,
     pub failed: usize,
+    /// Left untouched because the run was interrupted before their turn.
+    pub not_started: usize,
     pub chunks_rekeyed: usize,
     pub raw_chunks: usize,
     pub bytes_in: u64,
@@ -155,6 +159,7 @@ impl RekeyReport {
                 Status::Planned => t.planned += 1,
                 Status::Skipped => t.skipped += 1,
                 Status::Failed => t.failed += 1,
+                Status::NotStarted => t.not_started += 1,
             }
             t.chunks_rekeyed += s.rekeyed_chunks;
             t.raw_chunks += s.raw_chunks;
@@ -169,10 +174,9 @@ impl RekeyReport {
     }
 }
 
-/// Writes a report atomically-enough for automation: to a temporary name, then renamed.
+/// Writes a report atomically for automation: to a new file of its own, then renamed over `path`
+/// (no other file is ever written or replaced).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("reports serialize");
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, "write report", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "write report", e))
+    crate::fsio::replace_file(path, (text + "\n").as_bytes())
 }

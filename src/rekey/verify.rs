@@ -75,6 +75,8 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
     let t0 = Instant::now();
     let allowed: Vec<KeyId> = opts.keys.iter().map(KeyRef::id).collect();
     let fallback = super::fallback_file(&opts.keys);
+    // Never while a rekey or recover works on the folders (their logs would look interrupted).
+    let _lock = super::exclusive::lock_data_dirs_shared(&opts.data_dirs)?;
     super::exclusive::refuse_symlinks(&opts.data_dirs)?;
     let (live, backups) = super::discover(&opts.data_dirs, &opts.selection, fallback.as_ref())?;
     let mut rep = VerifyReport {

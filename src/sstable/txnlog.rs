@@ -8,6 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -197,10 +198,8 @@ impl Record {
         };
         for entry in rd {
             let entry = entry.map_err(|e| Error::io(&dir, "list folder", e))?;
-            if let Some(n) = entry.file_name().to_str() {
-                if n.starts_with(&prefix) {
-                    out.push(entry.path());
-                }
+            if entry.file_name().as_bytes().starts_with(prefix.as_bytes()) {
+                out.push(entry.path());
             }
         }
         Ok(out)
@@ -481,8 +480,12 @@ pub fn logs_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, "list folder", e))? {
         let entry = entry.map_err(|e| Error::io(dir, "list folder", e))?;
-        if let Some(n) = entry.file_name().to_str() {
-            if is_log_name(n) && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+        // Cassandra decodes names leniently: a name that is not UTF-8 may still be a log to it.
+        if is_log_name(&entry.file_name().to_string_lossy()) {
+            let t = entry
+                .file_type()
+                .map_err(|e| Error::io(entry.path(), "stat", e))?;
+            if t.is_file() {
                 out.push(entry.path());
             }
         }

@@ -7,6 +7,9 @@
 //!   the first `SHIM_AFTER` matching calls pass (default 0); then every later one fails, or only
 //!   that one with `SHIM_ONCE=1`; with `SHIM_ERRNO` (default EIO), or, for pread with
 //!   `SHIM_SHORT=1`, a short read (0 bytes: end of file).
+//! - `SHIM_OP=race`: another process winning a race for a name: the `SHIM_AFTER`-th (default 0)
+//!   exclusive create (`open64` with `O_CREAT|O_EXCL`) of a path containing `SHIM_PATH` first
+//!   creates that file itself with the content `foreign\n`, so the tool's create finds it taken.
 //! - `SHIM_LOG`: a file getting one line `<op> <ok|FAIL> <path>` per matching call.
 //! - `SHIM_STATVFS_EXTRA=N`: statvfs reports N more free bytes than there are (a free-space check
 //!   that passed just before another process filled the disk).
@@ -22,6 +25,7 @@ const SOURCE: &str = r#"
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +67,23 @@ static int trip(const char *op, int fd) {
 }
 
 static int err(void) { return *env("SHIM_ERRNO") ? atoi(env("SHIM_ERRNO")) : EIO; }
+
+int open64(const char *path, int flags, ...) {
+    static int (*real)(const char *, int, ...);
+    if (!real) real = dlsym(RTLD_NEXT, "open64");
+    mode_t mode = 0;
+    if (flags & O_CREAT) { va_list ap; va_start(ap, flags); mode = (mode_t)va_arg(ap, int); va_end(ap); }
+    if ((flags & O_CREAT) && (flags & O_EXCL) && strcmp(env("SHIM_OP"), "race") == 0
+        && *env("SHIM_PATH") && strstr(path, env("SHIM_PATH"))) {
+        long n = __atomic_fetch_add(&counter, 1, __ATOMIC_SEQ_CST);
+        if (n == atol(env("SHIM_AFTER"))) {
+            int fd = real(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+            if (fd >= 0) { ssize_t w = write(fd, "foreign\n", 8); (void)w; close(fd); }
+            note("race", path, 1);
+        }
+    }
+    return real(path, flags, mode);
+}
 
 ssize_t pread64(int fd, void *buf, size_t count, off_t off) {
     static ssize_t (*real)(int, void *, size_t, off_t);
