@@ -39,10 +39,13 @@ impl FileId {
 }
 
 /// Files this process created in this run (path and inode), in creation order: the only files a
-/// rollback may remove.
+/// rollback may remove. Each inode is held open until the record is dropped, so that its number
+/// cannot be reused by a file someone else creates (a freed inode number is handed out again at
+/// once): a name holding that inode is ours.
 #[derive(Debug, Default)]
 pub struct Created {
     files: Vec<(PathBuf, FileId)>,
+    held: Vec<File>,
 }
 
 impl Created {
@@ -75,8 +78,7 @@ impl Created {
             .open(path)
             .map_err(|e| Error::io(path, "create", e))?;
         // Remembered before anything else can fail, so that a rollback removes it.
-        let meta = f.metadata().map_err(|e| Error::io(path, "stat", e))?;
-        self.files.push((path.to_path_buf(), FileId::of(&meta)));
+        self.remember(path, &f)?;
         take_owner_and_mode(&f, path, like, like_meta)?;
         copy_xattrs(like, &f, path)?;
         Ok(f)
@@ -99,7 +101,12 @@ impl Created {
     /// Hard-links `from` as the new name `to` (which must not exist). The link shares the inode,
     /// so owner, mode and extended attributes are the original's.
     pub fn hard_link(&mut self, from: &Path, to: &Path) -> Result<()> {
-        let meta = fs::symlink_metadata(from).map_err(|e| Error::io(from, "stat", e))?;
+        let src = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_PATH)
+            .open(from)
+            .map_err(|e| Error::io(from, "open", e))?;
+        let meta = src.metadata().map_err(|e| Error::io(from, "stat", e))?;
         if !meta.is_file() {
             return Err(Error::corrupt(
                 from,
@@ -108,6 +115,16 @@ impl Created {
         }
         fs::hard_link(from, to).map_err(|e| Error::io(to, "hard-link", e))?;
         self.files.push((to.to_path_buf(), FileId::of(&meta)));
+        self.held.push(src);
+        Ok(())
+    }
+
+    /// Records a file just created at `path` (open as `f`), holding its inode.
+    fn remember(&mut self, path: &Path, f: &File) -> Result<()> {
+        let meta = f.metadata().map_err(|e| Error::io(path, "stat", e))?;
+        self.files.push((path.to_path_buf(), FileId::of(&meta)));
+        let hold = f.try_clone().map_err(|e| Error::io(path, "hold open", e))?;
+        self.held.push(hold);
         Ok(())
     }
 
@@ -130,6 +147,7 @@ impl Created {
             self.files.pop();
         }
         if replaced.is_empty() {
+            self.held.clear();
             Ok(())
         } else {
             Err(Error::Usage(format!(
@@ -142,6 +160,7 @@ impl Created {
     /// Forgets the files: they now belong to a committed SSTable.
     pub fn keep(&mut self) {
         self.files.clear();
+        self.held.clear();
     }
 }
 
@@ -299,8 +318,7 @@ fn create_private(created: &mut Created, path: &Path, bytes: &[u8]) -> Result<()
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| Error::io(path, "create", e))?;
-    let meta = f.metadata().map_err(|e| Error::io(path, "stat", e))?;
-    created.files.push((path.to_path_buf(), FileId::of(&meta)));
+    created.remember(path, &f)?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io(path, "write", e))

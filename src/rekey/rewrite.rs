@@ -223,7 +223,8 @@ pub fn rewrite_file(
                         layout.rewrite_window(w.start, &spans[w.clone()], inbuf, outbuf, ws)?;
                     dst.write_all_at(outbuf, first.out_off)
                         .map_err(|e| Error::io(dst_path, "write", e))?;
-                    stream_hints(src, &in_range, dst, first.out_off, out_len);
+                    stream_hints(src, &in_range, dst, first.out_off, out_len)
+                        .map_err(|e| Error::io(dst_path, "start writeback", e))?;
                     let crc = crc.unwrap_or_else(|| crc32fast::hash(outbuf));
                     progress(in_range.end - in_range.start);
                     Ok((crc, out_len as u64, counts))
@@ -250,16 +251,37 @@ pub fn rewrite_file(
 /// the rest of the rewrite instead of all waiting in the final fsync; and drop the input window
 /// from the page cache, so that a rekey neither evicts the node's hot data nor leaves the old
 /// file's pages for the final unlink to free (tmpfs keeps its pages: both are no-ops there).
-fn stream_hints(src: &File, input: &Range<u64>, dst: &File, out_off: u64, out_len: usize) {
+/// A writeback that reports an I/O error or a full disk fails the SSTable (the final fsync would
+/// too); a file system without the call (`EINVAL`, `ENOSYS`, `ESPIPE`) just has no hint.
+fn stream_hints(
+    src: &File,
+    input: &Range<u64>,
+    dst: &File,
+    out_off: u64,
+    out_len: usize,
+) -> std::io::Result<()> {
     use std::os::unix::io::AsRawFd;
-    // SAFETY: advisory calls on valid descriptors with in-file ranges; failures are harmless.
-    unsafe {
+    // SAFETY: a call on a valid descriptor with an in-file range.
+    let r = unsafe {
         libc::sync_file_range(
             dst.as_raw_fd(),
             out_off as libc::off64_t,
             out_len as libc::off64_t,
             libc::SYNC_FILE_RANGE_WRITE,
-        );
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::ESPIPE)
+        ) {
+            return Err(e);
+        }
+    }
+    // SAFETY: advisory call on a valid descriptor with an in-file range; failure is harmless
+    // (the page cache keeps pages it could have dropped).
+    unsafe {
         libc::posix_fadvise(
             src.as_raw_fd(),
             input.start as libc::off_t,
@@ -267,6 +289,7 @@ fn stream_hints(src: &File, input: &Range<u64>, dst: &File, out_off: u64, out_le
             libc::POSIX_FADV_DONTNEED,
         );
     }
+    Ok(())
 }
 
 /// Tells the kernel the input is read once, front to back (larger read-ahead).
