@@ -124,7 +124,8 @@ $DSE_HOME/resources/cassandra/conf/, $HCD_HOME/resources/cassandra/conf/, /etc/d
 When a cassandra.yaml is found and --data-dir leaves out some of its data directories, verify and \
 kmip destroy refuse to declare a key unused (exit 1) and rekey warns";
 
-const CASSANDRA_YAML_SHORT: &str = "The node's cassandra.yaml (default: found at the standard places, named on stderr)";
+const CASSANDRA_YAML_SHORT: &str =
+    "The node's cassandra.yaml (default: found at the standard places, named on stderr)";
 
 const CASSANDRA_YAML_HELP: &str = "The node's cassandra.yaml: its data_file_directories are the data directories \
 when --data-dir is not given, and the ones --data-dir must cover (default: found at the standard places; \

@@ -321,7 +321,9 @@ pub fn run_inspect(a: &InspectArgs) -> Result<Exit> {
 pub fn run_recover(a: &RecoverArgs) -> Result<Exit> {
     let dirs = resolve_data_dirs(&a.data_dirs, a.cassandra_yaml.as_deref())?;
     if let Some(m) = dirs.missing_sentence() {
-        eprintln!("sstable-rekey: warning: {m}. Their transaction logs are not resolved in this run");
+        eprintln!(
+            "sstable-rekey: warning: {m}. Their transaction logs are not resolved in this run"
+        );
     }
     let _locks = rekey::exclusive::ensure_alone(&dirs.dirs)?;
     let scan = rekey::find::tables(&dirs.dirs, &Selection::default())?;

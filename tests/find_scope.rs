@@ -127,7 +127,12 @@ fn pre_2_1_table_folder_is_rekeyed_and_verified() {
 
     // Nothing rekeyed yet: the pre-2.1 table is under old-128, so NEW must not verify.
     let v = verify(&ds, NEW, &dd, &[]);
-    assert_eq!(v.code, 1, "verify --key NEW passed over a pre-2.1 table\n{}", v.all());
+    assert_eq!(
+        v.code,
+        1,
+        "verify --key NEW passed over a pre-2.1 table\n{}",
+        v.all()
+    );
     assert!(
         v.stdout
             .lines()
@@ -139,7 +144,8 @@ fn pre_2_1_table_folder_is_rekeyed_and_verified() {
     let r = rekey(&ds, &dd, &[]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("2 rekeyed"), "{}", r.all());
-    let tally = check_resolved(&ds, &ds.keys(), &work).unwrap_or_else(|e| panic!("{e}\n{}", r.all()));
+    let tally =
+        check_resolved(&ds, &ds.keys(), &work).unwrap_or_else(|e| panic!("{e}\n{}", r.all()));
     assert_eq!(tally.new, 2, "{tally:?}");
     let v = verify(&ds, NEW, &dd, &[]);
     assert_eq!(v.code, 0, "{}", v.all());
@@ -148,7 +154,11 @@ fn pre_2_1_table_folder_is_rekeyed_and_verified() {
     // inspect of the folder reads it too.
     let i = run(&ds.root, &["inspect", s(&work.join(&legacy))], &[]);
     assert_eq!(i.code, 0, "{}", i.all());
-    assert!(i.stdout.contains("chunks under kmip:new-128"), "{}", i.all());
+    assert!(
+        i.stdout.contains("chunks under kmip:new-128"),
+        "{}",
+        i.all()
+    );
 }
 
 /// Both `<t>/` and `<t>-<id>/`: Cassandra reads only `<t>/`, but the other still holds data under
@@ -186,7 +196,8 @@ fn pre_2_1_and_id_folders_of_one_table_are_both_rekeyed() {
         note.contains(s(&work.join(&legacy))) && note.contains(s(&work.join(&with_id))),
         "{note}"
     );
-    let tally = check_resolved(&ds, &ds.keys(), &work).unwrap_or_else(|e| panic!("{e}\n{}", r.all()));
+    let tally =
+        check_resolved(&ds, &ds.keys(), &work).unwrap_or_else(|e| panic!("{e}\n{}", r.all()));
     assert_eq!(tally.new, 2, "{tally:?}");
     let v = verify(&ds, NEW, &dd, &[]);
     assert_eq!(v.code, 0, "{}", v.all());
@@ -210,7 +221,12 @@ fn folder_holding_sstables_that_is_no_table_folder_is_reported() {
     let before = tree(&bak);
 
     let v = verify(&ds, OLD, &dd, &[]);
-    assert_eq!(v.code, 1, "a folder of SSTables was passed over\n{}", v.all());
+    assert_eq!(
+        v.code,
+        1,
+        "a folder of SSTables was passed over\n{}",
+        v.all()
+    );
     let line = v
         .stdout
         .lines()
@@ -268,15 +284,19 @@ fn symlinked_snapshots_and_backups_folders_are_listed() {
     let backup_data = t.join("backups/nb-1-big-Data.db");
     for want in [&snap_data, &backup_data] {
         assert!(
-            v.stdout
-                .lines()
-                .any(|l| l.starts_with("backup") && l.contains(s(want)) && l.contains("kmip:old-128")),
+            v.stdout.lines().any(|l| l.starts_with("backup")
+                && l.contains(s(want))
+                && l.contains("kmip:old-128")),
             "{} not listed\n{}",
             want.display(),
             v.all()
         );
     }
-    assert!(v.stdout.contains("snapshot/backup SSTables still need"), "{}", v.all());
+    assert!(
+        v.stdout.contains("snapshot/backup SSTables still need"),
+        "{}",
+        v.all()
+    );
     let j = report(&rep);
     let listed: Vec<&str> = j["backups"]
         .as_array()
@@ -284,12 +304,20 @@ fn symlinked_snapshots_and_backups_folders_are_listed() {
         .iter()
         .map(|b| b["data"].as_str().unwrap())
         .collect();
-    assert!(listed.contains(&s(&snap_data)) && listed.contains(&s(&backup_data)), "{listed:?}");
+    assert!(
+        listed.contains(&s(&snap_data)) && listed.contains(&s(&backup_data)),
+        "{listed:?}"
+    );
 
     // A rekey reads through the links and never writes there.
     let r = rekey(&ds, &dd, &[]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stdout.contains("snapshot/backup SSTables were not modified"), "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("snapshot/backup SSTables were not modified"),
+        "{}",
+        r.all()
+    );
     assert_eq!(
         (tree(elsewhere.parent().unwrap()), tree(&backups)),
         outside,
@@ -405,7 +433,14 @@ fn the_same_data_dir_given_twice_is_scanned_once() {
     let alias = ds.root.join("alias");
     std::os::unix::fs::symlink(&work, &alias).unwrap();
     let dot = work.join(".");
-    let dd = ["--data-dir", s(&work), "--data-dir", s(&dot), "--data-dir", s(&alias)];
+    let dd = [
+        "--data-dir",
+        s(&work),
+        "--data-dir",
+        s(&dot),
+        "--data-dir",
+        s(&alias),
+    ];
 
     let v = verify(&ds, OLD, &dd, &[]);
     assert_eq!(v.code, 0, "{}", v.all());
@@ -471,16 +506,31 @@ fn verify_refuses_when_data_dir_omits_a_configured_data_directory() {
         &["--data-dir", s(&n.dd1), "--report", s(&rep)],
         &env,
     );
-    assert_eq!(v.code, 1, "a data directory of the node was left out, yet verify passed\n{}", v.all());
+    assert_eq!(
+        v.code,
+        1,
+        "a data directory of the node was left out, yet verify passed\n{}",
+        v.all()
+    );
     assert!(v.all().contains(s(&n.dd2)), "{}", v.all());
-    assert!(v.all().contains(s(&n.conf.join("cassandra.yaml"))), "{}", v.all());
     assert!(
-        v.stdout.lines().any(|l| l.starts_with("OK") && l.contains(s(&n.dd1))),
+        v.all().contains(s(&n.conf.join("cassandra.yaml"))),
+        "{}",
+        v.all()
+    );
+    assert!(
+        v.stdout
+            .lines()
+            .any(|l| l.starts_with("OK") && l.contains(s(&n.dd1))),
         "what was checked is still printed\n{}",
         v.all()
     );
     let j = report(&rep);
-    assert_eq!(j["data_dirs"]["missing"], serde_json::json!([s(&n.dd2)]), "{j}");
+    assert_eq!(
+        j["data_dirs"]["missing"],
+        serde_json::json!([s(&n.dd2)]),
+        "{j}"
+    );
 
     // Both named: passes.
     let v = verify(
@@ -500,16 +550,37 @@ fn data_directories_come_from_cassandra_yaml() {
     let n = node();
     let yaml = n.conf.join("cassandra.yaml");
     for (how, extra, env) in [
-        ("$CASSANDRA_CONF", vec![], vec![("CASSANDRA_CONF", n.conf.as_os_str())]),
-        ("--cassandra-yaml", vec!["--cassandra-yaml", s(&yaml)], vec![]),
+        (
+            "$CASSANDRA_CONF",
+            vec![],
+            vec![("CASSANDRA_CONF", n.conf.as_os_str())],
+        ),
+        (
+            "--cassandra-yaml",
+            vec!["--cassandra-yaml", s(&yaml)],
+            vec![],
+        ),
     ] {
         let rep = n.ds.root.join("verify.json");
-        let v = verify(&n.ds, OLD, &[&extra[..], &["--report", s(&rep)]].concat(), &env);
+        let v = verify(
+            &n.ds,
+            OLD,
+            &[&extra[..], &["--report", s(&rep)]].concat(),
+            &env,
+        );
         assert_eq!(v.code, 0, "{how}\n{}", v.all());
         assert!(v.stdout.contains("2 SSTables: 2 ok"), "{how}\n{}", v.all());
-        assert!(v.stderr.contains(s(&yaml)), "{how}: which file was used?\n{}", v.all());
+        assert!(
+            v.stderr.contains(s(&yaml)),
+            "{how}: which file was used?\n{}",
+            v.all()
+        );
         let j = report(&rep);
-        assert_eq!(j["data_dirs"]["dirs"], serde_json::json!([s(&n.dd1), s(&n.dd2)]), "{how}: {j}");
+        assert_eq!(
+            j["data_dirs"]["dirs"],
+            serde_json::json!([s(&n.dd1), s(&n.dd2)]),
+            "{how}: {j}"
+        );
         assert_eq!(j["data_dirs"]["cassandra_yaml"], s(&yaml), "{how}: {j}");
     }
 
@@ -530,13 +601,25 @@ fn data_directories_come_from_cassandra_yaml() {
         r.all()
     );
     let j = report(&rep);
-    assert_eq!(j["data_dirs"]["dirs"], serde_json::json!([s(&n.dd1)]), "{j}");
-    assert_eq!(j["data_dirs"]["missing"], serde_json::json!([s(&n.dd2)]), "{j}");
+    assert_eq!(
+        j["data_dirs"]["dirs"],
+        serde_json::json!([s(&n.dd1)]),
+        "{j}"
+    );
+    assert_eq!(
+        j["data_dirs"]["missing"],
+        serde_json::json!([s(&n.dd2)]),
+        "{j}"
+    );
 
     // Then the rest from the file: the second disk's table, and the first is already done.
     let r = rekey(&n.ds, &["--cassandra-yaml", s(&yaml)], &[]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stdout.contains("1 rekeyed") && r.stdout.contains("1 skipped"), "{}", r.all());
+    assert!(
+        r.stdout.contains("1 rekeyed") && r.stdout.contains("1 skipped"),
+        "{}",
+        r.all()
+    );
     let v = verify(&n.ds, NEW, &["--cassandra-yaml", s(&yaml)], &[]);
     assert_eq!(v.code, 0, "{}", v.all());
 }
@@ -565,7 +648,8 @@ fn tarball_layouts_and_cassandras_default_data_directory() {
         assert!(v.stdout.contains("1 SSTables: 1 ok"), "{var}\n{}", v.all());
         assert!(v.stdout.contains(s(&data)), "{var}\n{}", v.all());
         assert!(
-            v.stderr.contains(s(&home.join(conf_rel).join("cassandra.yaml"))),
+            v.stderr
+                .contains(s(&home.join(conf_rel).join("cassandra.yaml"))),
             "{var}\n{}",
             v.all()
         );
@@ -583,7 +667,9 @@ fn without_data_dir_or_configuration_the_default_is_named() {
         "/etc/hcd/cassandra.yaml",
     ];
     if let Some(f) = standard.iter().find(|f| Path::new(f).exists()) {
-        eprintln!("notice: {f} exists on this machine: the no-configuration case cannot be run here");
+        eprintln!(
+            "notice: {f} exists on this machine: the no-configuration case cannot be run here"
+        );
         return;
     }
     let ds = DataSet::new(&tables(&[KMIP_CBC_128]));
@@ -604,15 +690,34 @@ fn malformed_cassandra_yaml_is_a_usage_error() {
     for (text, says) in [
         ("data_file_directories: [unclosed\n", "YAML"),
         ("data_file_directories: 5\n", "data_file_directories"),
-        ("data_file_directories:\n    - 1\n    - {a: b}\n", "data_file_directories"),
+        (
+            "data_file_directories:\n    - 1\n    - {a: b}\n",
+            "data_file_directories",
+        ),
         ("data_file_directories:\n    - relative/data\n", "absolute"),
         ("- just\n- a list\n", "mapping"),
     ] {
         fs::write(&yaml, text).unwrap();
         let before = tree(&ds.data);
         for args in [
-            vec!["verify", "--key", OLD, "--keyring", s(&ds.keyring), "--cassandra-yaml", s(&yaml)],
-            vec!["rekey", "--to", NEW, "--keyring", s(&ds.keyring), "--cassandra-yaml", s(&yaml)],
+            vec![
+                "verify",
+                "--key",
+                OLD,
+                "--keyring",
+                s(&ds.keyring),
+                "--cassandra-yaml",
+                s(&yaml),
+            ],
+            vec![
+                "rekey",
+                "--to",
+                NEW,
+                "--keyring",
+                s(&ds.keyring),
+                "--cassandra-yaml",
+                s(&yaml),
+            ],
             vec!["recover", "--cassandra-yaml", s(&yaml)],
         ] {
             let o = run(&ds.root, &args, &[]);

@@ -978,7 +978,9 @@ fn destroy_refuses_while_the_node_keeps_sstables_under_the_key_anywhere() {
     let cfg = ["--kmip-config", s(&toml)];
     let destroy = |extra: &[&str], conf: Option<&Path>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_sstable-rekey"));
-        c.args(["kmip", "destroy", GROUP, &k1]).args(extra).args(cfg);
+        c.args(["kmip", "destroy", GROUP, &k1])
+            .args(extra)
+            .args(cfg);
         for v in ["CASSANDRA_CONF", "CASSANDRA_HOME", "DSE_HOME", "HCD_HOME"] {
             c.env_remove(v);
         }
@@ -998,7 +1000,8 @@ fn destroy_refuses_while_the_node_keeps_sstables_under_the_key_anywhere() {
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(o.stdout.contains("refusing to destroy"), "{}", o.all());
     assert!(
-        o.stdout.contains(s(&legacy.join("ks/tbl/nb-1-big-Data.db"))),
+        o.stdout
+            .contains(s(&legacy.join("ks/tbl/nb-1-big-Data.db"))),
         "{}",
         o.all()
     );
@@ -1041,7 +1044,8 @@ fn destroy_refuses_while_the_node_keeps_sstables_under_the_key_anywhere() {
     let o = destroy(&[], Some(&conf));
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(
-        o.stdout.contains(s(&legacy.join("ks/tbl/nb-1-big-Data.db"))),
+        o.stdout
+            .contains(s(&legacy.join("ks/tbl/nb-1-big-Data.db"))),
         "{}",
         o.all()
     );

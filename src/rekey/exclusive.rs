@@ -199,9 +199,9 @@ fn check_live_folder(dir: &Path, root: &Path, writers: bool) -> Result<()> {
         // A link whose name is not UTF-8 is refused too (what it leads to cannot be told apart
         // from an SSTable component).
         let name = f.file_name().unwrap_or_default();
-        let sstable_like = name.to_str().is_none_or(|n| {
-            crate::sstable::Descriptor::parse_file_name(dir, n).is_some()
-        });
+        let sstable_like = name
+            .to_str()
+            .is_none_or(|n| crate::sstable::Descriptor::parse_file_name(dir, n).is_some());
         if link && sstable_like {
             return Err(refuse_symlink(&f, root));
         }

@@ -425,9 +425,9 @@ pub fn tables(data_dirs: &[PathBuf], sel: &Selection) -> Result<Scan> {
 fn shadowed(tables: &[Table]) -> Vec<String> {
     let mut notes = Vec::new();
     for t in tables.iter().filter(|t| !t.is_pre_2_1()) {
-        let legacy = tables.iter().find(|l| {
-            l.is_pre_2_1() && l.keyspace == t.keyspace && l.table == t.table
-        });
+        let legacy = tables
+            .iter()
+            .find(|l| l.is_pre_2_1() && l.keyspace == t.keyspace && l.table == t.table);
         if let Some(l) = legacy {
             notes.push(format!(
                 "note: {} has a pre-2.1 folder {} and a folder {}: Cassandra reads only the pre-2.1 one (in every data directory) and ignores the other. Both are rekeyed and verified, since the other still holds data under its keys; if it is a leftover, move it out of the data directory",
@@ -460,12 +460,19 @@ pub fn sstables_of(table: &Table) -> Result<Contents> {
                 c.unseen
                     .push(unseen(&name, Location::Index(idx), e.path, NOT_UTF8));
             }
-            None => c.unseen.push(unseen(&name, Location::Live, e.path, NOT_UTF8)),
+            None => c
+                .unseen
+                .push(unseen(&name, Location::Live, e.path, NOT_UTF8)),
             Some(n) if n.starts_with('.') => {
                 let l = listing(&e.path, false)?;
                 let at = Location::Index(n[1..].to_string());
                 c.add(table, l.sstables, l.odd, &at);
-                c.strays(&name, l.dirs, &at, "not a folder Cassandra reads SSTables from");
+                c.strays(
+                    &name,
+                    l.dirs,
+                    &at,
+                    "not a folder Cassandra reads SSTables from",
+                );
             }
             Some("snapshots" | "backups") => {} // below
             Some(_) => {
@@ -522,21 +529,18 @@ impl Contents {
     fn strays(&mut self, table: &str, dirs: Vec<Entry>, at: &Location, what: &str) {
         for d in dirs {
             if d.name.is_none() {
-                self.unseen.push(unseen(table, at.clone(), d.path, NOT_UTF8));
+                self.unseen
+                    .push(unseen(table, at.clone(), d.path, NOT_UTF8));
             } else {
-                self.unseen.extend(stray_folder(&d, table, at.clone(), what));
+                self.unseen
+                    .extend(stray_folder(&d, table, at.clone(), what));
             }
         }
     }
 
     /// `snapshots/` or `backups/`: the folder to list (through a link, with a note), or None when
     /// there is none; a link that cannot be followed, or something else by that name, is unseen.
-    fn through_link(
-        &mut self,
-        table: &str,
-        path: &Path,
-        at: &Location,
-    ) -> Result<Option<PathBuf>> {
+    fn through_link(&mut self, table: &str, path: &Path, at: &Location) -> Result<Option<PathBuf>> {
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -641,7 +645,13 @@ mod tests {
         );
         assert_eq!(table_name("orders"), Some("orders"));
         assert_eq!(table_name("t_2"), Some("t_2"));
-        for stray in ["orders.bak", "orders-123", "orders-0123456789abcdef0123456789abcdef.old", "-", ""] {
+        for stray in [
+            "orders.bak",
+            "orders-123",
+            "orders-0123456789abcdef0123456789abcdef.old",
+            "-",
+            "",
+        ] {
             assert_eq!(table_name(stray), None, "{stray}");
         }
     }

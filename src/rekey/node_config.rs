@@ -159,7 +159,9 @@ fn kind(y: &yaml_rust2::Yaml) -> &'static str {
 /// `<home>/conf/cassandra.yaml` (Apache) or `<home>/resources/cassandra/conf/cassandra.yaml`
 /// (DSE, HCD) → `<home>/data`; anything else (the packages' `/etc/...`) → `/var/lib/cassandra`.
 fn storage_dir(yaml: &Path) -> PathBuf {
-    let conf = yaml.parent().filter(|c| c.file_name() == Some("conf".as_ref()));
+    let conf = yaml
+        .parent()
+        .filter(|c| c.file_name() == Some("conf".as_ref()));
     let Some(home) = conf.and_then(Path::parent) else {
         return PathBuf::from("/var/lib/cassandra");
     };
@@ -391,9 +393,18 @@ mod tests {
             PathBuf::from("/var/lib/cassandra/commitlog")
         );
         for (yaml, data) in [
-            ("/etc/dse/cassandra/cassandra.yaml", "/var/lib/cassandra/data"),
-            ("/opt/apache-cassandra-4.1/conf/cassandra.yaml", "/opt/apache-cassandra-4.1/data/data"),
-            ("/opt/dse-6.8/resources/cassandra/conf/cassandra.yaml", "/opt/dse-6.8/data/data"),
+            (
+                "/etc/dse/cassandra/cassandra.yaml",
+                "/var/lib/cassandra/data",
+            ),
+            (
+                "/opt/apache-cassandra-4.1/conf/cassandra.yaml",
+                "/opt/apache-cassandra-4.1/data/data",
+            ),
+            (
+                "/opt/dse-6.8/resources/cassandra/conf/cassandra.yaml",
+                "/opt/dse-6.8/data/data",
+            ),
         ] {
             let c = parse("cluster_name: x\n# data_file_directories:\n", yaml).unwrap();
             assert!(c.data_dirs_defaulted);
