@@ -248,6 +248,34 @@ fn folder_holding_sstables_that_is_no_table_folder_is_reported() {
     assert_eq!(tree(&bak), before, "the reported folder was changed");
 }
 
+/// A table folder that is a symbolic link: refused before any work by a real run (exclusive's
+/// layout check); a dry run, which takes no lock and makes no such check, listed nothing and
+/// exited 0. It is now a failed entry there too.
+#[test]
+fn symlinked_table_folder_fails_a_dry_run_too() {
+    let ds = DataSet::new(&tables(&[KMIP_CBC_128, LZ4_CBC_128]));
+    let table = folder_of(&ds, KMIP_CBC_128);
+    let work = ds.root.join("work");
+    ds.copy_data(&work);
+    let elsewhere = ds.root.join("elsewhere");
+    fs::rename(work.join(&table), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, work.join(&table)).unwrap();
+    let dd = ["--data-dir", s(&work)];
+
+    let r = rekey(&ds, &[&dd[..], &["--dry-run"]].concat(), &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("FAILED")
+            && l.contains(s(&work.join(&table)))
+            && l.contains("symbolic link")),
+        "{}",
+        r.all()
+    );
+    let r = rekey(&ds, &dd, &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("symbolic link"), "{}", r.all());
+}
+
 // ------------------------------------------------------------------ symlinked snapshots/backups
 
 /// `snapshots/` as a symbolic link (snapshots kept on another disk): never written, so read

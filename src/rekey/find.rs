@@ -213,6 +213,13 @@ fn follow(e: &Entry) -> std::result::Result<Kind, String> {
     }
 }
 
+/// A link where a keyspace, table or index folder is looked for (also refused by `exclusive`).
+const LINK: &str = "a symbolic link to a folder: sstable-rekey never follows links where it rewrites SSTables, so what it leads to would stay under its keys. Move the data into the data directory (or pass the real location with --data-dir)";
+
+fn linked_folder(e: &Entry) -> bool {
+    e.kind == Kind::Link && fs::metadata(&e.path).is_ok_and(|m| m.is_dir())
+}
+
 const NOT_UTF8: &str = "name is not UTF-8: sstable-rekey neither rekeys nor verifies what it holds. Rename it (or move it out of the data directory)";
 
 /// What one folder holds: complete SSTables (with a Data.db), subfolders, and entries that could
@@ -242,6 +249,10 @@ fn listing(dir: &Path, through_links: bool) -> Result<Listing> {
         }
         if e.kind == Kind::Dir {
             l.dirs.push(e);
+            continue;
+        }
+        if e.dotted() && linked_folder(&e) {
+            l.odd.push((e.path, LINK.into()));
             continue;
         }
         let Some(name) = &e.name else {
@@ -356,8 +367,14 @@ pub fn tables(data_dirs: &[PathBuf], sel: &Selection) -> Result<Scan> {
             )));
         }
         for ks in list(dd)? {
-            // Links are refused by `exclusive`; files are no keyspace; a data directory that is a
-            // mount point has the file system's lost+found, never a keyspace (no '+' in names).
+            // Files are no keyspace; a data directory that is a mount point has the file system's
+            // lost+found, never a keyspace (no '+' in names). Links are never followed.
+            if linked_folder(&ks) && ks.name.as_deref().is_none_or(|n| sel.keyspace_ok(n)) {
+                let shown = ks.shown();
+                scan.unseen
+                    .push(unseen(&shown, Location::Live, ks.path, LINK));
+                continue;
+            }
             if ks.kind != Kind::Dir || ks.name.as_deref() == Some("lost+found") {
                 continue;
             }
@@ -373,6 +390,13 @@ pub fn tables(data_dirs: &[PathBuf], sel: &Selection) -> Result<Scan> {
                 continue;
             }
             for t in list(&ks.path)? {
+                let selected = |n: &str| table_name(n).is_some_and(|n| sel.table_ok(n));
+                if linked_folder(&t) && t.name.as_deref().is_none_or(selected) {
+                    let shown = format!("{ks_name}.{}", t.path.display());
+                    scan.unseen
+                        .push(unseen(&shown, Location::Live, t.path, LINK));
+                    continue;
+                }
                 if t.kind != Kind::Dir {
                     continue;
                 }
