@@ -114,15 +114,29 @@ pub struct KmipOpts {
     pub scylla_yaml: Option<PathBuf>,
 }
 
+const DATA_DIR_SHORT: &str = "Cassandra data directory (repeatable); default: the data directories of the node's cassandra.yaml, else /var/lib/cassandra/data";
+
+const DATA_DIR_HELP: &str = "Cassandra data directory (repeatable; the same folder twice is scanned once). \
+Default: the data_file_directories (and local_system_data_file_directory) of the node's cassandra.yaml \
+(--cassandra-yaml, else the first of $CASSANDRA_CONF/, $CASSANDRA_HOME/conf/, \
+$DSE_HOME/resources/cassandra/conf/, $HCD_HOME/resources/cassandra/conf/, /etc/dse/cassandra/, /etc/dse/, \
+/etc/hcd/cassandra/, /etc/hcd/, /etc/cassandra/ that has one), else /var/lib/cassandra/data. \
+When a cassandra.yaml is found and --data-dir leaves out some of its data directories, verify and \
+kmip destroy refuse to declare a key unused (exit 1) and rekey warns";
+
+const CASSANDRA_YAML_SHORT: &str =
+    "The node's cassandra.yaml (default: found at the standard places, named on stderr)";
+
+const CASSANDRA_YAML_HELP: &str = "The node's cassandra.yaml: its data_file_directories are the data directories \
+when --data-dir is not given, and the ones --data-dir must cover (default: found at the standard places; \
+the file used is named on stderr)";
+
 #[derive(Args, Debug)]
 pub struct Scope {
-    /// Cassandra data directory (repeatable), as data_file_directories in cassandra.yaml
-    #[arg(
-        long = "data-dir",
-        value_name = "DIR",
-        default_value = "/var/lib/cassandra/data"
-    )]
+    #[arg(long = "data-dir", value_name = "DIR", help = DATA_DIR_SHORT, long_help = DATA_DIR_HELP)]
     pub data_dirs: Vec<PathBuf>,
+    #[arg(long, value_name = "PATH", help = CASSANDRA_YAML_SHORT, long_help = CASSANDRA_YAML_HELP)]
+    pub cassandra_yaml: Option<PathBuf>,
     /// Offline keyring resolving kmip:// and replicated references: lines `<key id>:<base64 key>`, mode 0600
     #[arg(long, value_name = "PATH")]
     pub keyring: Option<PathBuf>,
@@ -187,13 +201,10 @@ pub struct InspectArgs {
 
 #[derive(Args, Debug)]
 pub struct RecoverArgs {
-    /// Cassandra data directory (repeatable)
-    #[arg(
-        long = "data-dir",
-        value_name = "DIR",
-        default_value = "/var/lib/cassandra/data"
-    )]
+    #[arg(long = "data-dir", value_name = "DIR", help = DATA_DIR_SHORT, long_help = DATA_DIR_HELP)]
     pub data_dirs: Vec<PathBuf>,
+    #[arg(long, value_name = "PATH", help = CASSANDRA_YAML_SHORT, long_help = CASSANDRA_YAML_HELP)]
+    pub cassandra_yaml: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -276,13 +287,10 @@ pub struct KmipDestroyArgs {
     pub group: String,
     /// The key's unique identifier
     pub id: String,
-    /// Cassandra data directory to check first (repeatable)
-    #[arg(
-        long = "data-dir",
-        value_name = "DIR",
-        default_value = "/var/lib/cassandra/data"
-    )]
+    #[arg(long = "data-dir", value_name = "DIR", help = DATA_DIR_SHORT, long_help = DATA_DIR_HELP)]
     pub data_dirs: Vec<PathBuf>,
+    #[arg(long, value_name = "PATH", help = CASSANDRA_YAML_SHORT, long_help = CASSANDRA_YAML_HELP)]
+    pub cassandra_yaml: Option<PathBuf>,
     /// Destroy even if SSTables (live, snapshots or backups) are still under the key, or the
     /// check could not be made: their data becomes unreadable
     #[arg(long)]

@@ -8,6 +8,7 @@ use crate::cli::{Cli, Command, InspectArgs, RecoverArgs, RekeyArgs, Scope, Verif
 use crate::error::{Error, Result};
 use crate::keys::KeyRef;
 use crate::rekey::find::Selection;
+use crate::rekey::node_config::DataDirs;
 use crate::rekey::report::{write_json, Status};
 use crate::rekey::verify::VerifyOptions;
 use crate::rekey::{self, inspect, RekeyOptions};
@@ -59,6 +60,22 @@ fn selection(s: &Scope) -> Selection {
     }
 }
 
+/// The data directories of a command (`--data-dir` deduplicated, else the node's cassandra.yaml,
+/// else the default), with what the operator should know said on stderr.
+pub fn resolve_data_dirs(given: &[PathBuf], yaml: Option<&std::path::Path>) -> Result<DataDirs> {
+    let d = DataDirs::resolve(given, yaml, &|k| std::env::var_os(k))?;
+    for n in &d.notes {
+        eprintln!("sstable-rekey: {n}");
+    }
+    Ok(d)
+}
+
+fn print_notes(notes: &[String]) {
+    for n in notes {
+        eprintln!("sstable-rekey: {n}");
+    }
+}
+
 fn parse_refs(v: &[String]) -> Result<Vec<KeyRef>> {
     v.iter().map(|s| s.parse()).collect()
 }
@@ -70,6 +87,10 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
         return Err(Error::Usage("--jobs must be at least 1".into()));
     }
     let sel = selection(&a.scope);
+    let dirs = resolve_data_dirs(&a.scope.data_dirs, a.scope.cassandra_yaml.as_deref())?;
+    if let Some(m) = dirs.missing_sentence() {
+        eprintln!("sstable-rekey: warning: {m}. Their SSTables are not rekeyed in this run");
+    }
     let keys = crate::kmip_cmd::build_store(
         &a.scope.kmip,
         a.scope.keyring.as_deref(),
@@ -77,13 +98,13 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
         Some(&to),
         a.create_key,
         a.dry_run,
-        Some((&a.scope.data_dirs, &sel)),
+        Some((&dirs.dirs, &sel)),
     )?;
     let store = keys.store;
     let opts = RekeyOptions {
         to: keys.to.expect("given"),
         from,
-        data_dirs: a.scope.data_dirs.clone(),
+        data_dirs: dirs,
         selection: selection(&a.scope),
         jobs: a.jobs,
         dry_run: a.dry_run,
@@ -93,6 +114,7 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
         check_report_path(p)?;
     }
     let report = rekey::rekey(&opts, &store, &CANCEL)?;
+    print_notes(&report.notes);
     let mut report_failed = false;
     if let Some(p) = &a.scope.report {
         if let Err(e) = write_json(p, &report) {
@@ -196,7 +218,7 @@ pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
     .store;
     let opts = VerifyOptions {
         keys,
-        data_dirs: a.scope.data_dirs.clone(),
+        data_dirs: resolve_data_dirs(&a.scope.data_dirs, a.scope.cassandra_yaml.as_deref())?,
         selection: selection(&a.scope),
         deep: a.deep,
     };
@@ -204,6 +226,7 @@ pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
         check_report_path(p)?;
     }
     let rep = rekey::verify::verify(&opts, &store, &CANCEL)?;
+    print_notes(&rep.notes);
     if let Some(p) = &a.scope.report {
         write_json(p, &rep)?;
     }
@@ -273,15 +296,20 @@ pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
             rep.backups.len()
         );
     }
+    if let Some(m) = rep.data_dirs.missing_sentence() {
+        println!("NOT VERIFIED: {m}. Nothing is proven about their SSTables");
+    }
     Ok(if rep.passed() { Exit::Ok } else { Exit::Failed })
 }
 
 pub fn run_inspect(a: &InspectArgs) -> Result<Exit> {
     let mut all = Vec::new();
     for p in &a.paths {
-        for f in inspect::targets(p)? {
-            all.push(inspect::inspect(&f));
+        let (found, odd) = inspect::targets(p)?;
+        for f in &found {
+            all.push(inspect::inspect(f));
         }
+        all.extend(odd.iter().map(|(p, why)| inspect::unreadable(p, why)));
     }
     if a.json {
         println!(
@@ -301,11 +329,26 @@ pub fn run_inspect(a: &InspectArgs) -> Result<Exit> {
 }
 
 pub fn run_recover(a: &RecoverArgs) -> Result<Exit> {
-    let _locks = rekey::exclusive::ensure_alone(&a.data_dirs)?;
-    let tables = rekey::find::tables(&a.data_dirs, &Selection::default())?;
+    let dirs = resolve_data_dirs(&a.data_dirs, a.cassandra_yaml.as_deref())?;
+    if let Some(m) = dirs.missing_sentence() {
+        eprintln!(
+            "sstable-rekey: warning: {m}. Their transaction logs are not resolved in this run"
+        );
+    }
+    let _locks = rekey::exclusive::ensure_alone(&dirs.dirs)?;
+    let scan = rekey::find::tables(&dirs.dirs, &Selection::default())?;
+    print_notes(&scan.notes);
+    // Cassandra resolves the logs of what this run cannot read at its own startup; say what it is.
+    for u in &scan.unseen {
+        eprintln!(
+            "sstable-rekey: warning: not checked for transaction logs: {}: {}",
+            u.path.display(),
+            u.why
+        );
+    }
     let mut failed = false;
     let mut n = 0;
-    for t in &tables {
+    for t in &scan.tables {
         let mut dirs: Vec<PathBuf> = rekey::find::live_dirs(t)?;
         dirs.dedup();
         for d in dirs {

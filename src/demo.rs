@@ -78,8 +78,14 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
     // as DSE writes it.
     absolute_key_files(&data, &root)?;
     let keyring = keys.join("keyring");
+    // The demo node's own cassandra.yaml (a machine's real one is not the demo's node).
+    let yaml = root.join("cassandra.yaml");
+    let quoted = serde_json::to_string(&data.display().to_string()).expect("a string");
+    fs::write(&yaml, format!("data_file_directories:\n    - {quoted}\n"))
+        .map_err(|e| Error::io(&yaml, "write", e))?;
     let scope = |report: Option<PathBuf>| Scope {
-        data_dirs: vec![data.clone()],
+        data_dirs: vec![],
+        cassandra_yaml: Some(yaml.clone()),
         keyring: Some(keyring.clone()),
         report,
         keyspace: None,

@@ -16,6 +16,7 @@ use crate::keys::kmip::source::ACTIVE;
 use crate::keys::kmip::{algorithm_name, Attributes, KmipConfig, KmipSource};
 use crate::keys::{keyring::Keyring, KeyFiles, KeyId, KeyRef, KeySource, KeyStore};
 use crate::rekey::find::Selection;
+use crate::rekey::node_config::DataDirs;
 use crate::rekey::plan::Load;
 use crate::rekey::verify::{self, VerifyOptions};
 
@@ -154,7 +155,7 @@ pub fn build_store(
 
 /// The one `secret_key_strength` of the selected encrypted SSTables (for `kmip://GROUP/active`).
 fn table_strength(dirs: &[PathBuf], sel: &Selection) -> Result<u32> {
-    let (live, _) = crate::rekey::discover(dirs, sel, None)?;
+    let live = crate::rekey::discover(dirs, sel, None)?.live;
     let bits: BTreeSet<u32> = live
         .iter()
         .filter_map(|(_, l)| match l {
@@ -395,26 +396,34 @@ fn revoke(a: &KmipRevokeArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// What still needs a key: live SSTables and snapshot/backup ones, with their record counts.
+/// What still needs a key: live SSTables and snapshot/backup ones, with their record counts;
+/// what could not be read; and the configured data directories left out (nothing known of them).
 #[derive(Default)]
 struct Usage {
     live: BTreeMap<String, usize>,
     backups: BTreeMap<String, usize>,
     unknown: Vec<String>,
+    not_checked: Option<String>,
 }
 
-fn usage_of(key: &KeyId, dirs: &[PathBuf]) -> Result<Usage> {
+fn usage_of(key: &KeyId, dirs: &DataDirs) -> Result<Usage> {
     let opts = VerifyOptions {
         keys: Vec::new(),
-        data_dirs: dirs.to_vec(),
+        data_dirs: dirs.clone(),
         selection: Selection::default(),
         deep: false,
     };
     // With no keys given, verify decrypts nothing: it reads every chunk header and checks CRCs.
     let store = KeyStore::new(Vec::new());
     let rep = verify::verify(&opts, &store, &CANCEL)?;
+    for n in &rep.notes {
+        eprintln!("sstable-rekey: {n}");
+    }
     let name = key.to_string();
-    let mut u = Usage::default();
+    let mut u = Usage {
+        not_checked: rep.data_dirs.missing_sentence(),
+        ..Usage::default()
+    };
     for v in &rep.sstables {
         let n = v.keys.get(&name).copied().unwrap_or(0)
             + v.index_pages.get(&name).copied().unwrap_or(0)
@@ -438,6 +447,7 @@ fn usage_of(key: &KeyId, dirs: &[PathBuf]) -> Result<Usage> {
 }
 
 fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
+    let dirs = crate::commands::resolve_data_dirs(&a.data_dirs, a.cassandra_yaml.as_deref())?;
     let src = source(&a.kmip, &a.group)?;
     let before = state_of(&src, &a.group, &a.id)?;
     if before.state == Some(crate::keys::kmip::State::Active) {
@@ -448,7 +458,7 @@ fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
     }
     let key = KeyId::Kmip(a.id.clone());
     let mut refuse = Vec::new();
-    match usage_of(&key, &a.data_dirs) {
+    match usage_of(&key, &dirs) {
         Ok(u) => {
             for (f, n) in &u.live {
                 refuse.push(format!("live      {f}: {n} records under {key}"));
@@ -459,6 +469,9 @@ fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
             for f in &u.unknown {
                 refuse.push(format!("unreadable {f} (cannot tell its keys)"));
             }
+            if let Some(m) = &u.not_checked {
+                refuse.push(format!("not checked: {m}"));
+            }
         }
         Err(e) => refuse.push(format!("could not check the data directories: {e}")),
     }
@@ -468,7 +481,7 @@ fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
         }
         if !a.force {
             println!(
-                "refusing to destroy kmip://{}/{}: the SSTables above still need it (rekey them, or drop the snapshots/backups you no longer need); --force destroys it anyway and makes them unreadable",
+                "refusing to destroy kmip://{}/{}: the SSTables above still need it, or could not be checked (rekey them, check every data directory of the node, or drop the snapshots/backups you no longer need); --force destroys it anyway and makes them unreadable",
                 a.group, a.id
             );
             return Ok(Exit::Failed);
@@ -477,7 +490,7 @@ fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
     } else {
         println!(
             "no SSTable in {} (snapshots and backups included) is under {key}",
-            a.data_dirs
+            dirs.dirs
                 .iter()
                 .map(|d| d.display().to_string())
                 .collect::<Vec<_>>()

@@ -961,3 +961,98 @@ fn scylla_and_dse_yaml_reach_the_server() {
     assert!(o.stderr.contains("keytool -importkeystore"), "{}", o.all());
     assert!(!o.all().contains("hunter2"), "password echoed: {}", o.all());
 }
+
+/// `kmip destroy`'s in-use check must look wherever the node keeps SSTables (issue 10, items 2
+/// and 8): a pre-2.1 table folder `<ks>/<table>/`, a `snapshots/` folder that is a symbolic link
+/// to another disk, and a data directory of the node's cassandra.yaml that `--data-dir` leaves
+/// out. Each holds an SSTable under K1, so each run must refuse, and K1 must survive them all.
+/// (Before the fix the first destroy went ahead: the pre-2.1 table was invisible.)
+#[test]
+fn destroy_refuses_while_the_node_keeps_sstables_under_the_key_anywhere() {
+    let Some(e) = env() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (k1, h1) = e.create(128);
+    let (k2, h2) = e.create(128);
+    e.admin(&["revoke", &k1]);
+    let toml = e.toml();
+    let cfg = ["--kmip-config", s(&toml)];
+    let destroy = |extra: &[&str], conf: Option<&Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sstable-rekey"));
+        c.args(["kmip", "destroy", GROUP, &k1])
+            .args(extra)
+            .args(cfg);
+        for v in ["CASSANDRA_CONF", "CASSANDRA_HOME", "DSE_HOME", "HCD_HOME"] {
+            c.env_remove(v);
+        }
+        if let Some(conf) = conf {
+            c.env("CASSANDRA_CONF", conf);
+        }
+        run(&mut c)
+    };
+
+    // 1. A pre-2.1 table folder `ks/tbl/` under K1, beside `ks/tbl-<id>/` under K2 (Cassandra
+    // reads the first).
+    let legacy = e.encrypted(&tmp.path().join("legacy"), &k1, &h1, 128);
+    std::fs::rename(legacy.join(TABLE), legacy.join("ks/tbl")).unwrap();
+    let k2_table = e.encrypted(&tmp.path().join("k2"), &k2, &h2, 128);
+    std::fs::rename(k2_table.join(TABLE), legacy.join(TABLE)).unwrap();
+    let o = destroy(&["--data-dir", s(&legacy)], None);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.stdout.contains("refusing to destroy"), "{}", o.all());
+    assert!(
+        o.stdout
+            .contains(s(&legacy.join("ks/tbl/nb-1-big-Data.db"))),
+        "{}",
+        o.all()
+    );
+    assert_eq!(e.state(&k1), "COMPROMISED");
+
+    // 2. Live data under K2, its snapshots/ a link to another disk holding a K1 snapshot.
+    let live = e.encrypted(&tmp.path().join("live"), &k2, &h2, 128);
+    let other = e.encrypted(&tmp.path().join("other"), &k1, &h1, 128);
+    let store = tmp.path().join("snapshot-disk");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::rename(other.join(TABLE), store.join("before-rekey")).unwrap();
+    std::os::unix::fs::symlink(&store, live.join(TABLE).join("snapshots")).unwrap();
+    let o = destroy(&["--data-dir", s(&live)], None);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stdout.contains("snapshot/backup") && o.stdout.contains("before-rekey"),
+        "{}",
+        o.all()
+    );
+    assert_eq!(e.state(&k1), "COMPROMISED");
+    std::fs::remove_file(live.join(TABLE).join("snapshots")).unwrap();
+
+    // 3. A JBOD node: cassandra.yaml lists `live` (all K2) and `legacy` (K1); --data-dir names
+    // only the first. Without --data-dir, the file's directories are all checked.
+    let conf = tmp.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("cassandra.yaml"),
+        format!(
+            "data_file_directories:\n    - {}\n    - {}\n",
+            live.display(),
+            legacy.display()
+        ),
+    )
+    .unwrap();
+    let o = destroy(&["--data-dir", s(&live)], Some(&conf));
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.stdout.contains("refusing to destroy"), "{}", o.all());
+    assert!(o.stdout.contains(s(&legacy)), "{}", o.all());
+    let o = destroy(&[], Some(&conf));
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stdout
+            .contains(s(&legacy.join("ks/tbl/nb-1-big-Data.db"))),
+        "{}",
+        o.all()
+    );
+    assert_eq!(e.state(&k1), "COMPROMISED");
+
+    // With only K2's data left on the node, K1 is destroyed.
+    std::fs::remove_dir_all(legacy.join("ks/tbl")).unwrap();
+    let o = destroy(&[], Some(&conf));
+    assert_eq!(o.code, 0, "{}", o.all());
+}

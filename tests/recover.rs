@@ -553,3 +553,35 @@ fn committed_log_with_mtimes_out_of_name_order() {
     assert_exit(&out, 0);
     assert_eq!(names(&f.table), files_of(&["nb-2-big-"]));
 }
+
+#[test]
+fn leftover_log_in_a_pre_2_1_table_folder_is_resolved() {
+    // Cassandra 3.0–5.0 still uses `<ks>/<table>/` when it exists (Directories.java), and resolves
+    // the logs it finds there at startup: recover must see that folder too (before the fix it
+    // listed only `<table>-<32 hex>` folders and left the log, and the new SSTable, behind).
+    let f = Fixture::new();
+    let legacy = f.data.join("ks").join("tbl");
+    fs::rename(&f.table, &legacy).unwrap();
+    let f = Fixture {
+        table: fs::canonicalize(&legacy).unwrap(),
+        ..f
+    };
+    let old_time = f.sstable(&f.table, "nb-1-big-", BASE);
+    f.sstable(&f.table, "nb-2-big-", BASE + 100);
+    f.write_log(
+        &f.table,
+        "nb",
+        "upgradesstables",
+        &[
+            add(&f.path("nb-2-big-"), 8),
+            remove(&f.path("nb-1-big-"), old_time, 8),
+        ],
+    );
+    let out = f.recover();
+    assert_exit(&out, 0);
+    assert_eq!(
+        names(&f.table),
+        files_of(&["nb-1-big-"]),
+        "rolled back: the new SSTable and the log are gone, the old one stays"
+    );
+}

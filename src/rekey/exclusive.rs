@@ -2,9 +2,11 @@
 //! folder itself, so nothing is created in it), and no other process with the tables' files open
 //! (a running Cassandra/DSE node), found by scanning `/proc/*/fd`. And a data directory no one
 //! else can rearrange: none of the folders this tool writes in is writable by other users, and no
-//! symbolic link leads out of it where the tool looks for SSTables.
+//! symbolic link leads out of it where the tool looks for SSTables. Every subfolder of a keyspace
+//! folder counts as a table folder here, the pre-2.1 `<keyspace>/<table>/` included.
 
 use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -216,10 +218,10 @@ fn check_layout(dirs: &[PathBuf], writers: bool) -> Result<()> {
                 }
                 check_live_folder(&table, &root, writers)?;
                 for (sub, s_link, s_dir) in entries(&table)? {
+                    // By bytes: an index folder whose name is not UTF-8 is checked too.
                     let is_index = sub
                         .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with('.'));
+                        .is_some_and(|n| n.as_bytes().starts_with(b"."));
                     if is_index && s_link && fs::metadata(&sub).is_ok_and(|m| m.is_dir()) {
                         return Err(refuse_symlink(&sub, &root));
                     }
@@ -243,8 +245,13 @@ fn check_live_folder(dir: &Path, root: &Path, writers: bool) -> Result<()> {
         )?;
     }
     for (f, link, _) in entries(dir)? {
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if link && crate::sstable::Descriptor::parse_file_name(dir, name).is_some() {
+        // A link whose name is not UTF-8 is refused too (what it leads to cannot be told apart
+        // from an SSTable component).
+        let name = f.file_name().unwrap_or_default();
+        let sstable_like = name
+            .to_str()
+            .is_none_or(|n| crate::sstable::Descriptor::parse_file_name(dir, n).is_some());
+        if link && sstable_like {
             return Err(refuse_symlink(&f, root));
         }
     }

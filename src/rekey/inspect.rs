@@ -40,8 +40,12 @@ pub struct Inspection {
     pub error: Option<String>,
 }
 
+/// What an argument names: its SSTables, and (for a folder) entries that could be SSTable files
+/// but cannot be read as such, with why.
+pub type Targets = (Vec<Found>, Vec<(PathBuf, String)>);
+
 /// Resolves an argument to SSTables: a component file, a prefix (`…/nb-1-big-`), or a folder.
-pub fn targets(arg: &Path) -> Result<Vec<Found>> {
+pub fn targets(arg: &Path) -> Result<Targets> {
     let table = |dir: &Path| Table {
         keyspace: String::new(),
         table: dir
@@ -57,17 +61,15 @@ pub fn targets(arg: &Path) -> Result<Vec<Found>> {
         present,
     };
     if arg.is_dir() {
-        let v: Vec<Found> = find::sstables_in(arg)?
-            .into_values()
-            .map(|(d, p)| mk(d, p))
-            .collect();
-        if v.is_empty() {
+        let (sstables, odd) = find::sstables_and_odd_entries_in(arg)?;
+        let v: Vec<Found> = sstables.into_values().map(|(d, p)| mk(d, p)).collect();
+        if v.is_empty() && odd.is_empty() {
             return Err(Error::Usage(format!(
                 "{}: no SSTables (no *-Data.db) in this folder",
                 arg.display()
             )));
         }
-        return Ok(v);
+        return Ok((v, odd));
     }
     // A prefix without the component: add a dummy component to parse it.
     let s = arg.to_string_lossy();
@@ -90,7 +92,34 @@ pub fn targets(arg: &Path) -> Result<Vec<Found>> {
                 desc.data_path().display()
             ))
         })?;
-    Ok(vec![mk(d, p)])
+    Ok((vec![mk(d, p)], Vec::new()))
+}
+
+/// An entry of a folder that could be an SSTable file but cannot be read as one.
+pub fn unreadable(path: &Path, why: &str) -> Inspection {
+    Inspection {
+        data: path.display().to_string(),
+        version: String::new(),
+        format: String::new(),
+        generation: String::new(),
+        class: None,
+        encrypted: false,
+        options: BTreeMap::new(),
+        cipher: None,
+        key_bits: None,
+        provider: None,
+        chunk_length: None,
+        chunks: None,
+        data_length: None,
+        max_compressed_length: None,
+        keys: BTreeMap::new(),
+        raw_chunks: 0,
+        components: BTreeMap::new(),
+        page_encrypted: Vec::new(),
+        index_pages: BTreeMap::new(),
+        metadata: BTreeMap::new(),
+        error: Some(why.to_string()),
+    }
 }
 
 pub fn inspect(f: &Found) -> Inspection {
@@ -164,10 +193,12 @@ pub fn inspect(f: &Found) -> Inspection {
 
 pub fn print_human(i: &Inspection) {
     println!("{}", i.data);
-    println!(
-        "  version {} ({}), generation {}",
-        i.version, i.format, i.generation
-    );
+    if !i.version.is_empty() {
+        println!(
+            "  version {} ({}), generation {}",
+            i.version, i.format, i.generation
+        );
+    }
     if let Some(c) = &i.class {
         println!(
             "  class {c}{}",

@@ -7,6 +7,7 @@ pub mod failpoint;
 pub mod find;
 pub mod generation;
 pub mod inspect;
+pub mod node_config;
 pub mod plan;
 pub mod report;
 pub mod rewrite;
@@ -38,7 +39,7 @@ use rewrite::{DataChunks, IndexPages, Rekeying, Span};
 pub struct RekeyOptions {
     pub to: KeyRef,
     pub from: Vec<KeyRef>,
-    pub data_dirs: Vec<PathBuf>,
+    pub data_dirs: node_config::DataDirs,
     pub selection: Selection,
     pub jobs: usize,
     pub dry_run: bool,
@@ -70,14 +71,23 @@ pub fn fallback_file(refs: &[KeyRef]) -> Option<KeyId> {
 /// SSTables with what loading them found.
 pub type Discovered = Vec<(Found, Result<Load>)>;
 
+/// What [`discover`] found: live SSTables and snapshot/backup ones, loaded; what could hold
+/// SSTables but could not be read as part of a table (to report as failed); notes for the operator.
+pub struct Discovery {
+    pub live: Discovered,
+    pub backups: Discovered,
+    pub unseen: Vec<find::Unseen>,
+    pub notes: Vec<String>,
+}
+
 /// Loads every SSTable of the selection, split into live ones and snapshots/backups.
 pub fn discover(
     data_dirs: &[PathBuf],
     sel: &Selection,
     fallback: Option<&KeyId>,
-) -> Result<(Discovered, Discovered)> {
-    let tables = find::tables(data_dirs, sel)?;
-    if tables.is_empty() {
+) -> Result<Discovery> {
+    let scan = find::tables(data_dirs, sel)?;
+    if scan.tables.is_empty() && scan.unseen.is_empty() {
         return Err(Error::Usage(format!(
             "no table folders match{} in {}",
             match (&sel.keyspace, sel.tables.is_empty()) {
@@ -92,8 +102,9 @@ pub fn discover(
                 .join(", ")
         )));
     }
+    let (mut unseen, mut notes) = (scan.unseen, scan.notes);
     let mut found = Vec::new();
-    for t in &tables {
+    for t in &scan.tables {
         let logs = find::leftover_logs(t)?;
         if !logs.is_empty() {
             return Err(Error::Usage(format!(
@@ -102,7 +113,10 @@ pub fn discover(
                 logs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
             )));
         }
-        found.extend(find::sstables_of(t)?);
+        let c = find::sstables_of(t)?;
+        found.extend(c.found);
+        unseen.extend(c.unseen);
+        notes.extend(c.notes);
     }
     // Loading reads every chunk header: in parallel across SSTables (many small SSTables plan
     // as fast per byte as one large one). Order is kept.
@@ -116,7 +130,13 @@ pub fn discover(
             })
             .collect()
     };
-    Ok(loaded.into_iter().partition(|(f, _)| f.location.is_live()))
+    let (live, backups) = loaded.into_iter().partition(|(f, _)| f.location.is_live());
+    Ok(Discovery {
+        live,
+        backups,
+        unseen,
+        notes,
+    })
 }
 
 /// Progress display: a bar on a terminal, a line per SSTable otherwise.
@@ -203,9 +223,9 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     let _locks = if opts.dry_run {
         None
     } else {
-        Some(exclusive::ensure_alone(&opts.data_dirs)?)
+        Some(exclusive::ensure_alone(&opts.data_dirs.dirs)?)
     };
-    let (live, backups) = discover(&opts.data_dirs, &opts.selection, fallback.as_ref())?;
+    let found = discover(&opts.data_dirs.dirs, &opts.selection, fallback.as_ref())?;
 
     let mut report = RekeyReport {
         command: "rekey",
@@ -217,15 +237,20 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
         sstables: Vec::new(),
         totals: Default::default(),
         alter_table: Vec::new(),
-        backups: BackupReport::list(&backups),
+        backups: BackupReport::list(&found.backups),
+        data_dirs: opts.data_dirs.clone(),
+        notes: found.notes,
     };
+    report
+        .sstables
+        .extend(found.unseen.iter().map(SstableReport::unseen));
 
     // Plan: decide per SSTable, resolve every key before writing anything.
     let mut jobs: Vec<Job> = Vec::new();
     let mut key_errors: Vec<String> = Vec::new();
     // Evidence per old key, gathered across every SSTable of the run (see KEY_EVIDENCE_BITS).
     let mut evidence: HashMap<KeyId, u32> = HashMap::new();
-    for (found, load) in live {
+    for (found, load) in found.live {
         let mut r = SstableReport::new(
             found.table.qualified(),
             found.location.clone(),

@@ -7,7 +7,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::rekey::find::Location;
+use crate::rekey::find::{Location, Unseen};
+use crate::rekey::node_config::DataDirs;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -78,6 +79,15 @@ impl SstableReport {
         }
     }
 
+    /// Something that could hold SSTables but was not read as part of a table: failed.
+    pub fn unseen(u: &Unseen) -> Self {
+        let mut r = SstableReport::new(u.table.clone(), u.location.clone(), &u.path);
+        r.status = Status::Failed;
+        r.reason = Some(u.why.clone());
+        r.error_kind = Some("not_scanned");
+        r
+    }
+
     pub fn fail(&mut self, e: &Error) {
         self.status = Status::Failed;
         self.reason = Some(e.to_string());
@@ -117,6 +127,11 @@ pub struct RekeyReport {
     pub alter_table: Vec<String>,
     /// Snapshot and backup SSTables: never modified; they still need their old keys.
     pub backups: Vec<BackupReport>,
+    /// The data directories scanned, and where they came from (`--data-dir`, the node's
+    /// cassandra.yaml, or the default), with the configured ones `--data-dir` left out.
+    pub data_dirs: DataDirs,
+    /// What the operator should know about the layout (e.g. a table folder Cassandra ignores).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

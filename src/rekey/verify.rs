@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +14,8 @@ use serde::Serialize;
 use crate::crypto::AesKey;
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, KeyRef, KeyStore};
-use crate::rekey::find::{Location, Selection};
+use crate::rekey::find::{Location, Selection, Unseen};
+use crate::rekey::node_config::DataDirs;
 use crate::rekey::plan::{Load, Loaded, RAW};
 use crate::rekey::report::BackupReport;
 use crate::rekey::rewrite::{open_and_check, windows, Span};
@@ -24,7 +24,7 @@ use crate::sstable::pages;
 
 pub struct VerifyOptions {
     pub keys: Vec<KeyRef>,
-    pub data_dirs: Vec<PathBuf>,
+    pub data_dirs: DataDirs,
     pub selection: Selection,
     pub deep: bool,
 }
@@ -62,12 +62,36 @@ pub struct VerifyReport {
     pub unencrypted: usize,
     pub raw_chunks: usize,
     pub backups: Vec<BackupReport>,
+    /// The data directories scanned and where they came from; a configured one left out
+    /// (`missing`) means nothing is proven about it, so verification does not pass.
+    pub data_dirs: DataDirs,
+    pub notes: Vec<String>,
     pub seconds: f64,
 }
 
 impl VerifyReport {
     pub fn passed(&self) -> bool {
-        self.under_other_keys == 0 && self.failed == 0
+        self.under_other_keys == 0 && self.failed == 0 && self.data_dirs.missing.is_empty()
+    }
+}
+
+impl SstableVerdict {
+    /// Something that could hold SSTables but was not read as part of a table: failed.
+    fn unseen(u: &Unseen, deep: bool) -> Self {
+        SstableVerdict {
+            table: u.table.clone(),
+            location: u.location.clone(),
+            data: u.path.display().to_string(),
+            status: "failed",
+            chunks: 0,
+            raw_chunks: 0,
+            keys: BTreeMap::new(),
+            other_keys: Vec::new(),
+            index_pages: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            error: Some(u.why.clone()),
+            deep,
+        }
     }
 }
 
@@ -76,9 +100,9 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
     let allowed: Vec<KeyId> = opts.keys.iter().map(KeyRef::id).collect();
     let fallback = super::fallback_file(&opts.keys);
     // Never while a rekey or recover works on the folders (their logs would look interrupted).
-    let _lock = super::exclusive::lock_data_dirs_shared(&opts.data_dirs)?;
-    super::exclusive::refuse_symlinks(&opts.data_dirs)?;
-    let (live, backups) = super::discover(&opts.data_dirs, &opts.selection, fallback.as_ref())?;
+    let _lock = super::exclusive::lock_data_dirs_shared(&opts.data_dirs.dirs)?;
+    super::exclusive::refuse_symlinks(&opts.data_dirs.dirs)?;
+    let found = super::discover(&opts.data_dirs.dirs, &opts.selection, fallback.as_ref())?;
     let mut rep = VerifyReport {
         command: "verify",
         version: env!("CARGO_PKG_VERSION"),
@@ -90,10 +114,16 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
         failed: 0,
         unencrypted: 0,
         raw_chunks: 0,
-        backups: BackupReport::list(&backups),
+        backups: BackupReport::list(&found.backups),
+        data_dirs: opts.data_dirs.clone(),
+        notes: found.notes,
         seconds: 0.0,
     };
-    for (found, load) in live {
+    for u in &found.unseen {
+        rep.sstables.push(SstableVerdict::unseen(u, opts.deep));
+        rep.failed += 1;
+    }
+    for (found, load) in found.live {
         if cancel.load(Ordering::SeqCst) {
             return Err(Error::Interrupted);
         }
