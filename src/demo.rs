@@ -98,6 +98,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         jobs: 2,
         dry_run: false,
         create_key: false,
+        move_kmip_group: false,
         quiet: true,
         scope: scope(Some(report.clone())),
     })?;
@@ -114,6 +115,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         jobs: 2,
         dry_run: false,
         create_key: false,
+        move_kmip_group: false,
         quiet: true,
         scope: scope(None),
     })?;
