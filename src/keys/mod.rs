@@ -188,8 +188,11 @@ pub struct KeyStore {
     sources: Vec<Box<dyn KeySource>>,
     /// The expanded key and its material (kept for [`KeyStore::same_material`]; the round keys
     /// are as secret as the key itself, so this keeps nothing more sensitive in memory).
-    cache: Mutex<HashMap<(KeyId, String, u32), (Arc<AesKey>, KeyMaterial)>>,
+    cache: Mutex<HashMap<Slot, (Arc<AesKey>, KeyMaterial)>>,
 }
+
+/// A key for one table cipher: (id, transformation, bits).
+type Slot = (KeyId, String, u32);
 
 impl KeyStore {
     pub fn new(sources: Vec<Box<dyn KeySource>>) -> Self {
@@ -394,16 +397,16 @@ mod tests {
         let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = read_regular(&p, "key file", 1 << 20)
-            .err()
-            .expect("refused");
+        let Err(e) = read_regular(&p, "key file", 1 << 20) else {
+            panic!("a FIFO was read")
+        };
         assert!(
             e.contains("not a regular file") && e.contains("FIFO"),
             "{e}"
         );
-        let e = read_regular(dir.path(), "key file", 1 << 20)
-            .err()
-            .expect("refused");
+        let Err(e) = read_regular(dir.path(), "key file", 1 << 20) else {
+            panic!("a folder was read")
+        };
         assert!(e.contains("folder"), "{e}");
     }
 }

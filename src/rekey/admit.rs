@@ -163,16 +163,20 @@ fn groups_of(uid: u32, gid: u32) -> Vec<u32> {
     }
 }
 
-/// Whether a process of `uid` in `gids` has permission `bit` (4 read, 1 search) on `m`
-/// (owner, group, other classes; root passes read and search checks).
+/// Whether a process of `uid` in `gids` has permission `bit` (4 read, 1 search) on `m`.
 fn may(uid: u32, gids: &[u32], m: &std::fs::Metadata, bit: u32) -> bool {
+    allows(uid, gids, (m.uid(), m.gid(), m.mode()), bit)
+}
+
+/// The owner, group and other classes of a file `(owner, group, mode)`; root passes read and
+/// search checks. (ACLs are not consulted: a key file must be 0600 or 0400 anyway.)
+fn allows(uid: u32, gids: &[u32], (owner, group, mode): (u32, u32, u32), bit: u32) -> bool {
     if uid == 0 {
         return true;
     }
-    let mode = m.mode();
-    let class = if m.uid() == uid {
+    let class = if owner == uid {
         mode >> 6
-    } else if gids.contains(&m.gid()) {
+    } else if gids.contains(&group) {
         mode >> 3
     } else {
         mode
@@ -274,18 +278,17 @@ mod tests {
 
     #[test]
     fn permission_classes() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        std::fs::write(&p, b"x").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let m = std::fs::metadata(&p).unwrap();
-        let (o, g) = (m.uid(), m.gid());
-        assert!(may(o, &[], &m, 4));
-        assert!(!may(o, &[], &m, 1));
-        let stranger = if o == 4242 { 4243 } else { 4242 };
-        assert!(may(stranger, &[g], &m, 4));
-        assert!(!may(stranger, &[g + 1], &m, 4));
-        assert!(may(0, &[], &m, 1));
+        let f = (4242, 4242, 0o100640);
+        assert!(allows(4242, &[], f, 4));
+        assert!(!allows(4242, &[], f, 1));
+        assert!(allows(4243, &[4242], f, 4));
+        assert!(!allows(4243, &[4243], f, 4));
+        assert!(!allows(4243, &[4242], f, 2));
+        assert!(allows(0, &[], f, 1));
+        // Owner class decides for the owner even when others may (as the kernel does).
+        assert!(!allows(4242, &[], (4242, 4242, 0o007), 4));
+        let dir = (0, 0, 0o40711);
+        assert!(allows(4242, &[], dir, 1));
+        assert!(!allows(4242, &[], (0, 0, 0o40700), 1));
     }
 }

@@ -1200,13 +1200,16 @@ use cassandra::{cassandra_startup, Startup};
 /// The key every rekeyed SSTable of a [`DataSet`] is under.
 pub const NEW_KEY: &str = "kmip://kmip1/new-128";
 
-/// `rekey -q --to kmip://kmip1/new-128 --keyring K --data-dir DATA --jobs N`.
+/// `rekey -q --to kmip://kmip1/new-128 --move-kmip-group --keyring K --data-dir DATA --jobs N`
+/// (data sets hold local-key and replicated tables too: offline, their move to the KMIP group
+/// is stated explicitly).
 pub fn rekey_args(ds: &DataSet, data: &Path, jobs: usize) -> Vec<String> {
     strings(&[
         "rekey",
         "-q",
         "--to",
         "kmip://kmip1/new-128",
+        "--move-kmip-group",
         "--keyring",
         ds.keyring.to_str().unwrap(),
         "--data-dir",
