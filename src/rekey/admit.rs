@@ -163,6 +163,24 @@ fn groups_of(uid: u32, gid: u32) -> Vec<u32> {
     }
 }
 
+/// This process's effective and supplementary groups.
+fn own_groups() -> Vec<u32> {
+    // SAFETY: a query without side effects.
+    let mut v = vec![unsafe { libc::getegid() }];
+    // SAFETY: with size 0, getgroups only returns the count.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n > 0 {
+        let mut g = vec![0 as libc::gid_t; n as usize];
+        // SAFETY: `g` holds `n` gids.
+        let m = unsafe { libc::getgroups(n, g.as_mut_ptr()) };
+        if m > 0 {
+            g.truncate(m as usize);
+            v.extend(g);
+        }
+    }
+    v
+}
+
 /// Whether a process of `uid` in `gids` has permission `bit` (4 read, 1 search) on `m`.
 fn may(uid: u32, gids: &[u32], m: &std::fs::Metadata, bit: u32) -> bool {
     allows(uid, gids, (m.uid(), m.gid(), m.mode()), bit)
@@ -190,6 +208,7 @@ fn allows(uid: u32, gids: &[u32], (owner, group, mode): (u32, u32, u32), bit: u3
 pub fn owners<'a>(sstables: impl Iterator<Item = &'a Found>, target: &Target) -> Result<()> {
     // SAFETY: no arguments, cannot fail.
     let euid = unsafe { libc::geteuid() };
+    let my_groups = own_groups();
     // Node users (owner uid, gid) → one of their Data.db files, for messages.
     let mut node_users: BTreeMap<(u32, u32), PathBuf> = BTreeMap::new();
     for f in sstables {
@@ -204,6 +223,16 @@ pub fn owners<'a>(sstables: impl Iterator<Item = &'a Found>, target: &Target) ->
                     user(euid),
                     user(euid),
                     user(m.uid())
+                )));
+            }
+            if euid != 0 && !my_groups.contains(&m.gid()) {
+                return Err(Error::Usage(format!(
+                    "{} has group {}, which this run ({}) is not in: its rewritten copy could not get that group back. Run sstable-rekey as root, or as {} with group {}",
+                    p.display(),
+                    m.gid(),
+                    user(euid),
+                    user(m.uid()),
+                    m.gid()
                 )));
             }
             if c == "Data.db" {
