@@ -160,7 +160,7 @@ pub struct RekeyArgs {
     #[arg(long)]
     pub create_key: bool,
     /// Let tables move to the KMIP group of --to from another group (their kmip_host), or from a
-    /// local key file, without a KMIP configuration confirming that group. Offline (--keyring
+    /// local key file or replicated keys, without a KMIP configuration confirming that group. Offline (--keyring
     /// only) such a move is refused without it: a mistyped GROUP would be written into every new
     /// CompressionInfo as kmip_host, and no node could read the tables. Give it only when every
     /// node's dse.yaml has that kmip_hosts group

@@ -3,7 +3,8 @@
 //! - offline, a table may not move to another KMIP group unless the operator says so;
 //! - the new key's material may not equal an old key's (the data would stay under it);
 //! - the node's user must be able to read what the run writes: new files get the originals'
-//!   owner (so the run is root or that owner), and the new key file must be readable by it.
+//!   owner and group (so the run is root, or that owner in that group), and the new key file
+//!   must be readable by the owner.
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -60,7 +61,8 @@ pub fn kmip_group_move(
     let now = match (current, l.envelope.provider) {
         (Some(g), _) => format!("is under KMIP group {g}"),
         (None, ProviderKind::Local) => "is under a local key file (no KMIP group)".into(),
-        (None, _) => "names no KMIP group".into(),
+        (None, ProviderKind::Replicated) => "is under replicated keys (no KMIP group)".into(),
+        (None, ProviderKind::Kmip) => "names no KMIP group".into(),
     };
     Some(format!(
         "table {} ({}) {now}; --to names KMIP group {group}",
