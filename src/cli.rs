@@ -7,14 +7,17 @@ use clap::{Args, Parser, Subcommand};
 
 const KEYREF_HELP: &str = "KEYREF forms:
   file:PATH           a DSE local key file (lines CIPHER:STRENGTH:BASE64KEY, mode 0600); the line is
-                      chosen by each table's cipher_algorithm and secret_key_strength
-  kmip://GROUP/ID     a KMIP key by unique identifier; GROUP is the kmip_hosts entry of dse.yaml.
+                      chosen by each table's cipher_algorithm and secret_key_strength. As --to:
+                      an absolute path, readable by the owner of the data files (the node's user)
+  kmip://GROUP/ID     a KMIP key by unique identifier; GROUP is the kmip_hosts entry of dse.yaml
+                      (a table's kmip_host). The same ID in another group is another key.
                       Fetched from the KMIP server given by --kmip-config/--dse-yaml/--scylla-yaml,
-                      or offline through --keyring
+                      or offline through --keyring (by ID)
   kmip://GROUP/active (--to only) the Active AES key of the tables' strength (Locate), created
                       with --create-key when there is none
   replicated:UUID     (--from/--key only) a DSE replicated key, resolved through --keyring
-Key material is never accepted on the command line.";
+Key material is never accepted on the command line. Key files and keyrings must be regular files.
+A --to key whose bytes equal an old key's, or --to among the --from keys, is refused (exit 2).";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -170,6 +173,13 @@ pub struct RekeyArgs {
     /// the group has no Active one
     #[arg(long)]
     pub create_key: bool,
+    /// Let tables move to the KMIP group of --to from another group (their kmip_host), or from a
+    /// local key file or replicated keys, without a KMIP configuration confirming that group. Offline (--keyring
+    /// only) such a move is refused without it: a mistyped GROUP would be written into every new
+    /// CompressionInfo as kmip_host, and no node could read the tables. Give it only when every
+    /// node's dse.yaml has that kmip_hosts group
+    #[arg(long)]
+    pub move_kmip_group: bool,
     /// No progress output
     #[arg(long, short = 'q')]
     pub quiet: bool,

@@ -102,6 +102,8 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
     )?;
     let store = keys.store;
     let opts = RekeyOptions {
+        kmip_configured: keys.kmip_configured,
+        move_kmip_group: a.move_kmip_group,
         to: keys.to.expect("given"),
         from,
         data_dirs: dirs,

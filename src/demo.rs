@@ -110,6 +110,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         jobs: 2,
         dry_run: false,
         create_key: false,
+        move_kmip_group: false,
         quiet: true,
         scope: scope(Some(report.clone())),
     })?;
@@ -126,6 +127,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         jobs: 2,
         dry_run: false,
         create_key: false,
+        move_kmip_group: false,
         quiet: true,
         scope: scope(None),
     })?;

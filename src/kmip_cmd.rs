@@ -46,10 +46,13 @@ pub struct Keys {
     pub store: KeyStore,
     /// `--to` with `kmip://GROUP/active` replaced by the key it found or created.
     pub to: Option<KeyRef>,
+    /// A KMIP configuration was given: every `kmip://GROUP/…` reference names one of its groups.
+    pub kmip_configured: bool,
 }
 
 /// Key files, then the KMIP server (when configured), then the offline keyring. The KMIP source
 /// checks key states; with `to`, the new key is checked (Active, AES) and `active` resolved.
+/// Old keys are fetched from the group their tables name (`kmip_host`).
 pub fn build_store(
     kmip: &KmipOpts,
     keyring: Option<&Path>,
@@ -59,14 +62,6 @@ pub fn build_store(
     dry_run: bool,
     scope: Option<(&[PathBuf], &Selection)>,
 ) -> Result<Keys> {
-    let kmip_refs: Vec<(&str, &str)> = to
-        .into_iter()
-        .chain(refs)
-        .filter_map(|r| match r {
-            KeyRef::Kmip { group, id } => Some((group.as_str(), id.as_str())),
-            _ => None,
-        })
-        .collect();
     let wants_active = matches!(to, Some(KeyRef::Kmip { id, .. }) if id == ACTIVE);
     if refs
         .iter()
@@ -90,22 +85,16 @@ pub fn build_store(
         return Ok(Keys {
             store: KeyStore::offline(keyring)?,
             to: to.cloned(),
+            kmip_configured: false,
         });
     };
-    let default_group = match (kmip_refs.first(), cfg.groups.len()) {
-        (Some((g, _)), _) => g.to_string(),
-        (None, 1) => cfg.groups.keys().next().cloned().expect("one group"),
-        (None, _) => {
-            return Err(Error::Usage(format!(
-                "{} has several groups; name the one the keys are in with a kmip://GROUP/ID --to, --from or --key",
-                cfg.origin
-            )))
-        }
-    };
-    let mut src = KmipSource::new(cfg, &default_group)?;
-    for (g, id) in &kmip_refs {
-        if *id != ACTIVE {
-            src.pin(id, g)?;
+    let src = KmipSource::new(cfg);
+    // Every group named on the command line must be configured (a typo is an error, not a
+    // group of its own).
+    for r in to.into_iter().chain(refs) {
+        if let KeyRef::Kmip { group, .. } = r {
+            src.group(group)
+                .map_err(|e| Error::Usage(format!("{r}: {e}")))?;
         }
     }
     let mut to = to.cloned();
@@ -138,7 +127,6 @@ pub fn build_store(
             id
         };
         src.check_target(&group, &id, None)?;
-        src.pin(&id, &group)?;
         to = Some(KeyRef::Kmip { group, id });
     }
     let fallback = keyring.map(Keyring::load).transpose()?;
@@ -150,6 +138,7 @@ pub fn build_store(
     Ok(Keys {
         store: KeyStore::new(sources),
         to,
+        kmip_configured: true,
     })
 }
 
@@ -185,7 +174,9 @@ pub fn run(a: &KmipArgs) -> Result<Exit> {
 }
 
 fn source(o: &KmipOpts, group: &str) -> Result<KmipSource> {
-    KmipSource::new(require_config(o)?, group)
+    let src = KmipSource::new(require_config(o)?);
+    src.group(group)?;
+    Ok(src)
 }
 
 /// UTC `YYYY-MM-DDTHH:MM:SSZ` from Unix seconds.
@@ -404,9 +395,12 @@ struct Usage {
     backups: BTreeMap<String, usize>,
     unknown: Vec<String>,
     not_checked: Option<String>,
+    /// The same id under another group: another key, unless that group is the same server under
+    /// another name, which this tool cannot tell (file → the key names and their counts).
+    same_id: BTreeMap<String, Vec<(String, usize)>>,
 }
 
-fn usage_of(key: &KeyId, dirs: &DataDirs) -> Result<Usage> {
+fn usage_of(group: &str, id: &str, dirs: &DataDirs) -> Result<Usage> {
     let opts = VerifyOptions {
         keys: Vec::new(),
         data_dirs: dirs.clone(),
@@ -419,7 +413,15 @@ fn usage_of(key: &KeyId, dirs: &DataDirs) -> Result<Usage> {
     for n in &rep.notes {
         eprintln!("sstable-rekey: {n}");
     }
-    let name = key.to_string();
+    let name = KeyId::Kmip {
+        group: group.to_string(),
+        id: id.to_string(),
+    }
+    .to_string();
+    // Report keys are `kmip://GROUP/ID`; a group never contains '/' where it comes from a
+    // reference, and a kmip_host that does only makes this match more (fail closed).
+    let other_group =
+        |k: &str| k != name && k.starts_with("kmip://") && k.ends_with(&format!("/{id}"));
     let mut u = Usage {
         not_checked: rep.data_dirs.missing_sentence(),
         ..Usage::default()
@@ -437,10 +439,33 @@ fn usage_of(key: &KeyId, dirs: &DataDirs) -> Result<Usage> {
                 v.error.as_deref().unwrap_or("unreadable")
             ));
         }
+        let mut others: BTreeMap<&str, usize> = BTreeMap::new();
+        for (k, n) in v.keys.iter().chain(&v.index_pages).chain(&v.metadata) {
+            if other_group(k) {
+                *others.entry(k).or_default() += n;
+            }
+        }
+        if !others.is_empty() {
+            u.same_id.insert(
+                v.data.clone(),
+                others
+                    .into_iter()
+                    .map(|(k, n)| (k.to_string(), n))
+                    .collect(),
+            );
+        }
     }
     for b in &rep.backups {
         if let Some(n) = b.keys.get(&name) {
             u.backups.insert(b.data.clone(), *n);
+        }
+        for (k, n) in &b.keys {
+            if other_group(k) {
+                u.same_id
+                    .entry(b.data.clone())
+                    .or_default()
+                    .push((k.clone(), *n));
+            }
         }
     }
     Ok(u)
@@ -456,9 +481,12 @@ fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
             a.group, a.id, a.group, a.id
         )));
     }
-    let key = KeyId::Kmip(a.id.clone());
+    let key = KeyId::Kmip {
+        group: a.group.clone(),
+        id: a.id.clone(),
+    };
     let mut refuse = Vec::new();
-    match usage_of(&key, &dirs) {
+    match usage_of(&a.group, &a.id, &dirs) {
         Ok(u) => {
             for (f, n) in &u.live {
                 refuse.push(format!("live      {f}: {n} records under {key}"));
@@ -471,6 +499,16 @@ fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
             }
             if let Some(m) = &u.not_checked {
                 refuse.push(format!("not checked: {m}"));
+            }
+            // Destroying is for good: the same id under another kmip_host may be this very key
+            // on the same server under another group name.
+            for (f, keys) in &u.same_id {
+                for (k, n) in keys {
+                    refuse.push(format!(
+                        "same id   {f}: {n} records under {k} (another group with the id {}: if that group is this server under another name, these need the key too)",
+                        a.id
+                    ));
+                }
             }
         }
         Err(e) => refuse.push(format!("could not check the data directories: {e}")),

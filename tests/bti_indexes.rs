@@ -572,12 +572,12 @@ impl Env {
         }
     }
 
-    /// How the tool's reports name a table's old and new keys.
+    /// How the tool's reports name a table's old and new keys (a KMIP key by group and id).
     fn report_names(&self, e: &Value) -> (String, String) {
         match e["provider"].as_str().unwrap() {
             "kmip" => (
-                format!("kmip:old-{}", e["bits"]),
-                format!("kmip:new-{}", e["bits"]),
+                format!("kmip://kmip1/old-{}", e["bits"]),
+                format!("kmip://kmip1/new-{}", e["bits"]),
             ),
             _ => (
                 format!("file:{}", self.s("keys/old.key")),
@@ -1144,5 +1144,11 @@ fn page_under_a_key_the_keyring_does_not_have_is_refused() {
         p[5..12].copy_from_slice(b"gone-12");
     });
     let data = env.file(KMIP_T, "Data.db");
-    check(&env, rekey_kmip, 2, &data, &["kmip:gone-12", "not found"]);
+    check(
+        &env,
+        rekey_kmip,
+        2,
+        &data,
+        &["kmip://kmip1/gone-12", "not found"],
+    );
 }

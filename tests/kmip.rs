@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+
 const GROUP: &str = "test";
 const SOURCE: &str = "testdata/cassandra/nb/legacy_nb_clust/nb-1-big-Data.db";
 const TABLE: &str = "ks/tbl-0123456789abcdef0123456789abcdef";
@@ -744,6 +746,78 @@ fn destroyed_old_key_names_the_sstables_and_writes_nothing() {
         "{}",
         o.all()
     );
+}
+
+/// A KMIP key is its group and its id: a table whose kmip_host names a group the configuration
+/// does not have is not read from another group's server (exit 2, nothing written), verify tells
+/// the groups apart, and `kmip destroy` refuses while the same id is used under another group
+/// name (which may be this server under another name).
+#[test]
+fn a_kmip_key_is_its_group_and_its_id() {
+    let Some(e) = env() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (k1, h1) = e.create(128);
+    let (k2, _) = e.create(128);
+    let data = e.encrypted(tmp.path(), &k1, &h1, 128);
+    let toml = e.toml();
+    let cfg = ["--kmip-config", s(&toml)];
+    let dd = ["--data-dir", s(&data)];
+    let ci_path = data.join(TABLE).join("nb-1-big-CompressionInfo.db");
+    let mut ci = support::Ci::read(&ci_path).unwrap();
+    for (k, v) in ci.options.iter_mut() {
+        if k == "kmip_host" {
+            assert_eq!(v, GROUP);
+            *v = "elsewhere".into();
+        }
+    }
+    std::fs::write(&ci_path, ci.serialize()).unwrap();
+    let before = tree(&data);
+    let o = tool(
+        &[
+            &["rekey", "-q", "--to", &format!("kmip://{GROUP}/{k2}")][..],
+            &dd,
+            &cfg,
+        ]
+        .concat(),
+    );
+    assert_eq!(o.code, 2, "{}", o.all());
+    assert!(
+        o.stderr.contains(&format!("kmip://elsewhere/{k1}"))
+            && o.stderr.contains("\"elsewhere\" is not in"),
+        "{}",
+        o.all()
+    );
+    assert!(!o.all().contains(&h1));
+    assert_eq!(tree(&data), before);
+
+    let o = tool(
+        &[
+            &["verify", "--key", &format!("kmip://{GROUP}/{k1}")][..],
+            &dd,
+            &cfg,
+        ]
+        .concat(),
+    );
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stdout.contains(&format!("kmip://elsewhere/{k1}")),
+        "{}",
+        o.all()
+    );
+
+    let o = tool(&[&["kmip", "revoke", GROUP, &k1][..], &cfg].concat());
+    assert_eq!(o.code, 0, "{}", o.all());
+    let o = tool(&[&["kmip", "destroy", GROUP, &k1][..], &dd, &cfg].concat());
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stdout.contains("same id")
+            && o.stdout
+                .contains(&format!("21 records under kmip://elsewhere/{k1}")),
+        "{}",
+        o.all()
+    );
+    assert_eq!(e.state(&k1), "COMPROMISED");
+    assert_eq!(tree(&data), before);
 }
 
 #[test]

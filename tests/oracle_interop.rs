@@ -141,22 +141,25 @@ fn round_trip(
         (digest, enc)
     });
 
-    // 2. one rekey run over the whole data dir
-    let out = rekey_tool_env(
-        &[
-            "rekey".into(),
-            "--to".into(),
-            to.keyref().into(),
-            "--keyring".into(),
-            ring.into(),
-            "--data-dir".into(),
-            data.clone().into(),
-            "--report".into(),
-            report.clone().into(),
-            "--quiet".into(),
-        ],
-        &[("SSTABLE_REKEY_KERNEL", kernel)],
-    );
+    // 2. one rekey run over the whole data dir (offline, tables under a local key file move to
+    // the KMIP group only when that is said explicitly)
+    let mut args: Vec<OsString> = vec![
+        "rekey".into(),
+        "--to".into(),
+        to.keyref().into(),
+        "--keyring".into(),
+        ring.into(),
+        "--data-dir".into(),
+        data.clone().into(),
+        "--report".into(),
+        report.clone().into(),
+        "--quiet".into(),
+    ];
+    if matches!(to, Key::Kmip { .. }) && items.iter().any(|it| matches!(it.from, Key::Local { .. }))
+    {
+        args.push("--move-kmip-group".into());
+    }
+    let out = rekey_tool_env(&args, &[("SSTABLE_REKEY_KERNEL", kernel)]);
     expect_exit(
         &out,
         0,

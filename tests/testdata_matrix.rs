@@ -588,8 +588,14 @@ fn inspect_names_the_keys_of_the_manifest_without_any_key() {
         assert_eq!(i["raw_chunks"], e["raw_chunks"], "{rel}");
         assert_eq!(i["chunks"], e["chunks"], "{rel}");
         let encrypted = e["chunks"].as_u64().unwrap() - e["raw_chunks"].as_u64().unwrap();
+        // The tool names a KMIP key by its group (the table's kmip_host) and id.
         let key = match e["provider"].as_str().unwrap() {
             "local" => format!("file:{}", env.s("keys/old.key")),
+            "kmip" => format!(
+                "kmip://{}/{}",
+                e["kmip_host"].as_str().unwrap(),
+                e["key_id"].as_str().unwrap()
+            ),
             _ => e["key"].as_str().unwrap().to_string(),
         };
         assert_eq!(i["keys"], json_map(&[(&key, encrypted)]), "{rel}");
@@ -927,13 +933,13 @@ fn raw_chunks_are_copied_unchanged_and_reported() {
     assert_eq!(s["status"], "rekeyed");
     assert_eq!(s["raw_chunks"], 2);
     assert_eq!(s["rekeyed_chunks"], 2);
-    assert_eq!(s["keys_before"], json_map(&[("kmip:old-128", 2)]));
-    assert_eq!(s["keys_after"], json_map(&[("kmip:new-128", 2)]));
+    assert_eq!(s["keys_before"], json_map(&[("kmip://kmip1/old-128", 2)]));
+    assert_eq!(s["keys_after"], json_map(&[("kmip://kmip1/new-128", 2)]));
     let s = &t["edge.t_raw_enc"][0];
     assert_eq!(s["status"], "rekeyed");
     assert_eq!(s["raw_chunks"], 2);
-    assert_eq!(s["keys_before"], json_map(&[("kmip:old-128", 1)]));
-    assert_eq!(s["keys_after"], json_map(&[("kmip:new-128", 1)]));
+    assert_eq!(s["keys_before"], json_map(&[("kmip://kmip1/old-128", 1)]));
+    assert_eq!(s["keys_after"], json_map(&[("kmip://kmip1/new-128", 1)]));
     assert_eq!(rep["totals"]["raw_chunks"], 4);
 
     let d = check_rekeyed(
@@ -1169,7 +1175,7 @@ fn snapshots_are_untouched_and_reported_index_sstables_are_rekeyed() {
         } else {
             4
         };
-        assert_eq!(b["keys"], json_map(&[("kmip:old-128", n)]), "{b}");
+        assert_eq!(b["keys"], json_map(&[("kmip://kmip1/old-128", n)]), "{b}");
     }
     let t = by_table(&rep);
     let ss = &t["edge.t_snap"];
@@ -1481,9 +1487,11 @@ fn dry_run_writes_nothing() {
 fn replicated_key_rekeyed_to_kmip() {
     let env = Env::new();
     let from = format!("replicated:{UUID}");
+    // Offline, a move from replicated keys to a KMIP group is stated explicitly.
     let r = env.rekey(&[
         "--to",
         "kmip://kmip1/new-128",
+        "--move-kmip-group",
         "--from",
         &from,
         "--data-dir",
@@ -1546,6 +1554,7 @@ fn replicated_table_with_a_headerless_chunk_takes_the_local_key_from_the_command
     let r = env.rekey(&[
         "--to",
         "kmip://kmip1/new-128",
+        "--move-kmip-group",
         "--from",
         &from_r,
         "--from",

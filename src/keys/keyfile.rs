@@ -5,7 +5,7 @@ use std::path::Path;
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{check_private, KeyMaterial};
+use super::{check_private, read_regular, KeyMaterial};
 use crate::error::{Error, Result};
 
 pub struct KeyFile {
@@ -14,19 +14,8 @@ pub struct KeyFile {
 
 impl KeyFile {
     pub fn load(path: &Path) -> Result<KeyFile> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| Error::Key(format!("key file {}: {e}", path.display())))?;
+        let (meta, text) = read_regular(path, "key file", 1 << 20).map_err(Error::Key)?;
         check_private(path, &meta)?;
-        if meta.len() > 1 << 20 {
-            return Err(Error::Key(format!(
-                "key file {}: too large to be a key file",
-                path.display()
-            )));
-        }
-        let text = Zeroizing::new(
-            std::fs::read(path)
-                .map_err(|e| Error::Key(format!("key file {}: {e}", path.display())))?,
-        );
         Self::parse(&text, path)
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{check_private, KeyId, KeyMaterial, KeySource};
+use super::{check_private, read_regular, KeyId, KeyMaterial, KeySource};
 use crate::crypto::envelope::uuid_string;
 use crate::crypto::CipherSpec;
 use crate::error::{Error, Result};
@@ -19,16 +19,8 @@ pub struct Keyring {
 
 impl Keyring {
     pub fn load(path: &Path) -> Result<Keyring> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| Error::Key(format!("keyring {}: {e}", path.display())))?;
+        let (meta, text) = read_regular(path, "keyring", 16 << 20).map_err(Error::Key)?;
         check_private(path, &meta)?;
-        if meta.len() > 16 << 20 {
-            return Err(Error::Key(format!("keyring {}: too large", path.display())));
-        }
-        let text = Zeroizing::new(
-            std::fs::read(path)
-                .map_err(|e| Error::Key(format!("keyring {}: {e}", path.display())))?,
-        );
         Self::parse(&text, path)
     }
 
@@ -79,7 +71,8 @@ impl KeySource for Keyring {
 
     fn fetch(&self, id: &KeyId, _cipher: &CipherSpec) -> Result<Option<KeyMaterial>> {
         let name = match id {
-            KeyId::Kmip(id) => id.clone(),
+            // By id: a keyring line names no group (chunk headers name none either).
+            KeyId::Kmip { id, .. } => id.clone(),
             KeyId::Replicated(u) => uuid_string(u),
             KeyId::File(_) => return Ok(None),
         };
@@ -100,11 +93,23 @@ mod tests {
         .unwrap();
         let spec = CipherSpec::from_options(None, None, None).unwrap();
         assert!(r
-            .fetch(&KeyId::Kmip("group:a:b".into()), &spec)
+            .fetch(
+                &KeyId::Kmip {
+                    group: "g".into(),
+                    id: "group:a:b".into()
+                },
+                &spec
+            )
             .unwrap()
             .is_some());
         assert!(r
-            .fetch(&KeyId::Kmip("group".into()), &spec)
+            .fetch(
+                &KeyId::Kmip {
+                    group: "g".into(),
+                    id: "group".into()
+                },
+                &spec
+            )
             .unwrap()
             .is_none());
         assert!(Keyring::parse(b"x:AAAA\n", Path::new("r")).is_err());

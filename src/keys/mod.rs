@@ -1,7 +1,8 @@
 //! Key references and key material. Nothing here knows about SSTables.
 //!
-//! A [`KeyRef`] is what the operator types (`file:PATH`, `kmip://GROUP/ID`); a [`KeyId`] is what
-//! a record on disk names (a KMIP id or replicated UUID in its header, or the table's key file).
+//! A [`KeyRef`] is what the operator types (`file:PATH`, `kmip://GROUP/ID`); a [`KeyId`] is the
+//! key a record on disk is under: the KMIP id of its header with the table's `kmip_host` group, a
+//! replicated UUID, or the table's key file.
 //! [`KeySource`]s turn ids into [`KeyMaterial`]: the DSE key files and the offline keyring here, a
 //! KMIP client later. Material lives in zeroizing buffers and is never printed.
 
@@ -85,7 +86,10 @@ impl KeyRef {
     pub fn id(&self) -> KeyId {
         match self {
             KeyRef::File(p) => KeyId::File(canonical(p)),
-            KeyRef::Kmip { id, .. } => KeyId::Kmip(id.clone()),
+            KeyRef::Kmip { group, id } => KeyId::Kmip {
+                group: group.clone(),
+                id: id.clone(),
+            },
             KeyRef::Replicated(u) => KeyId::Replicated(*u),
         }
     }
@@ -104,10 +108,15 @@ pub fn canonical(p: &Path) -> PathBuf {
     })
 }
 
-/// A key as a record on disk names it.
+/// The key a record on disk is under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KeyId {
-    Kmip(String),
+    /// A KMIP key: the id of the record's header in the group of the table's `kmip_host` option
+    /// (FORMAT.md 2.1, 2.2). The same id in two groups is two keys (two servers).
+    Kmip {
+        group: String,
+        id: String,
+    },
     Replicated([u8; 16]),
     /// A local key file (header-less records), by canonical path.
     File(PathBuf),
@@ -116,7 +125,7 @@ pub enum KeyId {
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyId::Kmip(id) => write!(f, "kmip:{id}"),
+            KeyId::Kmip { group, id } => write!(f, "kmip://{group}/{id}"),
             KeyId::Replicated(u) => write!(f, "replicated:{}", uuid_string(u)),
             KeyId::File(p) => write!(f, "file:{}", p.display()),
         }
@@ -177,8 +186,13 @@ impl KeySource for KeyFiles {
 /// Resolves ids to expanded AES keys through the configured sources, once per (id, cipher).
 pub struct KeyStore {
     sources: Vec<Box<dyn KeySource>>,
-    cache: Mutex<HashMap<(KeyId, String, u32), Arc<AesKey>>>,
+    /// The expanded key and its material (kept for [`KeyStore::same_material`]; the round keys
+    /// are as secret as the key itself, so this keeps nothing more sensitive in memory).
+    cache: Mutex<HashMap<Slot, (Arc<AesKey>, KeyMaterial)>>,
 }
+
+/// A key for one table cipher: (id, transformation, bits).
+type Slot = (KeyId, String, u32);
 
 impl KeyStore {
     pub fn new(sources: Vec<Box<dyn KeySource>>) -> Self {
@@ -200,7 +214,7 @@ impl KeyStore {
     /// The expanded key for `id` under `cipher`, checking its strength against the table's.
     pub fn get(&self, id: &KeyId, cipher: &CipherSpec) -> Result<Arc<AesKey>> {
         let slot = (id.clone(), cipher.transformation.clone(), cipher.key_bits);
-        if let Some(k) = self.cache.lock().unwrap().get(&slot) {
+        if let Some((k, _)) = self.cache.lock().unwrap().get(&slot) {
             return Ok(k.clone());
         }
         let mut found = None;
@@ -216,9 +230,13 @@ impl KeyStore {
                 "key {id} not found (looked in: {}); {}",
                 tried.join(", "),
                 match id {
-                    KeyId::Kmip(_) | KeyId::Replicated(_) =>
-                        "add it to the keyring (--keyring) as <id>:<base64 key>",
-                    KeyId::File(_) => "check the path",
+                    KeyId::Kmip { id, .. } =>
+                        format!("add it to the keyring (--keyring) as {id}:<base64 key>"),
+                    KeyId::Replicated(u) => format!(
+                        "add it to the keyring (--keyring) as {}:<base64 key>",
+                        uuid_string(u)
+                    ),
+                    KeyId::File(_) => "check the path".to_string(),
                 }
             ))
         })?;
@@ -232,9 +250,87 @@ impl KeyStore {
         let key = Arc::new(
             AesKey::new(material.expose()).map_err(|e| Error::Key(format!("key {id}: {e}")))?,
         );
-        self.cache.lock().unwrap().insert(slot, key.clone());
+        self.cache
+            .lock()
+            .unwrap()
+            .insert(slot, (key.clone(), material));
         Ok(key)
     }
+
+    /// True when `a` and `b` hold the same key material for `cipher` (both are fetched through
+    /// [`KeyStore::get`] first). The bytes are compared in constant time (`subtle`): no early
+    /// exit on the first differing byte, so timing tells nothing about a compromised key's bytes.
+    pub fn same_material(&self, a: &KeyId, b: &KeyId, cipher: &CipherSpec) -> Result<bool> {
+        self.get(a, cipher)?;
+        self.get(b, cipher)?;
+        let cache = self.cache.lock().unwrap();
+        let slot = |id: &KeyId| (id.clone(), cipher.transformation.clone(), cipher.key_bits);
+        let (Some((_, x)), Some((_, y))) = (cache.get(&slot(a)), cache.get(&slot(b))) else {
+            unreachable!("both were just cached by get")
+        };
+        Ok(material_eq(x.expose(), y.expose()))
+    }
+}
+
+/// Constant-time equality of two keys' bytes (their lengths are not secret: a 128-bit key is
+/// never equal to a 256-bit one). `subtle` (already in the build through rustls) rather than a
+/// hand-written loop: it keeps the compiler from turning the comparison back into an early exit.
+pub fn material_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Opens a file of key material (or of configuration naming it) without ever blocking: opened
+/// with `O_NONBLOCK` (a FIFO with no writer would hang a plain open or read forever), then the
+/// opened descriptor's own metadata must say regular file, and it is read through that same
+/// descriptor (no window between the check and the read). Returns its metadata (for mode
+/// checks) and its bytes in a zeroizing buffer, at most `max` bytes. Errors name the file.
+pub fn read_regular(
+    path: &Path,
+    what: &str,
+    max: u64,
+) -> std::result::Result<(std::fs::Metadata, Zeroizing<Vec<u8>>), String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("{what} {}: stat: {e}", path.display()))?;
+    if !meta.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        let kind = if t.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if t.is_dir() {
+            "a folder"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else {
+            "not a plain file"
+        };
+        return Err(format!(
+            "{what} {}: not a regular file ({kind}); key material is read from regular files only",
+            path.display()
+        ));
+    }
+    if meta.len() > max {
+        return Err(format!("{what} {}: too large", path.display()));
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    // Bounded even if the file grows while being read.
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("{what} {}: read: {e}", path.display()))?;
+    if buf.len() as u64 > max {
+        return Err(format!("{what} {}: too large", path.display()));
+    }
+    Ok((meta, buf))
 }
 
 /// Refuses key material files that group or others can read (FORMAT.md 2.4).
@@ -273,5 +369,44 @@ mod tests {
         assert!("kmip://nogroup".parse::<KeyRef>().is_err());
         assert!("/etc/key".parse::<KeyRef>().is_err());
         assert!("replicated:xyz".parse::<KeyRef>().is_err());
+    }
+
+    #[test]
+    fn a_kmip_key_is_its_group_and_its_id() {
+        let a: KeyRef = "kmip://kmip1/42".parse().unwrap();
+        let b: KeyRef = "kmip://kmip2/42".parse().unwrap();
+        assert_ne!(a.id(), b.id());
+        assert_eq!(a.id().to_string(), "kmip://kmip1/42");
+    }
+
+    #[test]
+    fn material_compares_every_byte() {
+        assert!(material_eq(&[7; 16], &[7; 16]));
+        for i in 0..16 {
+            let mut b = [7u8; 16];
+            b[i] ^= 0x80;
+            assert!(!material_eq(&[7; 16], &b), "byte {i}");
+        }
+        assert!(!material_eq(&[7; 16], &[7; 32]));
+    }
+
+    #[test]
+    fn a_fifo_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fifo");
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let Err(e) = read_regular(&p, "key file", 1 << 20) else {
+            panic!("a FIFO was read")
+        };
+        assert!(
+            e.contains("not a regular file") && e.contains("FIFO"),
+            "{e}"
+        );
+        let Err(e) = read_regular(dir.path(), "key file", 1 << 20) else {
+            panic!("a folder was read")
+        };
+        assert!(e.contains("folder"), "{e}");
     }
 }

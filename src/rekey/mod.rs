@@ -1,6 +1,7 @@
 //! The rekey pipeline: [`find`] → [`plan`] → [`rewrite`] → [`commit`] → [`report`], plus
 //! [`verify`] (the proof before destroying a key) and [`inspect`].
 
+pub mod admit;
 pub mod commit;
 pub mod exclusive;
 pub mod failpoint;
@@ -45,6 +46,11 @@ pub struct RekeyOptions {
     pub dry_run: bool,
     /// Print progress on stderr (a bar on a terminal, lines otherwise).
     pub progress: bool,
+    /// A KMIP configuration confirmed the `--to` group (see [`admit::kmip_group_move`]).
+    pub kmip_configured: bool,
+    /// `--move-kmip-group`: tables may move to the `--to` group from another one (or from a
+    /// local key file) without a KMIP configuration confirming it.
+    pub move_kmip_group: bool,
 }
 
 /// An SSTable with everything resolved: ready to rewrite.
@@ -217,6 +223,7 @@ impl Progress {
 /// per-SSTable failures are in the report.
 pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Result<RekeyReport> {
     let started = Instant::now();
+    admit::refs(&opts.to, &opts.from)?;
     let target = Target::new(&opts.to)?;
     let from_ids: Vec<KeyId> = opts.from.iter().map(KeyRef::id).collect();
     let fallback = fallback_file(&opts.from);
@@ -248,6 +255,7 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     // Plan: decide per SSTable, resolve every key before writing anything.
     let mut jobs: Vec<Job> = Vec::new();
     let mut key_errors: Vec<String> = Vec::new();
+    let mut group_moves = 0;
     // Evidence per old key, gathered across every SSTable of the run (see KEY_EVIDENCE_BITS).
     let mut evidence: HashMap<KeyId, u32> = HashMap::new();
     for (found, load) in found.live {
@@ -316,6 +324,13 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
             report.sstables.push(r);
             continue;
         }
+        if let Some(m) =
+            admit::kmip_group_move(&loaded, &target, opts.kmip_configured, opts.move_kmip_group)
+        {
+            key_errors.push(m);
+            group_moves += 1;
+            continue;
+        }
         let cipher = &loaded.envelope.cipher;
         let mut keys = Vec::with_capacity(loaded.keys.len());
         let mut ok = true;
@@ -345,6 +360,11 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
         let (Some(target_key), true) = (target_key, ok) else {
             continue;
         };
+        let same = admit::same_material(store, &loaded, &target, target_idx, opts.move_kmip_group);
+        if !same.is_empty() {
+            key_errors.extend(same);
+            continue;
+        }
         // A wrong old key fails here, on one chunk per key, before anything is written.
         match trial_decrypt(&loaded, &keys, target_idx, &evidence) {
             Ok(bits) => {
@@ -374,6 +394,11 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
             }
         }
     }
+    if group_moves > 0 {
+        if let KeyRef::Kmip { group, .. } = &opts.to {
+            key_errors.push(admit::kmip_group_move_advice(group));
+        }
+    }
     if !key_errors.is_empty() {
         key_errors.dedup();
         return Err(Error::Key(format!(
@@ -381,6 +406,7 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
             key_errors.join("\n  ")
         )));
     }
+    admit::owners(jobs.iter().map(|j| &j.loaded.found), &target)?;
     // An old key whose chunks all together give too little evidence is not trusted with data.
     let (confirmed, weak): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| {
         let l = &j.loaded;

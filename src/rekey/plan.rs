@@ -185,6 +185,19 @@ pub fn table_key_file(ci: &CompressionInfo) -> Option<KeyId> {
         .map(|p| KeyId::File(canonical(Path::new(p))))
 }
 
+/// The KMIP group of a KMIP-provider table (`kmip_host`, FORMAT.md 2.1): with the id of a
+/// record's header, the key's identity. Without it neither DSE nor this tool can tell which
+/// server holds the key: that SSTable is refused.
+pub fn table_kmip_group(ci: &CompressionInfo, ci_path: &Path) -> Result<String> {
+    match ci.option("kmip_host") {
+        Some(g) if !g.trim().is_empty() => Ok(g.to_string()),
+        _ => Err(Error::unsupported(
+            ci_path,
+            "a KmipKeyProviderFactory table without a kmip_host option: DSE cannot tell which KMIP group (kmip_hosts entry) serves its key, and neither can this tool. Restore the SSTable (or this file) from a backup that has the option",
+        )),
+    }
+}
+
 /// True when a file is laid out in 4 KiB pages each ending in a valid CRC (FORMAT.md 2.6).
 pub fn is_page_encrypted(path: &Path) -> Result<bool> {
     let meta = match std::fs::metadata(path) {
@@ -256,10 +269,16 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
         return Ok(Load::Unencrypted { class: ci.class });
     };
     let table_file = table_key_file(&ci);
+    let kmip_group = if envelope.provider == ProviderKind::Kmip {
+        Some(table_kmip_group(&ci, &ci_path)?)
+    } else {
+        None
+    };
     let mut keys = KeyTable {
         keys: Vec::new(),
         table_file,
         fallback: fallback.cloned(),
+        kmip_group,
     };
     let max_len = ci.max_len();
     let prefix = if matches!(envelope.class, ChunkClass::Chained(_)) {
@@ -352,17 +371,26 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
     })))
 }
 
-/// Interns the keys records name; a header-less record is under the table's key file.
+/// Interns the keys records name; a header-less record is under the table's key file, a KMIP
+/// header's id is in the table's group.
 struct KeyTable {
     keys: Vec<KeyId>,
     table_file: Option<KeyId>,
     fallback: Option<KeyId>,
+    kmip_group: Option<String>,
 }
 
 impl KeyTable {
     fn index(&mut self, header: KeyHeader, what: impl Fn() -> String) -> Result<u32> {
         let id = match header {
-            KeyHeader::Kmip(id) => KeyId::Kmip(id),
+            KeyHeader::Kmip(id) => KeyId::Kmip {
+                // KMIP headers are parsed only for KMIP-provider tables, whose group load() has.
+                group: self.kmip_group.clone().ok_or_else(|| Error::Unsupported {
+                    path: std::path::PathBuf::from(what()),
+                    msg: "a KMIP key header in a table naming no kmip_host".into(),
+                })?,
+                id,
+            },
             KeyHeader::Replicated(u) => KeyId::Replicated(u),
             KeyHeader::None => match (&self.table_file, &self.fallback) {
                 (Some(f), _) | (None, Some(f)) => f.clone(),

@@ -90,7 +90,7 @@ impl Key {
     /// How sstable-rekey's reports name this key.
     pub fn report_ref(&self) -> String {
         match self {
-            Key::Kmip { id, .. } => format!("kmip:{id}"),
+            Key::Kmip { id, .. } => format!("kmip://{KMIP_GROUP}/{id}"),
             Key::Local { file } => format!("file:{}", fs::canonicalize(file).unwrap().display()),
         }
     }

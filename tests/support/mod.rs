@@ -292,12 +292,16 @@ impl Keys {
             .collect()
     }
 
-    /// `name`: "kmip:<id>", "replicated:<uuid>" or "local".
+    /// `name`: "kmip://<group>/<id>", "kmip:<id>" (a table naming no group), "replicated:<uuid>"
+    /// or "local". The keyring is by id, as chunk headers name keys.
     pub fn get(&self, name: &str, cipher: &str, bits: u32) -> Option<Vec<u8>> {
         if name == "local" {
             return self.file.get(&(cipher.to_string(), bits)).cloned();
         }
-        let id = name.split_once(':').map(|(_, id)| id).unwrap_or(name);
+        let id = match name.strip_prefix("kmip://") {
+            Some(rest) => rest.split_once('/').map(|(_, id)| id).unwrap_or(rest),
+            None => name.split_once(':').map(|(_, id)| id).unwrap_or(name),
+        };
         self.ring.get(id).cloned()
     }
 }
@@ -355,6 +359,8 @@ pub struct TableCipher {
     pub cipher: String,
     pub bits: u32,
     pub chained: bool,
+    /// The KMIP group (`kmip_host`): with the id in a record's header, the key's identity.
+    pub kmip_host: Option<String>,
 }
 
 impl TableCipher {
@@ -386,6 +392,7 @@ impl TableCipher {
                 "EncryptingLZ4Compressor" => true,
                 c => return Err(format!("class {c}")),
             },
+            kmip_host: ci.option("kmip_host").map(str::to_string),
             cipher,
         })
     }
@@ -410,7 +417,8 @@ impl TableCipher {
 #[derive(Debug, Clone)]
 pub struct Record {
     pub what: String,
-    /// "kmip:<id>", "replicated:<uuid>" or "local".
+    /// "kmip://<kmip_host>/<id>" ("kmip:<id>" when the table names no group), "replicated:<uuid>"
+    /// or "local".
     pub key: String,
     pub iv: Vec<u8>,
     pub ct: Vec<u8>,
@@ -429,10 +437,13 @@ fn key_header(t: &TableCipher, blob: &[u8], what: &str) -> Result<(String, usize
                 return Err(format!("{what}: KMIP id length {n}"));
             }
             let n = n as usize;
-            Ok((
-                format!("kmip:{}", String::from_utf8_lossy(&blob[5..5 + n])),
-                5 + n,
-            ))
+            let id = String::from_utf8_lossy(&blob[5..5 + n]);
+            // The header names the id; the table's kmip_host names the group (FORMAT.md 2.1).
+            let name = match &t.kmip_host {
+                Some(g) => format!("kmip://{g}/{id}"),
+                None => format!("kmip:{id}"),
+            };
+            Ok((name, 5 + n))
         }
         "LocalFileSystemKeyProviderFactory" => Ok(("local".to_string(), 0)),
         "ReplicatedKeyProviderFactory" | "" => {
@@ -1187,15 +1198,18 @@ impl DataSet {
 use cassandra::{cassandra_startup, Startup};
 
 /// The key every rekeyed SSTable of a [`DataSet`] is under.
-pub const NEW_KEY: &str = "kmip:new-128";
+pub const NEW_KEY: &str = "kmip://kmip1/new-128";
 
-/// `rekey -q --to kmip://kmip1/new-128 --keyring K --data-dir DATA --jobs N`.
+/// `rekey -q --to kmip://kmip1/new-128 --move-kmip-group --keyring K --data-dir DATA --jobs N`
+/// (data sets hold local-key and replicated tables too: offline, their move to the KMIP group
+/// is stated explicitly).
 pub fn rekey_args(ds: &DataSet, data: &Path, jobs: usize) -> Vec<String> {
     strings(&[
         "rekey",
         "-q",
         "--to",
         "kmip://kmip1/new-128",
+        "--move-kmip-group",
         "--keyring",
         ds.keyring.to_str().unwrap(),
         "--data-dir",

@@ -64,16 +64,10 @@ struct TomlGroup {
 }
 
 fn read_text(path: &Path, what: &str) -> Result<String, KmipError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| KmipError::Config(format!("{what} {}: {e}", path.display())))?;
-    if meta.len() > 4 << 20 {
-        return Err(KmipError::Config(format!(
-            "{what} {}: too large",
-            path.display()
-        )));
-    }
-    std::fs::read_to_string(path)
-        .map_err(|e| KmipError::Config(format!("{what} {}: {e}", path.display())))
+    // A regular file only (a FIFO would block the run forever).
+    let (_, bytes) = crate::keys::read_regular(path, what, 4 << 20).map_err(KmipError::Config)?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| KmipError::Config(format!("{what} {}: not UTF-8 text", path.display())))
 }
 
 fn relative_to(base: &Path, p: &Path) -> PathBuf {
@@ -346,7 +340,7 @@ impl GroupConfig {
 /// The client's private key: PKCS#8, SEC1 (EC) or PKCS#1 (RSA) PEM, not readable by others.
 fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("key {}: {e}", path.display()))?;
+    let (meta, text) = crate::keys::read_regular(path, "key", 1 << 20)?;
     if meta.permissions().mode() & 0o004 != 0 {
         return Err(format!(
             "key {}: readable by every user; run `chmod 600 {}` (or 640 with a trusted group)",
@@ -354,12 +348,6 @@ fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
             path.display()
         ));
     }
-    if meta.len() > 1 << 20 {
-        return Err(format!("key {}: too large", path.display()));
-    }
-    let text = zeroize::Zeroizing::new(
-        std::fs::read(path).map_err(|e| format!("key {}: {e}", path.display()))?,
-    );
     if text.windows(9).any(|w| w == b"ENCRYPTED") {
         return Err(format!(
             "key {}: the private key is encrypted; make an unencrypted copy readable only by this user: openssl pkey -in {} -out client-plain.key && chmod 600 client-plain.key",

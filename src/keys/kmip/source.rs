@@ -5,7 +5,8 @@
 //!   [`crate::keys::KeyStore`]);
 //! - `kmip://GROUP/active` is the Active AES key of the wanted length (Locate).
 //!
-//! One client, hence one connection, per group for the whole run.
+//! A key is its group and its id (the group of an old key is the table's `kmip_host`, carried in
+//! its [`KeyId`]). One client, hence one connection, per group for the whole run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -23,9 +24,6 @@ pub const ACTIVE: &str = "active";
 
 pub struct KmipSource {
     config: KmipConfig,
-    /// The group of ids that no `kmip://GROUP/ID` names explicitly (chunk headers name no group).
-    default_group: String,
-    id_groups: HashMap<String, String>,
     clients: Mutex<HashMap<String, Client>>,
     /// Key material for keys the server will not hand out any more (destroyed, or Get refused on
     /// revoked keys): the offline keyring, when one is given too.
@@ -35,22 +33,18 @@ pub struct KmipSource {
 }
 
 impl KmipSource {
-    pub fn new(config: KmipConfig, default_group: &str) -> Result<KmipSource> {
-        config.group(default_group)?;
-        Ok(KmipSource {
+    pub fn new(config: KmipConfig) -> KmipSource {
+        KmipSource {
             config,
-            default_group: default_group.to_string(),
-            id_groups: HashMap::new(),
             clients: Mutex::new(HashMap::new()),
             fallback: None,
             seen: Mutex::new(BTreeMap::new()),
-        })
+        }
     }
 
-    /// Fetch `id` from `group` rather than the default group.
-    pub fn pin(&mut self, id: &str, group: &str) -> Result<()> {
-        self.config.group(group)?;
-        self.id_groups.insert(id.to_string(), group.to_string());
+    /// The configured group `name`: an error naming the configuration and its groups otherwise.
+    pub fn group(&self, name: &str) -> Result<()> {
+        self.config.group(name)?;
         Ok(())
     }
 
@@ -71,13 +65,6 @@ impl KmipSource {
             clients.insert(group.to_string(), c);
         }
         f(clients.get_mut(group).expect("inserted"))
-    }
-
-    fn group_of(&self, id: &str) -> &str {
-        self.id_groups
-            .get(id)
-            .map(String::as_str)
-            .unwrap_or(&self.default_group)
     }
 
     /// Attributes of every key fetched so far.
@@ -160,21 +147,17 @@ fn check_aes(a: &Attributes, group: &str, bits: Option<u32>) -> Result<()> {
 
 impl KeySource for KmipSource {
     fn describe(&self) -> String {
-        let mut g: Vec<&str> = vec![&self.default_group];
-        g.extend(self.id_groups.values().map(String::as_str));
-        g.sort();
-        g.dedup();
-        format!("KMIP group {}", g.join(", "))
+        let g: Vec<&str> = self.config.groups.keys().map(String::as_str).collect();
+        format!("KMIP groups {} of {}", g.join(", "), self.config.origin)
     }
 
-    fn fetch(&self, id: &KeyId, cipher: &CipherSpec) -> Result<Option<KeyMaterial>> {
-        let KeyId::Kmip(id) = id else {
+    fn fetch(&self, key: &KeyId, cipher: &CipherSpec) -> Result<Option<KeyMaterial>> {
+        let KeyId::Kmip { group, id } = key else {
             return Ok(None);
         };
-        let group = self.group_of(id).to_string();
         let fallback = |why: &str| -> Result<Option<KeyMaterial>> {
             if let Some(k) = &self.fallback {
-                if let Some(m) = k.fetch(&KeyId::Kmip(id.clone()), cipher)? {
+                if let Some(m) = k.fetch(key, cipher)? {
                     eprintln!(
                         "sstable-rekey: warning: KMIP key {group}/{id}: {why}; using the copy in {}",
                         k.describe()
@@ -184,7 +167,16 @@ impl KeySource for KmipSource {
             }
             Ok(None)
         };
-        let (attrs, key) = match self.with_client(&group, |c| c.fetch(id)) {
+        // The table's kmip_host must be a configured group: DSE finds the server by it.
+        if let Err(e) = self.config.group(group) {
+            if let Some(m) = fallback(&format!("group {group} is not configured"))? {
+                return Ok(Some(m));
+            }
+            return Err(Error::Key(format!(
+                "key kmip://{group}/{id}: {e}. The tables under it name kmip_host {group}: add that group to the configuration (as in the node's dse.yaml), or give a backup of the key with --keyring"
+            )));
+        }
+        let (attrs, key) = match self.with_client(group, |c| c.fetch(id)) {
             Ok(r) => r,
             Err(e) if e.is_not_found() => {
                 if let Some(m) = fallback("not on the server (destroyed?)")? {
@@ -218,7 +210,7 @@ impl KeySource for KmipSource {
                 )))
             }
         }
-        check_aes(&attrs, &group, Some(cipher.key_bits))?;
+        check_aes(&attrs, group, Some(cipher.key_bits))?;
         match key {
             Ok(m) => Ok(Some(m)),
             Err(e) => {

@@ -1,0 +1,325 @@
+//! Admission: what a rekey refuses before any work (exit 2), beyond key resolution itself.
+//! - `--to` may not be one of the `--from` keys, and a `--to file:` path must be absolute;
+//! - offline, a table may not move to another KMIP group unless the operator says so;
+//! - the new key's material may not equal an old key's (the data would stay under it);
+//! - the node's user must be able to read what the run writes: new files get the originals'
+//!   owner and group (so the run is root, or that owner in that group), and the new key file
+//!   must be readable by the owner.
+
+use std::collections::BTreeMap;
+use std::ffi::CStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::crypto::envelope::ProviderKind;
+use crate::error::{Error, Result};
+use crate::keys::{canonical, KeyId, KeyRef, KeyStore};
+use crate::rekey::find::Found;
+use crate::rekey::plan::{Loaded, Target};
+
+/// `--to` among the `--from` keys (same identity: group and id, or the same key file by its
+/// canonical path) is a usage error, as is a relative `--to file:` path: it is written into every
+/// new CompressionInfo, and the node would resolve it against its own working folder.
+pub fn refs(to: &KeyRef, from: &[KeyRef]) -> Result<()> {
+    if let Some(f) = from.iter().find(|f| f.id() == to.id()) {
+        return Err(Error::Usage(format!(
+            "--to {to} is also given as --from {f}: the new key must be another key than the ones the data is under"
+        )));
+    }
+    if let KeyRef::File(p) = to {
+        if !p.is_absolute() {
+            return Err(Error::Usage(format!(
+                "--to {to}: give the key file's absolute path (it is written into every new CompressionInfo as secret_key_file, and the node resolves a relative one against its own working folder), e.g. --to file:{}",
+                canonical(p).display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Offline (no KMIP configuration confirmed the `--to` group), an SSTable whose records are
+/// not in the `--to` group (another `kmip_host`, or a local key file or replicated keys) moves
+/// to that group only when the operator says so with `--move-kmip-group`: a typo in GROUP would
+/// otherwise write a group no node has into every new CompressionInfo. The message names the
+/// table (not the SSTable), so that the SSTables of one table make one line.
+pub fn kmip_group_move(
+    l: &Loaded,
+    target: &Target,
+    configured: bool,
+    allowed: bool,
+) -> Option<String> {
+    let KeyRef::Kmip { group, .. } = &target.kref else {
+        return None;
+    };
+    let current = match l.envelope.provider {
+        ProviderKind::Kmip => l.ci.option("kmip_host"),
+        _ => None,
+    };
+    if configured || allowed || current == Some(group.as_str()) {
+        return None;
+    }
+    let now = match (current, l.envelope.provider) {
+        (Some(g), _) => format!("is under KMIP group {g}"),
+        (None, ProviderKind::Local) => "is under a local key file (no KMIP group)".into(),
+        (None, ProviderKind::Replicated) => "is under replicated keys (no KMIP group)".into(),
+        (None, ProviderKind::Kmip) => "names no KMIP group".into(),
+    };
+    Some(format!(
+        "table {} ({}) {now}; --to names KMIP group {group}",
+        l.found.table.qualified(),
+        l.found.table.dir.display()
+    ))
+}
+
+/// Said once after the tables [`kmip_group_move`] names.
+pub fn kmip_group_move_advice(group: &str) -> String {
+    format!(
+        "offline (no --kmip-config/--dse-yaml/--scylla-yaml) nothing confirms that KMIP group {group} exists on the nodes, and a wrong group in every rewritten CompressionInfo (kmip_host) makes the tables unreadable. Fix the group in --to, or, if these tables really move to group {group} (a kmip_hosts entry of every node's dse.yaml), say so with --move-kmip-group"
+    )
+}
+
+/// Old keys of this SSTable whose material equals the new key's: the data would stay under the
+/// compromised key. Compared in constant time ([`KeyStore::same_material`]); a key moving to
+/// another group under its own id (`--move-kmip-group`) is the same key on purpose.
+pub fn same_material(
+    store: &KeyStore,
+    l: &Loaded,
+    target: &Target,
+    target_idx: Option<u32>,
+    moving_groups: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, old) in l.keys.iter().enumerate() {
+        if Some(i as u32) == target_idx {
+            continue;
+        }
+        if let (KeyId::Kmip { id: a, .. }, KeyId::Kmip { id: b, .. }) = (old, &target.id) {
+            if moving_groups && a == b {
+                continue;
+            }
+        }
+        match store.same_material(old, &target.id, &l.envelope.cipher) {
+            Ok(false) => {}
+            Ok(true) => out.push(format!(
+                "the new key {} has the same key material as {old}, which SSTables are under: rekeyed to it, the data would stay under the compromised key. Choose a key with new material (a new KMIP key, e.g. `sstable-rekey kmip create GROUP --bits N`, or a new key file)",
+                target.id
+            )),
+            Err(e) => out.push(e.to_string()),
+        }
+    }
+    out
+}
+
+/// A user as messages name it: `cassandra (uid 999)`, or `uid 4242` without a passwd entry.
+fn user(uid: u32) -> String {
+    match passwd(uid) {
+        Some((name, _)) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// Name and primary group of `uid` from the passwd database.
+fn passwd(uid: u32) -> Option<(String, u32)> {
+    let mut buf = vec![0u8; 16 << 10];
+    // SAFETY: zeroed passwd is a valid out-parameter.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut res: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: buffers are valid and sized; on success `res` points at `pw`.
+    let rc =
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut res) };
+    if rc != 0 || res.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name is a NUL-terminated string inside `buf`.
+    let name = unsafe { CStr::from_ptr(pw.pw_name) }
+        .to_string_lossy()
+        .into_owned();
+    Some((name, pw.pw_gid))
+}
+
+/// The groups a process of `uid` has: its primary and supplementary groups from the system's
+/// databases; without a passwd entry, `gid` (the data files' group) alone.
+fn groups_of(uid: u32, gid: u32) -> Vec<u32> {
+    let Some((name, primary)) = passwd(uid) else {
+        return vec![gid];
+    };
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return vec![primary];
+    };
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut v = vec![0 as libc::gid_t; n as usize];
+        let want = n;
+        // SAFETY: `v` holds `n` gids; getgrouplist updates `n` to the count (or the need).
+        let rc = unsafe { libc::getgrouplist(c.as_ptr(), primary, v.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            v.truncate(n as usize);
+            return v;
+        }
+        if n <= want {
+            n = want * 2;
+        }
+        if n > 1 << 16 {
+            return vec![primary];
+        }
+    }
+}
+
+/// This process's effective and supplementary groups.
+fn own_groups() -> Vec<u32> {
+    // SAFETY: a query without side effects.
+    let mut v = vec![unsafe { libc::getegid() }];
+    // SAFETY: with size 0, getgroups only returns the count.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n > 0 {
+        let mut g = vec![0 as libc::gid_t; n as usize];
+        // SAFETY: `g` holds `n` gids.
+        let m = unsafe { libc::getgroups(n, g.as_mut_ptr()) };
+        if m > 0 {
+            g.truncate(m as usize);
+            v.extend(g);
+        }
+    }
+    v
+}
+
+/// Whether a process of `uid` in `gids` has permission `bit` (4 read, 1 search) on `m`.
+fn may(uid: u32, gids: &[u32], m: &std::fs::Metadata, bit: u32) -> bool {
+    allows(uid, gids, (m.uid(), m.gid(), m.mode()), bit)
+}
+
+/// The owner, group and other classes of a file `(owner, group, mode)`; root passes read and
+/// search checks. (ACLs are not consulted: a key file must be 0600 or 0400 anyway.)
+fn allows(uid: u32, gids: &[u32], (owner, group, mode): (u32, u32, u32), bit: u32) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let class = if owner == uid {
+        mode >> 6
+    } else if gids.contains(&group) {
+        mode >> 3
+    } else {
+        mode
+    };
+    class & bit != 0
+}
+
+/// Before any work: every file the run rewrites or links (the components of `sstables`) gets a
+/// new copy owned like the original, which only root or that owner can do. And, for `--to
+/// file:PATH`, the node's user (the owner of the data files) must be able to read that file.
+pub fn owners<'a>(sstables: impl Iterator<Item = &'a Found>, target: &Target) -> Result<()> {
+    // SAFETY: no arguments, cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let my_groups = own_groups();
+    // Node users (owner uid, gid) → one of their Data.db files, for messages.
+    let mut node_users: BTreeMap<(u32, u32), PathBuf> = BTreeMap::new();
+    for f in sstables {
+        for c in &f.present {
+            let p = f.desc.path(c);
+            let m = std::fs::symlink_metadata(&p).map_err(|e| Error::io(&p, "stat", e))?;
+            if euid != 0 && m.uid() != euid {
+                return Err(Error::Usage(format!(
+                    "{} is owned by {}, but this run is {}: its rewritten copy would belong to {} (only root may give files away), and the node could not read it. Run sstable-rekey as root or as {}",
+                    p.display(),
+                    user(m.uid()),
+                    user(euid),
+                    user(euid),
+                    user(m.uid())
+                )));
+            }
+            if euid != 0 && !my_groups.contains(&m.gid()) {
+                return Err(Error::Usage(format!(
+                    "{} has group {}, which this run ({}) is not in: its rewritten copy could not get that group back. Run sstable-rekey as root, or as {} with group {}",
+                    p.display(),
+                    m.gid(),
+                    user(euid),
+                    user(m.uid()),
+                    m.gid()
+                )));
+            }
+            if c == "Data.db" {
+                node_users.entry((m.uid(), m.gid())).or_insert(p);
+            }
+        }
+    }
+    if let KeyRef::File(p) = &target.kref {
+        for ((uid, gid), data) in &node_users {
+            key_file_readable(p, *uid, *gid, data)?;
+        }
+    }
+    Ok(())
+}
+
+/// The new key file as the node reads it: as the owner of the data files, through every folder
+/// on the way (search permission), the file itself readable (and, key material, 0600 or 0400).
+fn key_file_readable(typed: &Path, uid: u32, gid: u32, data: &Path) -> Result<()> {
+    if uid == 0 {
+        return Ok(());
+    }
+    let path = canonical(typed);
+    let gids = groups_of(uid, gid);
+    let who = user(uid);
+    let refuse = |what: String| {
+        Error::Usage(format!(
+            "--to file:{}: the node reads this key file as the owner of the data files ({who}, e.g. {}), {what}. Nothing was written",
+            typed.display(),
+            data.display()
+        ))
+    };
+    let mut dir = PathBuf::from("/");
+    let parents: Vec<_> = path
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
+    for c in parents.into_iter().skip(1) {
+        dir.push(c);
+        let m = std::fs::metadata(&dir).map_err(|e| Error::io(&dir, "stat", e))?;
+        if !may(uid, &gids, &m, 0o1) {
+            return Err(refuse(format!(
+                "but it may not enter folder {} (owned by {}, mode {:04o}): give that user search permission on it (e.g. `chmod o+x {}`), or put the key file where the node keeps its keys",
+                dir.display(),
+                user(m.uid()),
+                m.mode() & 0o7777,
+                dir.display()
+            )));
+        }
+    }
+    let m = std::fs::metadata(&path).map_err(|e| Error::io(&path, "stat", e))?;
+    if !m.is_file() {
+        return Err(refuse(format!(
+            "but {} is not a regular file",
+            path.display()
+        )));
+    }
+    if !may(uid, &gids, &m, 0o4) {
+        return Err(refuse(format!(
+            "but the file is owned by {}, mode {:04o}: make it owned by {who}, mode 0400 or 0600 (`chown {uid} {} && chmod 600 {}`)",
+            user(m.uid()),
+            m.mode() & 0o7777,
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_classes() {
+        let f = (4242, 4242, 0o100640);
+        assert!(allows(4242, &[], f, 4));
+        assert!(!allows(4242, &[], f, 1));
+        assert!(allows(4243, &[4242], f, 4));
+        assert!(!allows(4243, &[4243], f, 4));
+        assert!(!allows(4243, &[4242], f, 2));
+        assert!(allows(0, &[], f, 1));
+        // Owner class decides for the owner even when others may (as the kernel does).
+        assert!(!allows(4242, &[], (4242, 4242, 0o007), 4));
+        let dir = (0, 0, 0o40711);
+        assert!(allows(4242, &[], dir, 1));
+        assert!(!allows(4242, &[], (0, 0, 0o40700), 1));
+    }
+}
