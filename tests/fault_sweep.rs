@@ -51,8 +51,9 @@
 //!    finding) and tells the truth: 0 means everything was done (every SSTable rekeyed, every log
 //!    resolved); 2 means nothing was written; a log left behind comes with exit 1 and the word
 //!    `recover`; an EINTR run ends as the unfaulted one;
-//! 5. every new generation is above every generation named in its table folder before the run
-//!    (snapshots, backups and index folders, other versions and incomplete SSTables included);
+//! 5. every new generation is above every generation named before the run in its table folder,
+//!    its snapshots, backups and index folders (for an index folder: in it and in the same index
+//!    folder of the snapshots and backups), other versions and incomplete SSTables included;
 //! 6. verify never writes, never exits 0 while a live SSTable is under the old key, and when it
 //!    exits 0 it names every snapshot SSTable that still needs the old key.
 //!
@@ -61,6 +62,10 @@
 //! touched (...)`, then the total, the calls per kind, the seconds, and every finding with its
 //! point. `FAULT_SWEEP_ONLY=<command>:<kind>:<k>:<ERRNO>` (comma-separated; `*` matches anything)
 //! runs only those points and prints each run's output: the reproduction of a finding.
+//!
+//! x86_64 only: the injector drives that system-call ABI (the CI machines are x86_64).
+
+#![cfg(target_arch = "x86_64")]
 
 mod support;
 
@@ -159,13 +164,16 @@ impl Sweep {
         if with_decoys {
             let snap = table_folder(&ds, "t_snap");
             let enc = table_folder(&ds, "t_Encryptor_kmip_CBC_128");
-            let files: [(PathBuf, &[u8]); 6] = [
+            let files: [(PathBuf, &[u8]); 7] = [
                 (
                     enc.join("nb-2-big-Index.db"),
                     b"decoy: an incomplete SSTable at the next generation (no Data.db)\n",
                 ),
                 (enc.join("nb-2-big-TOC.txt"), b"Index.db\nTOC.txt\n"),
-                (enc.join("operator-notes.txt"), b"decoy: an operator's file\n"),
+                (
+                    enc.join("operator-notes.txt"),
+                    b"decoy: an operator's file\n",
+                ),
                 (
                     snap.join("ma-2-big-Filter.db"),
                     b"decoy: a file of another SSTable version at the next generation\n",
@@ -173,6 +181,12 @@ impl Sweep {
                 (
                     snap.join(".t_idx/nb-2-big-TOC.txt"),
                     b"decoy: an incomplete SSTable in the index folder\n",
+                ),
+                (
+                    // The table's highest generation is in its snapshot: a new generation that
+                    // forgets the snapshots would collide with it on restore.
+                    snap.join("snapshots/snap1/nb-4-big-Summary.db"),
+                    b"decoy: the highest generation of the table, in a snapshot\n",
                 ),
                 (
                     PathBuf::from("edge/keyspace-notes.txt"),
@@ -340,6 +354,8 @@ struct Outcome {
     point: Point,
     injected: Option<Call>,
     code: i32,
+    /// The run ended as the unfaulted one (see [`unreported`]).
+    unreported: bool,
     judged: Judged,
     output: String,
 }
@@ -400,10 +416,7 @@ fn judge_tree(sw: &Sweep, data: &Path, before: &State, planted: Option<&Path>, j
                 } else {
                     "metadata"
                 };
-                j.add(
-                    "foreign file changed",
-                    format!("{} ({what})", p.display()),
-                );
+                j.add("foreign file changed", format!("{} ({what})", p.display()));
             }
             _ => {}
         }
@@ -446,18 +459,33 @@ fn judge_tree(sw: &Sweep, data: &Path, before: &State, planted: Option<&Path>, j
         Err(e) if j.lost == 0 => j.add("not resolved", e),
         Err(_) => {}
     }
-    // 5. New generations above every generation the table folder named before.
+    // 5. New generations above every generation the table folder named before (one finding per
+    // new generation, not per component).
+    let mut new_gens: BTreeMap<(PathBuf, u64), PathBuf> = BTreeMap::new();
     for p in after.keys() {
         if before.contains_key(p) || except.contains(p) {
             continue;
         }
-        let Some(g) = int_gen(p.file_name().unwrap().to_str().unwrap_or("")) else {
-            continue;
-        };
+        if let Some(g) = int_gen(p.file_name().unwrap().to_str().unwrap_or("")) {
+            new_gens
+                .entry((p.parent().unwrap().to_path_buf(), g))
+                .or_insert_with(|| p.clone());
+        }
+    }
+    for ((_, g), p) in &new_gens {
+        let g = *g;
+        // A table folder: every name of the table's tree (snapshots, backups, index folders).
+        // An index folder `.x`: its own names and those of the `.x` folders of the snapshots
+        // and backups.
         let t = table_of(p);
+        let folder = p.parent().unwrap();
+        let scope = |q: &Path| {
+            q.starts_with(&t)
+                && (folder == t || q.parent().unwrap().file_name() == folder.file_name())
+        };
         let max = before
             .keys()
-            .filter(|q| q.starts_with(&t))
+            .filter(|q| scope(q))
             .filter_map(|q| int_gen(q.file_name().unwrap().to_str().unwrap_or("")))
             .max()
             .unwrap_or(0);
@@ -465,9 +493,8 @@ fn judge_tree(sw: &Sweep, data: &Path, before: &State, planted: Option<&Path>, j
             j.add(
                 "generation reused",
                 format!(
-                    "{}: generation {g}, but {} already named generation {max}",
-                    p.display(),
-                    t.display()
+                    "new generation {g} in {}, but generation {max} was already named there or in its snapshots, backups or index folders",
+                    folder.display()
                 ),
             );
         }
@@ -486,7 +513,15 @@ fn judge_exit(t: &Traced, faulted: bool, j: &mut Judged) {
         j.add("hang", format!("killed after {TIMEOUT:?}"));
     } else if !matches!(t.run.code, 0..=2) {
         let what = match t.run.code {
-            101 => "panic (exit 101)".to_string(),
+            101 => format!(
+                "panic: {}",
+                t.run
+                    .stderr
+                    .lines()
+                    .skip_while(|l| !l.contains("panicked at"))
+                    .nth(1)
+                    .unwrap_or("?")
+            ),
             c if c > 128 => format!("killed by signal {}", c - 128),
             c => format!("exit {c}"),
         };
@@ -501,6 +536,70 @@ fn last_line(r: &Run) -> String {
         .rfind(|l| !l.trim().is_empty())
         .unwrap_or("")
         .to_string()
+}
+
+/// Where a run writes its `--report`: beside the data dir, in the point's own folder.
+fn report_path(data: &Path) -> PathBuf {
+    data.with_file_name("report.json")
+}
+
+/// The run went on as if nothing had happened: the status of the unfaulted run, nothing on
+/// stderr, no SSTable named FAILED (the unfaulted runs print neither).
+fn unreported(t: &Traced, baseline: i32) -> bool {
+    t.run.code == baseline
+        && t.run.stderr.trim().is_empty()
+        && !t.run.stdout.lines().any(|l| l.starts_with("FAILED"))
+}
+
+/// Check 4 for errors that must stop a run when they go unreported: the scan of `/proc` for a
+/// running node (its own memory map aside), and resolving a path (`readlink`, made only by
+/// `realpath`) whose check is then skipped: the symlink and permission checks of the data dir,
+/// the processes holding files under it.
+fn fail_open(c: &Call) -> Option<String> {
+    if c.what.contains("(/proc") && !c.what.ends_with("/maps)") {
+        return Some("the scan of /proc for a process holding table files failed, and the run went on as if no process did".into());
+    }
+    if c.kind == "readlink" {
+        return Some("a path could not be resolved, and the run went on without the check that needed it (symlinks and permissions of the data dir, processes holding its files)".into());
+    }
+    None
+}
+
+/// A run that exits 0 has written its whole report: every live SSTable rekeyed (or verified), and
+/// every snapshot SSTable listed with the old key it still needs.
+fn check_report(kind: CmdKind, path: &Path, live: usize) -> Result<(), String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("not JSON ({e}): {text:.200}"))?;
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(u64::MAX) as usize;
+    match kind {
+        CmdKind::Rekey => {
+            if n(&v["totals"]["rekeyed"]) != live || n(&v["totals"]["failed"]) != 0 {
+                return Err(format!("totals {}", v["totals"]));
+            }
+        }
+        CmdKind::Verify { .. } => {
+            if n(&v["ok"]) != live || n(&v["failed"]) != 0 || n(&v["under_other_keys"]) != 0 {
+                return Err(format!(
+                    "ok {}, failed {}, under other keys {}",
+                    v["ok"], v["failed"], v["under_other_keys"]
+                ));
+            }
+        }
+        CmdKind::Recover { .. } => return Ok(()),
+    }
+    let backups = v["backups"].as_array().cloned().unwrap_or_default();
+    let named = backups
+        .iter()
+        .filter(|b| b["keys"].get(OLD_KEY).is_some_and(|k| n(k) > 0))
+        .count();
+    if backups.len() != 2 || named != 2 {
+        return Err(format!(
+            "snapshot SSTables and their keys: {}",
+            v["backups"]
+        ));
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------ commands
@@ -530,16 +629,24 @@ struct Cmd {
 }
 
 impl Cmd {
+    /// The command line; rekey and verify also write their JSON report beside the data dir.
     fn args(&self, sw: &Sweep, data: &Path) -> Vec<String> {
-        match self.kind {
+        let mut args = match self.kind {
             CmdKind::Rekey => rekey_args(&sw.ds, data, 1),
-            CmdKind::Recover { .. } => strings(&["recover", "--data-dir", data.to_str().unwrap()]),
+            CmdKind::Recover { .. } => {
+                return strings(&["recover", "--data-dir", data.to_str().unwrap()])
+            }
             CmdKind::Verify { .. } => sw.verify_args(data),
-        }
+        };
+        args.push("--report".into());
+        args.push(report_path(data).display().to_string());
+        args
     }
 
     /// A fresh copy to run on: (data dir, the tree before the run). For recover, the tree before
     /// the crashed rekey that left the log.
+    /// `dir` must be as deep as every other run's (`<base>/<name>`): `realpath` makes one
+    /// `readlink` per component, so the call counts depend on it.
     fn prepare(&self, sw: &Sweep, dir: &Path) -> (PathBuf, State) {
         if dir.exists() {
             fs::remove_dir_all(dir).unwrap();
@@ -596,6 +703,18 @@ impl Cmd {
         if dirs(&data) != ready_dirs {
             written.push("folders added or removed".into());
         }
+        if let (Some(f), Some(c)) = (fault, &t.injected) {
+            if f.errno != libc::EINTR && unreported(&t, self.baseline) {
+                if let Some(why) = fail_open(c) {
+                    j.add("safety check skipped", why);
+                }
+            }
+        }
+        if code == 0 && !matches!(self.kind, CmdKind::Recover { .. }) {
+            if let Err(e) = check_report(self.kind, &report_path(&data), sw.live) {
+                j.add("exit 0 with a wrong report", e);
+            }
+        }
         match self.kind {
             CmdKind::Verify { old_live } => {
                 if !written.is_empty() {
@@ -616,7 +735,10 @@ impl Cmd {
                         if !named {
                             j.add(
                                 "verify exit 0 without the snapshot's key",
-                                format!("{} not listed as needing {OLD_KEY}", o.data_rel().display()),
+                                format!(
+                                    "{} not listed as needing {OLD_KEY}",
+                                    o.data_rel().display()
+                                ),
                             );
                         }
                     }
@@ -633,7 +755,10 @@ impl Cmd {
                 if code == 2 && !written.is_empty() {
                     j.add(
                         "exit 2 after writing",
-                        format!("\"nothing was written\" is not true: {}", written.join(", ")),
+                        format!(
+                            "\"nothing was written\" is not true: {}",
+                            written.join(", ")
+                        ),
                     );
                 }
                 let recover_cmd = matches!(self.kind, CmdKind::Recover { .. });
@@ -644,7 +769,10 @@ impl Cmd {
                     } else if !recover_cmd && !told {
                         j.add(
                             "log left without saying so",
-                            format!("exit {code}, {} logs; the output does not say `recover`", logs.len()),
+                            format!(
+                                "exit {code}, {} logs; the output does not say `recover`",
+                                logs.len()
+                            ),
                         );
                     }
                 }
@@ -673,11 +801,29 @@ impl Cmd {
                             "exit 0 but not done",
                             format!("{} of {} SSTables rekeyed", tally.new, sw.live),
                         );
+                    } else if code == 0 {
+                        // Step 6 of the procedure needs every rekeyed table's statement.
+                        for table in [
+                            "\"edge\".\"t_snap\"",
+                            "\"matrix\".\"t_Encryptor_kmip_CBC_128\"",
+                        ] {
+                            if !t.run.stdout.contains(&format!("ALTER TABLE {table} WITH")) {
+                                j.add(
+                                    "exit 0 without an ALTER TABLE",
+                                    format!("the statement for {table} is missing"),
+                                );
+                            }
+                        }
                     }
                     if eintr && !recover_cmd && (code != 0 || tally.new != sw.live) {
                         j.add(
                             "EINTR not retried",
-                            format!("exit {code}, {} of {} rekeyed: {}", tally.new, sw.live, last_line(&t.run)),
+                            format!(
+                                "exit {code}, {} of {} rekeyed: {}",
+                                tally.new,
+                                sw.live,
+                                last_line(&t.run)
+                            ),
                         );
                     }
                 }
@@ -700,12 +846,7 @@ type VerifyTree<'a> = (&'static str, &'a [&'a str], bool);
 
 fn commands(sw: &Sweep, base: &Path, verify_trees: &[VerifyTree]) -> Vec<Cmd> {
     let mut cmds = vec![
-        (
-            "rekey",
-            CmdKind::Rekey,
-            sw.ds.data.clone(),
-            0,
-        ),
+        ("rekey", CmdKind::Rekey, sw.ds.data.clone(), 0),
         (
             "recover-uncommitted",
             CmdKind::Recover {
@@ -755,7 +896,7 @@ fn commands(sw: &Sweep, base: &Path, verify_trees: &[VerifyTree]) -> Vec<Cmd> {
                 let dir = base.join(format!("count-{label}-{i}"));
                 let (t, j) = cmd.run(sw, &dir, None, false);
                 assert!(
-                    t.run.code == baseline && j.findings.iter().all(|f| f.what == "fault not reached"),
+                    unreported(&t, baseline) && j.findings.is_empty(),
                     "{label} without a fault must pass every check: {:?}\n{}",
                     j.findings,
                     t.run.all()
@@ -813,6 +954,7 @@ fn run_points(sw: &Sweep, cmd: &Cmd, points: &[Point], base: &Path, verbose: boo
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(p) = points.get(i) else { break };
                     let (t, j) = cmd.run(sw, &dir, Some(p.fault), false);
+                    let quiet = unreported(&t, cmd.baseline);
                     let data = dir.join("data").display().to_string();
                     let output = if verbose {
                         t.run.all().replace(&data, "DATA")
@@ -827,13 +969,17 @@ fn run_points(sw: &Sweep, cmd: &Cmd, points: &[Point], base: &Path, verbose: boo
                         c.what = c.what.replace(&data, "DATA");
                         c
                     });
-                    out.lock().unwrap().push((i, Outcome {
-                        point: p.clone(),
-                        injected,
-                        code: t.run.code,
-                        judged,
-                        output,
-                    }));
+                    out.lock().unwrap().push((
+                        i,
+                        Outcome {
+                            point: p.clone(),
+                            injected,
+                            code: t.run.code,
+                            unreported: quiet,
+                            judged,
+                            output,
+                        },
+                    ));
                 }
                 if dir.exists() {
                     fs::remove_dir_all(&dir).unwrap();
@@ -849,7 +995,12 @@ fn run_points(sw: &Sweep, cmd: &Cmd, points: &[Point], base: &Path, verbose: boo
 #[test]
 fn fault_sweep_every_syscall_of_rekey_recover_and_verify() {
     require_failpoints();
-    pid_namespace(); // with CI=true, fails when the tool cannot have its own /proc
+    if !pid_namespace() {
+        // (With CI=true, pid_namespace has failed the test.) Outside a namespace the tool's /proc
+        // scan reads every process's descriptors: thousands of calls that change from run to run.
+        eprintln!("notice: the fault sweep needs root for a private PID namespace: not run");
+        return;
+    }
     let only = std::env::var("FAULT_SWEEP_ONLY").ok();
     assert!(
         only.is_none() || !ci_env(),
@@ -872,6 +1023,11 @@ fn fault_sweep_every_syscall_of_rekey_recover_and_verify() {
     let mut findings: Vec<String> = Vec::new();
     let (mut total_points, mut total_lost, mut total_foreign, mut total_other) = (0, 0, 0, 0);
     let mut all_kinds = BTreeSet::new();
+    // Faults after which the tool exited 0 as if nothing had happened (not retried: EINTR aside).
+    // Not failures by themselves (a failed page-cache hint or the close of a file only read may
+    // be ignored), but each is an error the tool did not report: listed for review.
+    let mut unreported: Vec<String> = Vec::new();
+    let mut unreported_kinds: Vec<String> = Vec::new();
     for cmd in &cmds {
         let t = Instant::now();
         let mut pts = points(cmd);
@@ -883,21 +1039,41 @@ fn fault_sweep_every_syscall_of_rekey_recover_and_verify() {
         }
         let outcomes = run_points(&sw, cmd, &pts, &base, only.is_some());
         let (mut lost, mut foreign, mut other) = (0, 0, 0);
+        let mut quiet: BTreeMap<&str, usize> = BTreeMap::new();
         for o in &outcomes {
+            if o.unreported && o.point.fault.errno != libc::EINTR {
+                *quiet.entry(o.point.fault.kind).or_insert(0) += 1;
+                unreported.push(format!(
+                    "{} -> {}",
+                    o.point.id(),
+                    o.injected
+                        .as_ref()
+                        .map(|c| c.what.as_str())
+                        .unwrap_or("not reached")
+                ));
+            }
             lost += o.judged.lost;
             foreign += o.judged.foreign;
             other += o
                 .judged
                 .findings
                 .iter()
-                .filter(|f| !matches!(f.what, "SSTable lost" | "foreign file removed" | "foreign file changed"))
+                .filter(|f| {
+                    !matches!(
+                        f.what,
+                        "SSTable lost" | "foreign file removed" | "foreign file changed"
+                    )
+                })
                 .count();
             for f in &o.judged.findings {
                 findings.push(format!(
                     "[{}] {} -> {} (exit {}): {}",
                     f.what,
                     o.point.id(),
-                    o.injected.as_ref().map(|c| c.what.as_str()).unwrap_or("not reached"),
+                    o.injected
+                        .as_ref()
+                        .map(|c| c.what.as_str())
+                        .unwrap_or("not reached"),
                     o.code,
                     f.detail
                 ));
@@ -906,7 +1082,10 @@ fn fault_sweep_every_syscall_of_rekey_recover_and_verify() {
                 say(&format!(
                     "--- {} -> {}\n{}",
                     o.point.id(),
-                    o.injected.as_ref().map(|c| c.what.as_str()).unwrap_or("not reached"),
+                    o.injected
+                        .as_ref()
+                        .map(|c| c.what.as_str())
+                        .unwrap_or("not reached"),
                     o.output
                 ));
             }
@@ -933,15 +1112,59 @@ fn fault_sweep_every_syscall_of_rekey_recover_and_verify() {
                 .join(", ")
         ));
         say(&lines[lines.len() - 2]);
+        if !quiet.is_empty() {
+            unreported_kinds.push(format!(
+                "    {}: {}",
+                cmd.label,
+                quiet
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
     }
     lines.push(format!(
         "fault sweep: {total_points} injection points over {} syscall kinds, {total_lost} lost, {total_foreign} foreign files touched ({total_other} other findings, {:.1} s)",
         all_kinds.len(),
         t0.elapsed().as_secs_f64()
     ));
+    // By category, then in sweep order.
+    findings.sort_by_key(|f| f.split(']').next().unwrap_or("").to_string());
+    let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-sweep-report.txt");
+    fs::create_dir_all(report.parent().unwrap()).unwrap();
+    fs::write(
+        &report,
+        format!(
+            "{}\n\n{} findings:\n{}\n\nfaults the tool did not report (it ended as without them):\n{}\n",
+            lines.join("\n"),
+            findings.len(),
+            findings.join("\n"),
+            unreported.join("\n")
+        ),
+    )
+    .unwrap();
+    lines.push(format!(
+        "faults the tool did not report (it ended as without them; for review, every one in {}):",
+        report.display()
+    ));
+    lines.extend(unreported_kinds);
     say(&lines.join("\n"));
     if !findings.is_empty() {
-        say(&format!("fault sweep: {} findings:\n{}", findings.len(), findings.join("\n")));
+        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+        for f in &findings {
+            *per.entry(f.split(']').next().unwrap_or("").trim_start_matches('['))
+                .or_insert(0) += 1;
+        }
+        say(&format!(
+            "fault sweep: {} findings ({}):\n{}",
+            findings.len(),
+            per.iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            findings.join("\n")
+        ));
     }
     assert!(
         findings.is_empty(),
@@ -1096,7 +1319,10 @@ fn injector_counts_the_calls_strace_sees() {
         let Some((name, _)) = call.split_once('(') else {
             continue;
         };
-        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
             continue;
         }
         if !started {
@@ -1108,7 +1334,10 @@ fn injector_counts_the_calls_strace_sees() {
         }
     }
     assert!(started, "no poll in strace's log");
-    assert_eq!(t.counts, counts, "injector (left) and strace (right) disagree");
+    assert_eq!(
+        t.counts, counts,
+        "injector (left) and strace (right) disagree"
+    );
     assert!(counts.values().sum::<u64>() > 100, "{counts:?}");
 }
 
@@ -1190,7 +1419,10 @@ fn injector_fails_exactly_the_call_it_names() {
             .filter(|l| l.starts_with("FAILED"))
             .collect();
         assert!(failed.len() <= 1, "one fault, one failure: {failed:?}");
-        let path = hit.what.trim_start_matches("pread64(").trim_end_matches(')');
+        let path = hit
+            .what
+            .trim_start_matches("pread64(")
+            .trim_end_matches(')');
         if !path.contains("/snapshots/") {
             live_reads += 1;
             assert!(

@@ -23,7 +23,8 @@
 //! loader has mapped the shared libraries. Faults in the loader's own calls would only test
 //! `ld.so` ("error while loading shared libraries", exit 127).
 //!
-//! x86_64 only (it reads and writes the registers of that ABI).
+//! x86_64 only (it reads and writes the registers of that ABI; tests/support/mod.rs compiles it
+//! only there, and tests/fault_sweep.rs with it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -213,10 +214,6 @@ pub fn traced(
     record: bool,
     timeout: Duration,
 ) -> Traced {
-    assert!(
-        cfg!(target_arch = "x86_64"),
-        "the syscall injector reads and writes x86_64 registers"
-    );
     let mut stop_nrs: Vec<libc::c_long> = kinds.iter().map(|k| kind_nr(k)).collect();
     if let Some(f) = &fault {
         assert!(kinds.contains(&f.kind), "{}: not among the kinds", f.kind);
@@ -626,7 +623,9 @@ fn read_string(tid: libc::pid_t, addr: u64) -> Option<String> {
 /// transaction log (a foreign file with a log's name would only test log parsing).
 fn created_name(tid: libc::pid_t, kind: &str, regs: &libc::user_regs_struct) -> Option<PathBuf> {
     let (dirfd, name) = match kind {
-        "openat" if regs.rdx as i32 & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL => {
+        "openat"
+            if regs.rdx as i32 & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL =>
+        {
             (regs.rdi, regs.rsi)
         }
         "linkat" => (regs.rdx, regs.r10),
@@ -651,6 +650,11 @@ fn describe(tid: libc::pid_t, kind: &str, regs: &libc::user_regs_struct) -> Stri
     let a = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
     let fd_path = |fd: u64| -> String {
         let fd = fd as i32;
+        match fd {
+            1 => return "stdout".into(),
+            2 => return "stderr".into(),
+            _ => {}
+        }
         let link = if fd == libc::AT_FDCWD {
             format!("/proc/{tid}/cwd")
         } else {

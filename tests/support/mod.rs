@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod cassandra;
+#[cfg(target_arch = "x86_64")]
 pub mod inject;
 pub mod shim;
 
