@@ -1434,3 +1434,128 @@ fn injector_fails_exactly_the_call_it_names() {
     }
     assert!(live_reads > 0);
 }
+
+// ------------------------------------------------------------------ the checks themselves
+
+/// Every check of the sweep's tree judgement can fail: damage made by hand to copies of the data
+/// set (a removed decoy, a changed snapshot file, a lost SSTable, a leftover log, a partial
+/// generation, a planted file removed, a new generation that reuses a snapshot's) is each reported
+/// under its own name, and an untouched copy and a real rekey pass.
+#[test]
+fn sweep_checks_catch_each_kind_of_damage() {
+    let sw = Sweep::new(&sweep_tables(), true);
+    let base = sw.ds.root.join("judge");
+    let snap = table_folder(&sw.ds, "t_snap");
+    let enc = table_folder(&sw.ds, "t_Encryptor_kmip_CBC_128");
+    let judge = |name: &str, damage: &dyn Fn(&Path) -> Option<PathBuf>| -> Judged {
+        let data = base.join(name).join("data");
+        sw.ds.copy_data(&data);
+        let before = state(&data);
+        let planted = damage(&data);
+        let mut j = Judged::default();
+        judge_tree(&sw, &data, &before, planted.as_deref(), &mut j);
+        j
+    };
+    let whats =
+        |j: &Judged| -> BTreeSet<&'static str> { j.findings.iter().map(|f| f.what).collect() };
+
+    assert!(whats(&judge("untouched", &|_| None)).is_empty());
+    let rekeyed = judge("rekeyed", &|data| {
+        let r = run_in(&sw.ds.root, &rekey_args(&sw.ds, data, 1), ENV);
+        assert_eq!(r.code, 0, "{}", r.all());
+        None
+    });
+    assert!(whats(&rekeyed).is_empty(), "{:?}", rekeyed.findings);
+    assert_eq!(rekeyed.tally.map(|t| t.new), Some(sw.live));
+
+    let cases: Vec<(&str, Box<dyn Fn(&Path) -> Option<PathBuf>>, &str)> = vec![
+        (
+            "decoy-removed",
+            Box::new(|d: &Path| {
+                fs::remove_file(d.join(&enc).join("nb-2-big-TOC.txt")).unwrap();
+                None
+            }),
+            "foreign file removed",
+        ),
+        (
+            "snapshot-changed",
+            Box::new(|d: &Path| {
+                fs::write(
+                    d.join(&snap).join("snapshots/snap1/nb-1-big-Index.db"),
+                    b"x",
+                )
+                .unwrap();
+                None
+            }),
+            "foreign file changed",
+        ),
+        (
+            "decoy-chmod",
+            Box::new(|d: &Path| {
+                chmod(&d.join("edge/keyspace-notes.txt"), 0o600);
+                None
+            }),
+            "foreign file changed",
+        ),
+        (
+            "planted-removed",
+            Box::new(|d: &Path| Some(d.join(&enc).join("nb-7-big-Data.db"))),
+            "foreign file removed",
+        ),
+        (
+            "sstable-lost",
+            Box::new(|d: &Path| {
+                fs::remove_file(d.join(&enc).join("nb-1-big-Data.db")).unwrap();
+                None
+            }),
+            "SSTable lost",
+        ),
+        (
+            "log-left",
+            Box::new(|d: &Path| {
+                fs::write(
+                    d.join(&snap)
+                        .join("nb_txn_upgradesstables_6a8b6e30-7c2f-11ee-9a47-4d1b8d1e2f3a.log"),
+                    b"",
+                )
+                .unwrap();
+                None
+            }),
+            "not resolved",
+        ),
+        (
+            "partial-generation",
+            Box::new(|d: &Path| {
+                fs::write(d.join(&snap).join(".t_idx/nb-9-big-Data.db"), b"partial").unwrap();
+                None
+            }),
+            "not resolved",
+        ),
+        (
+            "generation-reused",
+            Box::new(|d: &Path| {
+                // A real rekey, then its new generation of edge.t_snap renamed to 3: below the
+                // snapshot's generation 4.
+                let r = run_in(&sw.ds.root, &rekey_args(&sw.ds, d, 1), ENV);
+                assert_eq!(r.code, 0, "{}", r.all());
+                let dir = d.join(&snap);
+                for e in fs::read_dir(&dir).unwrap() {
+                    let name = e.unwrap().file_name().to_str().unwrap().to_string();
+                    if let Some(c) = name.strip_prefix("nb-5-big-") {
+                        fs::rename(dir.join(&name), dir.join(format!("nb-3-big-{c}"))).unwrap();
+                    }
+                }
+                None
+            }),
+            "generation reused",
+        ),
+    ];
+    for (name, damage, want) in &cases {
+        let j = judge(name, damage.as_ref());
+        assert!(
+            whats(&j).contains(want),
+            "{name}: want [{want}], got {:?}",
+            j.findings
+        );
+    }
+}
