@@ -1468,7 +1468,9 @@ fn sweep_checks_catch_each_kind_of_damage() {
     assert!(whats(&rekeyed).is_empty(), "{:?}", rekeyed.findings);
     assert_eq!(rekeyed.tally.map(|t| t.new), Some(sw.live));
 
-    let cases: Vec<(&str, Box<dyn Fn(&Path) -> Option<PathBuf>>, &str)> = vec![
+    /// Damages a copy; returns a file planted as another process's, if any.
+    type Damage<'a> = Box<dyn Fn(&Path) -> Option<PathBuf> + 'a>;
+    let cases: Vec<(&str, Damage, &str)> = vec![
         (
             "decoy-removed",
             Box::new(|d: &Path| {
