@@ -10,13 +10,15 @@
 //! must never be removed or changed: an incomplete SSTable at the next generation's name
 //! (`nb-2-big-Index.db` + `nb-2-big-TOC.txt`, no Data.db: find does not take it for an SSTable, a
 //! naive "highest SSTable + 1" collides with it), an SSTable-like file of another version
-//! (`ma-2-big-Filter.db`), an incomplete SSTable in the index folder, and operators' files.
+//! (`ma-2-big-Filter.db`), an incomplete SSTable in the index folder, the table's highest
+//! generation in its snapshot (`nb-4-big-Summary.db`: a new generation that forgets the snapshots
+//! would collide on restore), and operators' files in a table and a keyspace folder.
 //!
 //! Commands swept, each injection point on its own scratch copy, two at a time:
-//! - `rekey --jobs 1`;
+//! - `rekey --jobs 1 --report FILE`;
 //! - `recover` on a log without COMMIT and on one with COMMIT, left by a rekey crashed at the
 //!   failpoint `txn.remove` / `txn.commit` (test-only `failpoints` feature);
-//! - `verify --key NEW` on four trees: everything under the old key, one table rekeyed and the
+//! - `verify --key NEW --report FILE` on four trees: everything under the old key, one table rekeyed and the
 //!   other not (both ways), and every live SSTable rekeyed (the snapshot still under the old key).
 //!
 //! Injection: tests/support/inject.rs (ptrace + seccomp; one fault per run: strace's `when=K`
@@ -50,7 +52,10 @@
 //! 4. the exit status is one of the contract (0, 1, 2; a panic's 101, a signal or a hang is a
 //!    finding) and tells the truth: 0 means everything was done (every SSTable rekeyed, every log
 //!    resolved); 2 means nothing was written; a log left behind comes with exit 1 and the word
-//!    `recover`; an EINTR run ends as the unfaulted one;
+//!    `recover`; an EINTR run ends as the unfaulted one; a run that exits 0 has written its whole
+//!    report (every SSTable, the snapshot SSTables with the key they still need) and, for rekey,
+//!    every table's `ALTER TABLE`; and a failed scan of `/proc` for a running node, or a data dir
+//!    path that could not be resolved, never ends as if the check had passed;
 //! 5. every new generation is above every generation named before the run in its table folder,
 //!    its snapshots, backups and index folders (for an index folder: in it and in the same index
 //!    folder of the snapshots and backups), other versions and incomplete SSTables included;
@@ -60,8 +65,11 @@
 //! Output (on stderr, printed also when the test passes): per command
 //! `fault sweep: <command>: N injection points over K syscall kinds, L lost, F foreign files
 //! touched (...)`, then the total, the calls per kind, the seconds, and every finding with its
-//! point. `FAULT_SWEEP_ONLY=<command>:<kind>:<k>:<ERRNO>` (comma-separated; `*` matches anything)
-//! runs only those points and prints each run's output: the reproduction of a finding.
+//! point; and, for review, the faults the tool did not report at all (it ended as without them:
+//! many are harmless, such as a failed page-cache hint), every one listed in
+//! `target/tmp/fault-sweep-report.txt`. `FAULT_SWEEP_ONLY=<command>:<kind>:<k>:<ERRNO>`
+//! (comma-separated; `*` matches anything) runs only those points and prints each run's output:
+//! the reproduction of a finding.
 //!
 //! x86_64 only: the injector drives that system-call ABI (the CI machines are x86_64).
 

@@ -40,5 +40,6 @@ if ! command -v strace >/dev/null 2>&1; then
   fi
 fi
 # `failpoints`: the test-only crash switch (src/rekey/failpoint.rs) that tests/crash.rs drives;
-# production builds do not have it.
-cargo test --release --features failpoints "$@"
+# production builds do not have it. `--no-fail-fast`: a failing test binary does not keep the
+# others from running (and reporting).
+cargo test --release --features failpoints --no-fail-fast "$@"
