@@ -393,7 +393,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     fs::create_dir(&root).map_err(|e| Error::io(&root, "create scratch folder", e))?;
     let result = run_in(opts, &root);
     if opts.keep {
-        eprintln!("bench: kept {}", root.display());
+        errln!("bench: kept {}", root.display());
     } else {
         let _ = fs::remove_dir_all(&root);
     }
@@ -418,7 +418,7 @@ fn data_dbs_of(data: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
-    eprintln!(
+    errln!(
         "bench: writing a {} encrypted SSTable in {} ...",
         crate::util::human_bytes(opts.size),
         root.display()
@@ -444,10 +444,10 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
         });
     };
 
-    eprintln!("bench: openssl speed ...");
+    errln!("bench: openssl speed ...");
     let openssl = openssl_speed(opts.bits, opts.chunk_kib as usize * 1024);
 
-    eprintln!("bench: openssl enc (CPU per GB) ...");
+    errln!("bench: openssl enc (CPU per GB) ...");
     // openssl's start-up would dominate a small file: with small SSTables, encrypt a file of
     // Data.db files put end to end (up to 512 MiB) instead.
     let (enc_input, enc_bytes) = if first_bytes >= 256 << 20 || data_dbs.len() == 1 {
@@ -483,7 +483,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     }
     push("openssl enc (1 core)", enc_bytes, vec![s], vec![u], None);
 
-    eprintln!("bench: naive single-stream rekey ...");
+    errln!("bench: naive single-stream rekey ...");
     let ring_text =
         Zeroizing::new(fs::read_to_string(&keyring).map_err(|e| Error::io(&keyring, "read", e))?);
     let keys: Vec<Zeroizing<Vec<u8>>> = ring_text
@@ -563,7 +563,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     // Untimed warm-up runs first. Then every measure once per round, rounds interleaved, so
     // that the baselines and the rekey see the same machine conditions (on a VM that returns
     // freed memory to its host, allocation speed varies from second to second).
-    eprintln!("bench: warm-up (cp, rekey) ...");
+    errln!("bench: warm-up (cp, rekey) ...");
     copy(false)?;
     rekey(opts.threads, "auto")?;
     let kernel = crate::crypto::cipher::cbc_kernel();
@@ -593,7 +593,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     let mut samples: Vec<(Vec<f64>, Vec<f64>, u64)> =
         vec![(Vec::new(), Vec::new(), 0); names.len()];
     for round in 1..=opts.runs {
-        eprintln!(
+        errln!(
             "bench: round {round} of {} (cp, cp + sync, rekey) ...",
             opts.runs
         );
@@ -708,7 +708,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
 }
 
 pub fn print_human(r: &BenchReport) {
-    println!(
+    outln!(
         "machine: {} ({} cores); {} ({}); Data.db {} in {} SSTable(s); {} KiB chunks; AES-{}; kernel {}; medians of {} runs",
         r.machine,
         r.cores,
@@ -722,18 +722,24 @@ pub fn print_human(r: &BenchReport) {
         r.runs
     );
     if let Some(o) = r.openssl_cbc_encrypt_1core_gb_s {
-        println!(
+        outln!(
             "{:<48} {:>8.3} GB/s",
             format!("openssl speed aes-{}-cbc (1 core)", r.bits),
             o
         );
     }
-    println!(
+    outln!(
         "{:<48} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
-        "measure", "seconds", "best", "GB/s", "user CPU", "CPU s/GB", "peak RSS"
+        "measure",
+        "seconds",
+        "best",
+        "GB/s",
+        "user CPU",
+        "CPU s/GB",
+        "peak RSS"
     );
     for m in &r.measures {
-        println!(
+        outln!(
             "{:<48} {:>8.3} {:>8.3} {:>9.3} {:>9.3} {:>9.3} {:>9}",
             m.name,
             m.seconds,
@@ -747,6 +753,6 @@ pub fn print_human(r: &BenchReport) {
         );
     }
     for (n, v) in &r.ratios {
-        println!("{n}: {v:.2}");
+        outln!("{n}: {v:.2}");
     }
 }

@@ -39,11 +39,11 @@ pub fn run(cli: Cli) -> Exit {
     match r {
         Ok(code) => code,
         Err(Error::Interrupted) => {
-            eprintln!("sstable-rekey: interrupted; the SSTable in flight was rolled back");
+            errln!("sstable-rekey: interrupted; the SSTable in flight was rolled back");
             Exit::Interrupted
         }
         Err(e) => {
-            eprintln!("sstable-rekey: error: {e}");
+            errln!("sstable-rekey: error: {e}");
             if e.is_config() || matches!(e, Error::Io { .. }) {
                 Exit::Usage
             } else {
@@ -65,14 +65,14 @@ fn selection(s: &Scope) -> Selection {
 pub fn resolve_data_dirs(given: &[PathBuf], yaml: Option<&std::path::Path>) -> Result<DataDirs> {
     let d = DataDirs::resolve(given, yaml, &|k| std::env::var_os(k))?;
     for n in &d.notes {
-        eprintln!("sstable-rekey: {n}");
+        errln!("sstable-rekey: {n}");
     }
     Ok(d)
 }
 
 fn print_notes(notes: &[String]) {
     for n in notes {
-        eprintln!("sstable-rekey: {n}");
+        errln!("sstable-rekey: {n}");
     }
 }
 
@@ -89,7 +89,7 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
     let sel = selection(&a.scope);
     let dirs = resolve_data_dirs(&a.scope.data_dirs, a.scope.cassandra_yaml.as_deref())?;
     if let Some(m) = dirs.missing_sentence() {
-        eprintln!("sstable-rekey: warning: {m}. Their SSTables are not rekeyed in this run");
+        errln!("sstable-rekey: warning: {m}. Their SSTables are not rekeyed in this run");
     }
     let keys = crate::kmip_cmd::build_store(
         &a.scope.kmip,
@@ -121,29 +121,31 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
     if let Some(p) = &a.scope.report {
         if let Err(e) = write_json(p, &report) {
             // The work is done: say so below, and exit 1 rather than "nothing was done" (2).
-            eprintln!("sstable-rekey: error: {e}");
+            errln!("sstable-rekey: error: {e}");
             report_failed = true;
         }
     }
     let t = &report.totals;
     for s in &report.sstables {
         match s.status {
-            Status::Failed => println!("FAILED   {}: {}", s.old, s.reason.as_deref().unwrap_or("")),
-            Status::Planned => println!(
+            Status::Failed => outln!("FAILED   {}: {}", s.old, s.reason.as_deref().unwrap_or("")),
+            Status::Planned => outln!(
                 "PLAN     {} ({} chunks, keys {:?})",
-                s.old, s.chunks, s.keys_before
+                s.old,
+                s.chunks,
+                s.keys_before
             ),
             Status::Skipped => {
-                println!("skipped  {}: {}", s.old, s.reason.as_deref().unwrap_or(""))
+                outln!("skipped  {}: {}", s.old, s.reason.as_deref().unwrap_or(""))
             }
             Status::NotStarted => {
-                println!(
+                outln!(
                     "NOT STARTED {}: {}",
                     s.old,
                     s.reason.as_deref().unwrap_or("")
                 )
             }
-            Status::Rekeyed => println!(
+            Status::Rekeyed => outln!(
                 "rekeyed  {} -> {} ({} chunks{})",
                 s.old,
                 s.new.as_deref().unwrap_or(""),
@@ -156,7 +158,7 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
             ),
         }
     }
-    println!(
+    outln!(
         "{} SSTables: {} rekeyed, {} planned, {} skipped, {} failed{}; {} in {:.2}s ({:.0} MB/s)",
         t.sstables,
         t.rekeyed,
@@ -173,31 +175,47 @@ pub fn run_rekey(a: &RekeyArgs) -> Result<Exit> {
         t.throughput_mb_s
     );
     if t.raw_chunks > 0 {
-        println!(
+        outln!(
             "warning: {} chunks are stored in plaintext on disk (min_compress_ratio); no key protects them",
             t.raw_chunks
         );
     }
     if !report.backups.is_empty() {
-        println!(
+        outln!(
             "note: {} snapshot/backup SSTables were not modified; they still need their old keys",
             report.backups.len()
         );
     }
+    let unreadable_backups = print_unreadable(&report.backups);
     if !report.alter_table.is_empty() {
-        println!("\nRun once per table (on any node) so that new writes use the new key:");
+        outln!("\nRun once per table (on any node) so that new writes use the new key:");
         for s in &report.alter_table {
-            println!("  {s}");
+            outln!("  {s}");
         }
     }
     if CANCEL.load(Ordering::SeqCst) {
         return Ok(Exit::Interrupted);
     }
-    Ok(if t.failed > 0 || report_failed {
+    Ok(if t.failed > 0 || report_failed || unreadable_backups {
         Exit::Failed
     } else {
         Exit::Ok
     })
+}
+
+/// Snapshot/backup SSTables whose keys could not be read: named, with what to do. True if any.
+fn print_unreadable(backups: &[crate::rekey::report::BackupReport]) -> bool {
+    let mut any = false;
+    for b in crate::rekey::report::unreadable(backups) {
+        any = true;
+        outln!(
+            "FAILED (backup) {} ({:?}): cannot tell which keys it still needs: {}. Fix or remove it before destroying any old key",
+            b.data,
+            b.location,
+            b.error.as_deref().unwrap_or("")
+        );
+    }
+    any
 }
 
 /// A report destination that cannot be written is found before any work.
@@ -249,40 +267,40 @@ pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
                 .map(|(k, n)| format!("{n} metadata components under {k}")),
         );
         match v.status {
-            "ok" => println!(
+            "ok" => outln!(
                 "OK          {}: {} chunks, {}",
                 v.data,
                 v.chunks,
                 keys.join(", ")
             ),
-            "other_keys" => println!(
+            "other_keys" => outln!(
                 "OTHER KEY   {}: {} (not given: {})",
                 v.data,
                 keys.join(", "),
                 v.other_keys.join(", ")
             ),
-            "unencrypted" => println!("UNENCRYPTED {}", v.data),
-            _ => println!(
+            "unencrypted" => outln!("UNENCRYPTED {}", v.data),
+            _ => outln!(
                 "FAILED      {}: {}",
                 v.data,
                 v.error.as_deref().unwrap_or("")
             ),
         }
     }
-    for b in &rep.backups {
+    for b in rep.backups.iter().filter(|b| b.error.is_none()) {
         let keys: Vec<String> = b
             .keys
             .iter()
             .map(|(k, n)| format!("{n} under {k}"))
             .collect();
-        println!(
+        outln!(
             "backup      {} ({:?}): {}",
             b.data,
             b.location,
             keys.join(", ")
         );
     }
-    println!(
+    outln!(
         "{} SSTables: {} ok, {} under other keys, {} failed, {} unencrypted; {} plaintext chunks{}",
         rep.sstables.len(),
         rep.ok,
@@ -293,13 +311,14 @@ pub fn run_verify(a: &VerifyArgs) -> Result<Exit> {
         if rep.deep { " (deep)" } else { "" }
     );
     if !rep.backups.is_empty() {
-        println!(
+        outln!(
             "note: {} snapshot/backup SSTables still need the keys listed above; destroying those keys makes them unreadable",
             rep.backups.len()
         );
     }
+    print_unreadable(&rep.backups);
     if let Some(m) = rep.data_dirs.missing_sentence() {
-        println!("NOT VERIFIED: {m}. Nothing is proven about their SSTables");
+        outln!("NOT VERIFIED: {m}. Nothing is proven about their SSTables");
     }
     Ok(if rep.passed() { Exit::Ok } else { Exit::Failed })
 }
@@ -314,7 +333,7 @@ pub fn run_inspect(a: &InspectArgs) -> Result<Exit> {
         all.extend(odd.iter().map(|(p, why)| inspect::unreadable(p, why)));
     }
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&all).expect("serializable")
         );
@@ -333,16 +352,14 @@ pub fn run_inspect(a: &InspectArgs) -> Result<Exit> {
 pub fn run_recover(a: &RecoverArgs) -> Result<Exit> {
     let dirs = resolve_data_dirs(&a.data_dirs, a.cassandra_yaml.as_deref())?;
     if let Some(m) = dirs.missing_sentence() {
-        eprintln!(
-            "sstable-rekey: warning: {m}. Their transaction logs are not resolved in this run"
-        );
+        errln!("sstable-rekey: warning: {m}. Their transaction logs are not resolved in this run");
     }
     let _locks = rekey::exclusive::ensure_alone(&dirs.dirs)?;
     let scan = rekey::find::tables(&dirs.dirs, &Selection::default())?;
     print_notes(&scan.notes);
     // Cassandra resolves the logs of what this run cannot read at its own startup; say what it is.
     for u in &scan.unseen {
-        eprintln!(
+        errln!(
             "sstable-rekey: warning: not checked for transaction logs: {}: {}",
             u.path.display(),
             u.why
@@ -357,7 +374,7 @@ pub fn run_recover(a: &RecoverArgs) -> Result<Exit> {
             for log in txnlog::logs_in(&d)? {
                 n += 1;
                 match txnlog::recover_log(&log) {
-                    Ok(r) => println!(
+                    Ok(r) => outln!(
                         "{}: {}, {} files deleted",
                         r.log.display(),
                         r.outcome,
@@ -365,13 +382,13 @@ pub fn run_recover(a: &RecoverArgs) -> Result<Exit> {
                     ),
                     Err(e) => {
                         failed = true;
-                        println!("FAILED {}: {e}", log.display());
+                        outln!("FAILED {}: {e}", log.display());
                     }
                 }
             }
         }
     }
-    println!(
+    outln!(
         "{n} transaction logs resolved{}",
         if failed {
             " (some failed: see above)"
@@ -399,7 +416,7 @@ pub fn run_bench(a: &crate::cli::BenchArgs) -> Result<Exit> {
     };
     let r = crate::bench::run(&opts)?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&r).expect("serializable")
         );

@@ -92,17 +92,17 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         tables: vec![],
         kmip: Default::default(),
     };
-    println!("== sstable-rekey demo in {}", root.display());
-    println!("   key `demo-old` (KMIP id, in the offline keyring) is compromised; `demo-new` replaces it;");
-    println!("   one table uses a local key file, rekeyed to a new key file.\n");
-    println!("== 1. inspect: which keys the chunk headers name (no key needed)");
+    outln!("== sstable-rekey demo in {}", root.display());
+    outln!("   key `demo-old` (KMIP id, in the offline keyring) is compromised; `demo-new` replaces it;");
+    outln!("   one table uses a local key file, rekeyed to a new key file.\n");
+    outln!("== 1. inspect: which keys the chunk headers name (no key needed)");
     let tables: Vec<PathBuf> = walk_tables(&data)?;
     run_inspect(&InspectArgs {
         json: false,
         paths: tables,
     })?;
 
-    println!("\n== 2. rekey the KMIP-keyed tables to kmip://demo/demo-new");
+    outln!("\n== 2. rekey the KMIP-keyed tables to kmip://demo/demo-new");
     let report = root.join("rekey-report.json");
     let code = run_rekey(&RekeyArgs {
         to: "kmip://demo/demo-new".into(),
@@ -117,7 +117,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
     if code != Exit::Ok {
         return Ok(code);
     }
-    println!(
+    outln!(
         "\n== 3. rekey the key-file table to {}",
         keys.join("new.key").display()
     );
@@ -134,7 +134,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
     if code != Exit::Ok {
         return Ok(code);
     }
-    println!(
+    outln!(
         "\n== 4. verify --deep with the new keys: every chunk decrypts and decompresses (exit 0)"
     );
     let ok = run_verify(&VerifyArgs {
@@ -145,17 +145,18 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         deep: true,
         scope: scope(Some(root.join("verify-report.json"))),
     })?;
-    println!("\n== 5. verify with only the old key: must fail (exit 1) before anyone destroys it");
+    outln!("\n== 5. verify with only the old key: must fail (exit 1) before anyone destroys it");
     let old = run_verify(&VerifyArgs {
         keys: vec!["kmip://demo/demo-old".into()],
         deep: false,
         scope: scope(None),
     })?;
-    println!(
+    outln!(
         "\n== result: verify with new keys -> exit {}, with the old key -> exit {}",
-        ok as i32, old as i32
+        ok as i32,
+        old as i32
     );
-    println!("   JSON report: {}", report.display());
+    outln!("   JSON report: {}", report.display());
     Ok(if ok == Exit::Ok && old == Exit::Failed {
         Exit::Ok
     } else {

@@ -63,10 +63,12 @@ impl Error {
         }
     }
 
-    /// A create or link that found its name taken (`EEXIST`): another name must be chosen; nothing
-    /// under this name is ours.
+    /// An exclusive create or a link that found its name taken (`EEXIST`, from `fsio::Created`):
+    /// another name must be chosen; nothing under this name is ours.
     pub fn is_name_taken(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
+        matches!(self, Error::Io { op, source, .. }
+            if (*op == "create" || *op == "hard-link")
+                && source.kind() == std::io::ErrorKind::AlreadyExists)
     }
 
     /// Errors that are the operator's configuration (exit 2) rather than a per-SSTable failure.

@@ -119,9 +119,24 @@ impl Created {
         Ok(())
     }
 
-    /// Records a file just created at `path` (open as `f`), holding its inode.
+    /// Records a file just created at `path` (open as `f`), holding its inode. If its inode cannot
+    /// be read, the name is removed at once: it was created exclusively a moment ago, and a name
+    /// that cannot be recorded must not outlive the error.
     fn remember(&mut self, path: &Path, f: &File) -> Result<()> {
-        let meta = f.metadata().map_err(|e| Error::io(path, "stat", e))?;
+        let meta = match f.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                let undo = match fs::remove_file(path) {
+                    Ok(()) => String::new(),
+                    Err(u) => format!(" (and removing it failed: {u}; remove it by hand)"),
+                };
+                return Err(Error::io(
+                    path,
+                    "stat",
+                    std::io::Error::new(e.kind(), format!("{e}{undo}")),
+                ));
+            }
+        };
         self.files.push((path.to_path_buf(), FileId::of(&meta)));
         let hold = f.try_clone().map_err(|e| Error::io(path, "hold open", e))?;
         self.held.push(hold);

@@ -104,7 +104,7 @@ pub fn build_store(
             let bits = table_strength(dirs, sel)?;
             match src.locate_active(&group, bits)? {
                 Some(a) => {
-                    eprintln!("kmip://{group}/active is key {} (AES-{bits})", a.id);
+                    errln!("kmip://{group}/active is key {} (AES-{bits})", a.id);
                     a.id
                 }
                 None if create_key && dry_run => {
@@ -114,7 +114,7 @@ pub fn build_store(
                 }
                 None if create_key => {
                     let id = src.with_client(&group, |c| c.create_aes(bits, None))?;
-                    eprintln!("created and activated KMIP key {group}/{id} (AES-{bits})");
+                    errln!("created and activated KMIP key {group}/{id} (AES-{bits})");
                     id
                 }
                 None => {
@@ -284,7 +284,7 @@ fn list(a: &KmipListArgs) -> Result<Exit> {
         }
     }
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&rows).expect("serializable")
         );
@@ -332,11 +332,11 @@ fn list(a: &KmipListArgs) -> Result<Exit> {
             .trim_end()
             .to_string()
     };
-    println!("{}", line(head.to_vec()));
+    outln!("{}", line(head.to_vec()));
     for r in &table {
-        println!("{}", line(r.iter().map(String::as_str).collect()));
+        outln!("{}", line(r.iter().map(String::as_str).collect()));
     }
-    eprintln!(
+    errln!(
         "{} keys in KMIP group {}{}",
         table.len(),
         a.group,
@@ -351,7 +351,7 @@ fn create(a: &KmipCreateArgs) -> Result<Exit> {
     let bits: u32 = a.bits.parse().expect("clap checked");
     let src = source(&a.kmip, &a.group)?;
     let id = src.with_client(&a.group, |c| c.create_aes(bits, a.name.as_deref()))?;
-    println!("created kmip://{}/{id} (AES-{bits}, Active)", a.group);
+    outln!("created kmip://{}/{id} (AES-{bits}, Active)", a.group);
     Ok(Exit::Ok)
 }
 
@@ -376,7 +376,7 @@ fn revoke(a: &KmipRevokeArgs) -> Result<Exit> {
         c.revoke(&a.id, a.reason.code(), a.message.as_deref())
     })?;
     let now = state_of(&src, &a.group, &a.id)?;
-    println!(
+    outln!(
         "revoked kmip://{}/{}: now {}",
         a.group,
         a.id,
@@ -411,7 +411,7 @@ fn usage_of(group: &str, id: &str, dirs: &DataDirs) -> Result<Usage> {
     let store = KeyStore::new(Vec::new());
     let rep = verify::verify(&opts, &store, &CANCEL)?;
     for n in &rep.notes {
-        eprintln!("sstable-rekey: {n}");
+        errln!("sstable-rekey: {n}");
     }
     let name = KeyId::Kmip {
         group: group.to_string(),
@@ -456,6 +456,9 @@ fn usage_of(group: &str, id: &str, dirs: &DataDirs) -> Result<Usage> {
         }
     }
     for b in &rep.backups {
+        if let Some(e) = &b.error {
+            u.unknown.push(format!("{}: {e}", b.data));
+        }
         if let Some(n) = b.keys.get(&name) {
             u.backups.insert(b.data.clone(), *n);
         }
@@ -515,18 +518,18 @@ fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
     }
     if !refuse.is_empty() {
         for r in &refuse {
-            println!("{r}");
+            outln!("{r}");
         }
         if !a.force {
-            println!(
+            outln!(
                 "refusing to destroy kmip://{}/{}: the SSTables above still need it, or could not be checked (rekey them, check every data directory of the node, or drop the snapshots/backups you no longer need); --force destroys it anyway and makes them unreadable",
                 a.group, a.id
             );
             return Ok(Exit::Failed);
         }
-        eprintln!("sstable-rekey: warning: --force: destroying a key that the files above still need; their data becomes unreadable");
+        errln!("sstable-rekey: warning: --force: destroying a key that the files above still need; their data becomes unreadable");
     } else {
-        println!(
+        outln!(
             "no SSTable in {} (snapshots and backups included) is under {key}",
             dirs.dirs
                 .iter()
@@ -536,7 +539,7 @@ fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
         );
     }
     src.with_client(&a.group, |c| c.destroy(&a.id))?;
-    println!("destroyed kmip://{}/{}", a.group, a.id);
+    outln!("destroyed kmip://{}/{}", a.group, a.id);
     Ok(Exit::Ok)
 }
 

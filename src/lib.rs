@@ -7,6 +7,26 @@
 //! - [`crypto`] knows ciphers and DSE/HCD envelopes and nothing about files;
 //! - [`keys`] resolves key references to key material and knows nothing about SSTables.
 
+/// `println!` that never panics. With stdout closed or failing (`| head`, a dead pipe, a full
+/// disk under a redirect) `println!` panics mid-run; the work, the exit status and the JSON report
+/// must come out right regardless, so output errors are ignored.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see [`outln!`]).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod bench;
 pub mod cli;
 pub mod commands;

@@ -1113,3 +1113,44 @@ fn rewritten_components_keep_extended_attributes_and_acls() {
     }
     check_resolved(&ds, &keys, &data).unwrap();
 }
+
+/// A closed stdout and stderr (`| head` that has exited, a dead pipe) neither stop the work nor
+/// lose the report: output errors are ignored (it used to panic with exit 101 and no report).
+#[test]
+fn closed_output_pipes_do_not_stop_the_work_or_the_report() {
+    let ds = DataSet::new(&small_tables());
+    let keys = ds.keys();
+    let data = ds.root.join("d");
+    ds.copy_data(&data);
+    let report = ds.root.join("rekey.json");
+    let mut args = with_report(rekey_args(&ds, &data, 1), &report);
+    args.retain(|a| a != "-q"); // progress lines on stderr too
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .current_dir(&ds.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(report_of(&report)["totals"]["rekeyed"], 3);
+    let t = check_resolved(&ds, &keys, &data).unwrap();
+    assert_eq!(t.old, 0, "{t:?}");
+    // verify, with its output gone too, still tells the truth by its exit status.
+    let mut child = Command::new(BIN)
+        .args(["verify", "--key", "kmip://kmip1/old-128", "--keyring"])
+        .arg(&ds.keyring)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+}

@@ -190,8 +190,12 @@ fn check_layout(dirs: &[PathBuf], writers: bool) -> Result<()> {
         }
     };
     for d in dirs {
-        let Ok(root) = fs::canonicalize(d) else {
-            continue; // reported where the folder is read
+        // A data directory whose path cannot be resolved fails the check rather than skip it;
+        // one that does not exist is reported where it is read.
+        let root = match fs::canonicalize(d) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(d, "resolve path", e)),
         };
         let meta = fs::metadata(&root).map_err(|e| Error::io(&root, "stat", e))?;
         if !meta.is_dir() {

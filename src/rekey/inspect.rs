@@ -192,27 +192,29 @@ pub fn inspect(f: &Found) -> Inspection {
 }
 
 pub fn print_human(i: &Inspection) {
-    println!("{}", i.data);
+    outln!("{}", i.data);
     if !i.version.is_empty() {
-        println!(
+        outln!(
             "  version {} ({}), generation {}",
-            i.version, i.format, i.generation
+            i.version,
+            i.format,
+            i.generation
         );
     }
     if let Some(c) = &i.class {
-        println!(
+        outln!(
             "  class {c}{}",
             if i.encrypted { " (encrypted)" } else { "" }
         );
     }
     for (k, v) in &i.options {
-        println!("  option {k} = {v}");
+        outln!("  option {k} = {v}");
     }
     if let (Some(cl), Some(n), Some(dl)) = (i.chunk_length, i.chunks, i.data_length) {
-        println!("  {n} chunks of {} KiB, {dl} bytes uncompressed", cl / 1024);
+        outln!("  {n} chunks of {} KiB, {dl} bytes uncompressed", cl / 1024);
     }
     if let Some(m) = i.max_compressed_length {
-        println!(
+        outln!(
             "  maxCompressedLength {}",
             if m == i32::MAX {
                 "none (min_compress_ratio 0)".to_string()
@@ -222,30 +224,30 @@ pub fn print_human(i: &Inspection) {
         );
     }
     for (k, n) in &i.keys {
-        println!("  {n} chunks under {k}");
+        outln!("  {n} chunks under {k}");
     }
     if i.raw_chunks > 0 {
-        println!(
+        outln!(
             "  {} chunks stored in PLAINTEXT (min_compress_ratio): unencrypted data on disk",
             i.raw_chunks
         );
     }
     for c in &i.page_encrypted {
-        println!("  {c} is page-encrypted");
+        outln!("  {c} is page-encrypted");
     }
     for (k, n) in &i.index_pages {
-        println!("  {n} index pages under {k}");
+        outln!("  {n} index pages under {k}");
     }
     for (k, n) in &i.metadata {
-        println!("  {n} Statistics.db components under {k}");
+        outln!("  {n} Statistics.db components under {k}");
     }
     let sizes: Vec<String> = i
         .components
         .iter()
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
-    println!("  components: {}", sizes.join(", "));
+    outln!("  components: {}", sizes.join(", "));
     if let Some(e) = &i.error {
-        println!("  ERROR: {e}");
+        outln!("  ERROR: {e}");
     }
 }

@@ -17,7 +17,7 @@ pub mod verify;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -208,7 +208,7 @@ impl Progress {
                 Status::Failed => format!("FAILED: {}", r.reason.as_deref().unwrap_or("")),
                 _ => format!("{:?}", r.status).to_lowercase(),
             };
-            eprintln!("[{d}/{}] {} {}: {what}", self.total, r.table, r.old);
+            errln!("[{d}/{}] {} {}: {what}", self.total, r.table, r.old);
         }
     }
 
@@ -465,6 +465,17 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
         return Ok(report);
     }
 
+    // The statement each table will need, from its SSTables' options (one per table).
+    let mut statements: HashMap<String, String> = HashMap::new();
+    for j in jobs
+        .iter()
+        .filter(|j| j.loaded.found.location == find::Location::Live)
+    {
+        if let Some(stmt) = alter_statement(&j.report.table, &j.loaded.ci, &target) {
+            statements.entry(j.report.table.clone()).or_insert(stmt);
+        }
+    }
+
     // Rewrite and commit, `jobs` SSTables at a time, largest first.
     jobs.sort_by_key(|j| std::cmp::Reverse(j.loaded.data_len));
     let total_bytes: u64 = jobs.iter().map(|j| j.loaded.data_len).sum();
@@ -503,8 +514,8 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     let mut alter: BTreeMap<String, String> = BTreeMap::new();
     for r in &done {
         if r.status == Status::Rekeyed && r.location == find::Location::Live {
-            if let Some(stmt) = alter_statement(r) {
-                alter.insert(r.table.clone(), stmt);
+            if let Some(stmt) = statements.get(&r.table) {
+                alter.insert(r.table.clone(), stmt.clone());
             }
         }
     }
@@ -574,19 +585,16 @@ fn trial_decrypt(
     Ok(bits)
 }
 
-/// `ALTER TABLE` making new writes use the new key, from the rewritten CompressionInfo options.
-fn alter_statement(r: &SstableReport) -> Option<String> {
-    let new = r.new.as_ref()?;
-    let (desc, _) = Descriptor::from_path(Path::new(new)).ok()?;
-    let ci_path = desc.path("CompressionInfo.db");
-    let bytes = fs::read(&ci_path).ok()?;
-    let ci = crate::sstable::CompressionInfo::parse(
-        &bytes,
-        desc.has_max_compressed_length(),
-        None,
-        &ci_path,
-    )
-    .ok()?;
+/// `ALTER TABLE` making new writes use the new key: the table's compression options as the new
+/// CompressionInfo has them (computed, never read back from disk, so a failing read cannot drop a
+/// statement the procedure needs).
+fn alter_statement(
+    table: &str,
+    old_ci: &crate::sstable::CompressionInfo,
+    target: &Target,
+) -> Option<String> {
+    let mut ci = old_ci.clone();
+    target.rewrite_options(&mut ci);
     let mut m: Vec<(String, String)> = vec![
         ("class".into(), ci.class.clone()),
         (
@@ -601,7 +609,7 @@ fn alter_statement(r: &SstableReport) -> Option<String> {
         ));
     }
     m.extend(ci.options.iter().cloned());
-    let (ks, table) = r.table.split_once('.')?;
+    let (ks, table) = table.split_once('.')?;
     let body: Vec<String> = m
         .iter()
         .map(|(k, v)| format!("'{}': '{}'", k.replace('\'', "''"), v.replace('\'', "''")))

@@ -258,13 +258,13 @@ impl DataDirs {
             ..DataDirs::default()
         };
         if !given.is_empty() {
-            d.dirs = dedup(given, &mut notes);
+            d.dirs = dedup(given, &mut notes)?;
             d.from = "--data-dir".into();
             if let Some(n) = &node {
                 d.missing = not_covered(&n.data_dirs(), &d.dirs);
             }
         } else if let Some(n) = &node {
-            d.dirs = dedup(&n.data_dirs(), &mut notes);
+            d.dirs = dedup(&n.data_dirs(), &mut notes)?;
             d.from = "cassandra.yaml".into();
             notes.push(format!(
                 "note: data directories from {}: {}",
@@ -320,10 +320,16 @@ fn join(v: &[PathBuf]) -> String {
 
 /// Drops folders that are the same folder as an earlier one (by canonical path), with a note:
 /// a data directory given twice would be scanned (and locked) twice.
-fn dedup(dirs: &[PathBuf], notes: &mut Vec<String>) -> Vec<PathBuf> {
+/// A folder that does not exist is kept as given (its reader says so); any other error resolving
+/// it fails, rather than scan one folder twice under two names.
+fn dedup(dirs: &[PathBuf], notes: &mut Vec<String>) -> Result<Vec<PathBuf>> {
     let mut kept: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
     for d in dirs {
-        let canon = fs::canonicalize(d).ok();
+        let canon = match fs::canonicalize(d) {
+            Ok(c) => Some(c),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(d, "resolve path", e)),
+        };
         let same = kept
             .iter()
             .find(|(p, c)| p == d || (canon.is_some() && *c == canon));
@@ -341,7 +347,7 @@ fn dedup(dirs: &[PathBuf], notes: &mut Vec<String>) -> Vec<PathBuf> {
         }
         kept.push((d.clone(), canon));
     }
-    kept.into_iter().map(|(p, _)| p).collect()
+    Ok(kept.into_iter().map(|(p, _)| p).collect())
 }
 
 /// The configured folders that none of `scanned` is (compared by canonical path; a folder that

@@ -139,11 +139,15 @@ pub struct BackupReport {
     pub table: String,
     pub location: Location,
     pub data: String,
+    /// Records (chunks, encrypted index pages and metadata components) per key they are under.
     pub keys: BTreeMap<String, usize>,
+    /// Why its keys could not be read: then nothing is known of the keys it still needs.
+    pub error: Option<String>,
 }
 
 impl BackupReport {
-    /// One entry per snapshot/backup SSTable, with the keys its chunk headers name.
+    /// One entry per snapshot/backup SSTable, with the keys its records name; one that cannot be
+    /// read says so (never an empty key list that would pass for "needs no key").
     pub fn list(
         backups: &[(crate::rekey::find::Found, Result<crate::rekey::plan::Load>)],
     ) -> Vec<BackupReport> {
@@ -154,9 +158,20 @@ impl BackupReport {
                 location: f.location.clone(),
                 data: f.desc.data_path().display().to_string(),
                 keys: match l {
-                    Ok(crate::rekey::plan::Load::Encrypted(l)) => l.key_counts(),
+                    Ok(crate::rekey::plan::Load::Encrypted(l)) => {
+                        let mut k = l.key_counts();
+                        for (id, n) in l
+                            .page_key_counts()
+                            .into_iter()
+                            .chain(l.metadata_key_counts())
+                        {
+                            *k.entry(id).or_default() += n;
+                        }
+                        k
+                    }
                     _ => BTreeMap::new(),
                 },
+                error: l.as_ref().err().map(|e| e.to_string()),
             })
             .collect()
     }
@@ -194,4 +209,9 @@ impl RekeyReport {
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("reports serialize");
     crate::fsio::replace_file(path, (text + "\n").as_bytes())
+}
+
+/// Snapshot/backup SSTables whose keys could not be read.
+pub fn unreadable(backups: &[BackupReport]) -> impl Iterator<Item = &BackupReport> {
+    backups.iter().filter(|b| b.error.is_some())
 }

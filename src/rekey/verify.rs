@@ -71,7 +71,10 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn passed(&self) -> bool {
-        self.under_other_keys == 0 && self.failed == 0 && self.data_dirs.missing.is_empty()
+        self.under_other_keys == 0
+            && self.failed == 0
+            && self.data_dirs.missing.is_empty()
+            && super::report::unreadable(&self.backups).next().is_none()
     }
 }
 

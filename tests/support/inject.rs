@@ -706,7 +706,22 @@ fn describe(tid: libc::pid_t, kind: &str, regs: &libc::user_regs_struct) -> Stri
         | "lremovexattr" | "chdir" => s(a[0]),
         "copy_file_range" => format!("{} -> {}", fd_path(a[0]), fd_path(a[2])),
         "sendfile" => format!("{} -> {}", fd_path(a[1]), fd_path(a[0])),
+        // std seeds its HashMaps with GRND_INSECURE, which never fails on Linux (and std panics if
+        // it did); the tool's own IVs and keys use the blocking pool.
+        "getrandom" if a[2] as u32 & libc::GRND_INSECURE != 0 => {
+            format!("{} bytes [insecure]", a[1])
+        }
         "getrandom" => format!("{} bytes", a[1]),
+        // A directory's close never reports an I/O error on Linux (nothing to write back), and std
+        // asserts that it does not.
+        "close" => {
+            let p = fd_path(a[0]);
+            if fs::metadata(&p).is_ok_and(|m| m.is_dir()) {
+                format!("{p} [dir]")
+            } else {
+                p
+            }
+        }
         "getcwd" | "close_range" => String::new(),
         _ => fd_path(a[0]),
     };

@@ -158,7 +158,7 @@ impl KeySource for KmipSource {
         let fallback = |why: &str| -> Result<Option<KeyMaterial>> {
             if let Some(k) = &self.fallback {
                 if let Some(m) = k.fetch(key, cipher)? {
-                    eprintln!(
+                    errln!(
                         "sstable-rekey: warning: KMIP key {group}/{id}: {why}; using the copy in {}",
                         k.describe()
                     );
