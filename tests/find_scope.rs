@@ -155,7 +155,7 @@ fn pre_2_1_table_folder_is_rekeyed_and_verified() {
     let i = run(&ds.root, &["inspect", s(&work.join(&legacy))], &[]);
     assert_eq!(i.code, 0, "{}", i.all());
     assert!(
-        i.stdout.contains("chunks under kmip:new-128"),
+        i.stdout.contains("chunks under kmip://kmip1/new-128"),
         "{}",
         i.all()
     );
@@ -314,7 +314,7 @@ fn symlinked_snapshots_and_backups_folders_are_listed() {
         assert!(
             v.stdout.lines().any(|l| l.starts_with("backup")
                 && l.contains(s(want))
-                && l.contains("kmip:old-128")),
+                && l.contains("kmip://kmip1/old-128")),
             "{} not listed\n{}",
             want.display(),
             v.all()

@@ -231,6 +231,27 @@ fn run_bounded(cwd: &Path, args: &[String], limit: Duration) -> Run {
 }
 
 /// The binary run as `uid:gid` (the tests run as root; std drops the supplementary groups).
+/// `rekey -q --to TO --keyring K --data-dir D` run as `uid:gid`.
+fn rekey_as(ds: &DataSet, uid: u32, gid: u32, to: &str) -> Run {
+    let ring = ds.keyring.display().to_string();
+    let data = ds.data.display().to_string();
+    run_as(
+        ds,
+        uid,
+        gid,
+        &[
+            "rekey",
+            "-q",
+            "--to",
+            to,
+            "--keyring",
+            &ring,
+            "--data-dir",
+            &data,
+        ],
+    )
+}
+
 fn run_as(ds: &DataSet, uid: u32, gid: u32, args: &[&str]) -> Run {
     let o = Command::new(BIN)
         .args(args)
@@ -680,21 +701,7 @@ fn a_user_who_may_not_chown_is_refused_before_any_work() {
     // Another user in the node user's group: may write in the folders, may not give files away.
     std::os::unix::fs::chown(&ds.keyring, Some(OTHER), Some(OTHER)).unwrap();
     let before = tree_strict(&ds.data);
-    let r = run_as(
-        &ds,
-        OTHER,
-        OWNER,
-        &[
-            "rekey",
-            "-q",
-            "--to",
-            "kmip://kmip1/new-128",
-            "--keyring",
-            ds.keyring.to_str().unwrap(),
-            "--data-dir",
-            ds.data.to_str().unwrap(),
-        ],
-    );
+    let r = rekey_as(&ds, OTHER, OWNER, "kmip://kmip1/new-128");
     refused(&ds, &before, &r, 2, &["uid 4242", "nb-1-big-", "root"]);
     for (f, _) in tree_strict(&ds.data) {
         let m = fs::metadata(ds.data.join(&f)).unwrap();
@@ -710,21 +717,7 @@ fn the_owner_of_the_files_may_rekey_them() {
     let ds = dataset(&[KMIP_T]);
     owned_by_node_user(&ds);
     std::os::unix::fs::chown(&ds.keyring, Some(OWNER), Some(OWNER)).unwrap();
-    let r = run_as(
-        &ds,
-        OWNER,
-        OWNER,
-        &[
-            "rekey",
-            "-q",
-            "--to",
-            "kmip://kmip1/new-128",
-            "--keyring",
-            ds.keyring.to_str().unwrap(),
-            "--data-dir",
-            ds.data.to_str().unwrap(),
-        ],
-    );
+    let r = rekey_as(&ds, OWNER, OWNER, "kmip://kmip1/new-128");
     assert_eq!(r.code, 0, "{}", r.all());
     let data = live_data(&table_dir(&ds, KMIP_T));
     for e in fs::read_dir(data.parent().unwrap()).unwrap() {
@@ -744,21 +737,7 @@ fn the_owner_outside_the_files_group_is_refused_before_any_work() {
     std::os::unix::fs::chown(&ds.keyring, Some(OWNER), Some(OWNER)).unwrap();
     let before = tree_strict(&ds.data);
     // The files' owner, but with another group only: fchown could not restore group 4242.
-    let r = run_as(
-        &ds,
-        OWNER,
-        OTHER,
-        &[
-            "rekey",
-            "-q",
-            "--to",
-            "kmip://kmip1/new-128",
-            "--keyring",
-            ds.keyring.to_str().unwrap(),
-            "--data-dir",
-            ds.data.to_str().unwrap(),
-        ],
-    );
+    let r = rekey_as(&ds, OWNER, OTHER, "kmip://kmip1/new-128");
     refused(&ds, &before, &r, 2, &["group 4242", "nb-1-big-", "root"]);
 }
 

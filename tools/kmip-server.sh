@@ -5,7 +5,7 @@
 #
 #   tools/kmip-server.sh start DIR [PORT]   start (installing PyKMIP into DIR/venv the first time);
 #                                           prints `KMIP_TEST_DIR=DIR` when the server answers
-#   tools/kmip-server.sh stop DIR           stop it (only the process whose pid is in DIR/server.pid)
+#   tools/kmip-server.sh stop DIR           stop it (the process group of the pid in DIR/server.pid: the server and its children)
 #   tools/kmip-server.sh status DIR         exit 0 when it answers
 #
 # DIR then holds: venv/, certs/{ca,client,rsa-client,server,rogue-ca,rogue-client}.{crt,key}, server.conf,
@@ -29,9 +29,11 @@ case $cmd in
 stop)
   if [[ -f $dir/server.pid ]]; then
     pid=$(cat "$dir/server.pid")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
+    # `start` runs the server under setsid: its process group is its own (pgid = pid), and holds the
+    # processes PyKMIP forks per connection too, which outlive the parent otherwise.
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
     rm -f "$dir/server.pid"
   fi
   exit 0 ;;

@@ -84,9 +84,20 @@ fn is_folder(p: &Path) -> Result<bool> {
     }
 }
 
-/// Hands out new generations per table tree, never one named on disk or handed out before.
+/// Hands out new generations, per folder, above every generation named anywhere in the folder's
+/// table tree (listed once per table, and again whenever a name was taken). The table folder and
+/// its index folders count from the same listing, so their new generations do not depend on which
+/// SSTable was rewritten first.
 pub struct Generations {
-    next: Mutex<HashMap<PathBuf, u64>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Highest generation named in each table tree, as last listed.
+    highest: HashMap<PathBuf, u64>,
+    /// Next generation to hand out in each folder.
+    next: HashMap<PathBuf, u64>,
 }
 
 impl Default for Generations {
@@ -98,27 +109,32 @@ impl Default for Generations {
 impl Generations {
     pub fn new() -> Self {
         Generations {
-            next: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
     /// A new descriptor for `old` (in its folder) whose generation no file in the tree of
-    /// `table_root` uses. The tree is listed once per table and whenever a name was taken.
+    /// `table_root` uses, nor any generation handed out before in that folder.
     pub fn allocate(&self, old: &Descriptor, table_root: &Path) -> Result<Descriptor> {
         match old.generation {
             Generation::Int(_) => {
-                let mut m = self.next.lock().unwrap();
-                let n = match m.get(table_root) {
-                    Some(&n) => n,
-                    None => highest_in_tree(table_root)? + 1,
+                let mut st = self.state.lock().unwrap();
+                let highest = match st.highest.get(table_root) {
+                    Some(&h) => h,
+                    None => {
+                        let h = highest_in_tree(table_root)?;
+                        st.highest.insert(table_root.to_path_buf(), h);
+                        h
+                    }
                 };
+                let n = st.next.get(&old.dir).copied().unwrap_or(0).max(highest + 1);
                 if n > MAX_INT_GENERATION {
                     return Err(Error::unsupported(
                         &old.dir,
                         format!("a file in {} carries generation {}, the largest Cassandra allows: no integer generation is left above it", table_root.display(), n - 1),
                     ));
                 }
-                m.insert(table_root.to_path_buf(), n + 1);
+                st.next.insert(old.dir.clone(), n + 1);
                 Ok(old.with_generation(Generation::Int(n)))
             }
             Generation::Uuid(_) => Ok(old.with_generation(Generation::new_uuid_style()?)),
@@ -128,10 +144,10 @@ impl Generations {
     /// A name in the tree of `table_root` was taken after it was listed: list it again before
     /// the next allocation (never going below what was already handed out).
     pub fn taken(&self, table_root: &Path) -> Result<()> {
-        let again = highest_in_tree(table_root)? + 1;
-        let mut m = self.next.lock().unwrap();
-        let n = m.entry(table_root.to_path_buf()).or_insert(again);
-        *n = (*n).max(again);
+        let again = highest_in_tree(table_root)?;
+        let mut st = self.state.lock().unwrap();
+        let h = st.highest.entry(table_root.to_path_buf()).or_insert(again);
+        *h = (*h).max(again);
         Ok(())
     }
 }
@@ -186,8 +202,21 @@ mod tests {
             g.allocate(&old, &t).unwrap().generation,
             Generation::Int(11)
         );
+        // The index folder counts from the same listing, whatever was written meanwhile.
+        fs::write(t.join("nb-10-big-Data.db"), b"").unwrap();
+        let idx = Descriptor::from_path(&t.join(".idx/nb-6-big-Data.db"))
+            .unwrap()
+            .0;
+        assert_eq!(
+            g.allocate(&idx, &t).unwrap().generation,
+            Generation::Int(10)
+        );
         fs::write(t.join("nb-40-big-Data.db"), b"").unwrap();
         g.taken(&t).unwrap();
+        assert_eq!(
+            g.allocate(&idx, &t).unwrap().generation,
+            Generation::Int(41)
+        );
         assert_eq!(
             g.allocate(&old, &t).unwrap().generation,
             Generation::Int(41)

@@ -79,22 +79,35 @@ impl VerifyReport {
 }
 
 impl SstableVerdict {
-    /// Something that could hold SSTables but was not read as part of a table: failed.
-    fn unseen(u: &Unseen, deep: bool) -> Self {
+    /// A verdict still "ok", with nothing counted yet.
+    fn new(table: String, location: Location, data: String, deep: bool) -> Self {
         SstableVerdict {
-            table: u.table.clone(),
-            location: u.location.clone(),
-            data: u.path.display().to_string(),
-            status: "failed",
+            table,
+            location,
+            data,
+            status: "ok",
             chunks: 0,
             raw_chunks: 0,
             keys: BTreeMap::new(),
             other_keys: Vec::new(),
             index_pages: BTreeMap::new(),
             metadata: BTreeMap::new(),
-            error: Some(u.why.clone()),
+            error: None,
             deep,
         }
+    }
+
+    /// Something that could hold SSTables but was not read as part of a table: failed.
+    fn unseen(u: &Unseen, deep: bool) -> Self {
+        let mut v = Self::new(
+            u.table.clone(),
+            u.location.clone(),
+            u.path.display().to_string(),
+            deep,
+        );
+        v.status = "failed";
+        v.error = Some(u.why.clone());
+        v
     }
 }
 
@@ -130,20 +143,12 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
         if cancel.load(Ordering::SeqCst) {
             return Err(Error::Interrupted);
         }
-        let mut v = SstableVerdict {
-            table: found.table.qualified(),
-            location: found.location.clone(),
-            data: found.desc.data_path().display().to_string(),
-            status: "ok",
-            chunks: 0,
-            raw_chunks: 0,
-            keys: BTreeMap::new(),
-            other_keys: Vec::new(),
-            index_pages: BTreeMap::new(),
-            metadata: BTreeMap::new(),
-            error: None,
-            deep: opts.deep,
-        };
+        let mut v = SstableVerdict::new(
+            found.table.qualified(),
+            found.location.clone(),
+            found.desc.data_path().display().to_string(),
+            opts.deep,
+        );
         match load {
             Ok(Load::Unencrypted { class }) => {
                 v.status = "unencrypted";
