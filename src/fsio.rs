@@ -290,7 +290,8 @@ fn copy_xattrs(from: &Path, to: &File, to_path: &Path) -> Result<()> {
 
 /// fsync a folder so that entries created, renamed or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    crate::util::sync_dir(dir)
+    let f = File::open(dir).map_err(|e| Error::io(dir, "open folder for fsync", e))?;
+    f.sync_all().map_err(|e| Error::io(dir, "fsync folder", e))
 }
 
 /// Free bytes for unprivileged writers on the file system holding `dir`, and its id.
@@ -363,6 +364,23 @@ pub fn check_replaceable(path: &Path) -> Result<()> {
     let r = create_private(&mut created, &probe, b"");
     created.remove_all()?;
     r
+}
+
+/// Makes the process non-dumpable: no core file (which could hold key material), and no ptrace by
+/// other unprivileged processes.
+pub fn no_core_dumps() {
+    // SAFETY: prctl with constant arguments changes only this process's dumpable flag.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
+/// Installs `handler` for SIGINT. The handler must be async-signal-safe (an atomic store).
+pub fn on_sigint(handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: installs a handler for SIGINT; the caller's handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
+    }
 }
 
 #[cfg(test)]

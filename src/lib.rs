@@ -5,39 +5,18 @@
 //! protocol → [`rekey::report`]. Beside this pipeline:
 //! - [`sstable`] knows Cassandra's on-disk formats and nothing about keys;
 //! - [`crypto`] knows ciphers and DSE/HCD envelopes and nothing about files;
-//! - [`keys`] resolves key references to key material and knows nothing about SSTables.
+//! - [`keys`] resolves key references to key material and knows nothing about SSTables;
+//! - [`fsio`] holds the calls that create, link and remove files, and the rule they keep.
+//!
+//! The front end (arguments, exit codes, progress, printing) is the binary's (`src/app/`): the
+//! library prints nothing.
 
-/// `println!` that never panics. With stdout closed or failing (`| head`, a dead pipe, a full
-/// disk under a redirect) `println!` panics mid-run; the work, the exit status and the JSON report
-/// must come out right regardless, so output errors are ignored.
-#[macro_export]
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use ::std::io::Write as _;
-        let _ = ::std::writeln!(::std::io::stdout(), $($arg)*);
-    }};
-}
-
-/// `eprintln!` that never panics (see [`outln!`]).
-#[macro_export]
-macro_rules! errln {
-    ($($arg:tt)*) => {{
-        use ::std::io::Write as _;
-        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
-    }};
-}
-
-pub mod bench;
-pub mod cli;
-pub mod commands;
 pub mod crypto;
-pub mod demo;
 pub mod error;
 pub mod fsio;
 pub mod keys;
-pub mod kmip_cmd;
 pub mod rekey;
 pub mod sstable;
-pub mod util;
+mod util;
 
 pub use error::{Error, Result};

@@ -1,14 +1,31 @@
+//! The `sstable-rekey` binary: the front end (src/app/) over the library.
+
+/// `println!` that never panics. With stdout closed or failing (`| head`, a dead pipe, a full
+/// disk under a redirect) `println!` panics mid-run; the work, the exit status and the JSON report
+/// must come out right regardless, so output errors are ignored.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see [`outln!`]).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+mod app;
+
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
 use clap::Parser;
-use sstable_rekey::cli::Cli;
-use sstable_rekey::commands::{self, Exit, CANCEL};
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe. Work stops at the next window and rolls back.
-    CANCEL.store(true, Ordering::SeqCst);
-}
+use app::cli::Cli;
+use app::exit::Exit;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -18,11 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
         }
     };
-    // SAFETY: installing a handler that only stores to an atomic; and no core dumps, which could
-    // hold key material.
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-    }
-    ExitCode::from(commands::run(cli) as u8)
+    sstable_rekey::fsio::no_core_dumps();
+    app::exit::catch_ctrl_c();
+    ExitCode::from(app::run(cli) as u8)
 }

@@ -1,4 +1,4 @@
-//! Small shared helpers: a bounds-checked big-endian reader and durable file operations.
+//! Small shared helpers: a bounds-checked big-endian reader, and reading a small file whole.
 
 use std::fs::File;
 use std::path::Path;
@@ -71,12 +71,6 @@ pub fn write_utf(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(b);
 }
 
-/// fsync a folder so that entries created, renamed or removed in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    let f = File::open(dir).map_err(|e| Error::io(dir, "open folder for fsync", e))?;
-    f.sync_all().map_err(|e| Error::io(dir, "fsync folder", e))
-}
-
 /// Reads a whole small file (metadata components), refusing anything larger than `limit`.
 pub fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
@@ -93,20 +87,4 @@ pub fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
         .read_to_end(&mut buf)
         .map_err(|e| Error::io(path, "read", e))?;
     Ok(buf)
-}
-
-/// Formats a byte count for humans.
-pub fn human_bytes(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
 }

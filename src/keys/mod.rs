@@ -9,17 +9,18 @@
 pub mod keyfile;
 pub mod keyring;
 pub mod kmip;
+pub mod store;
 
-use std::collections::HashMap;
+pub use store::{Built, KeyStore, StoreSpec};
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 
 use zeroize::Zeroizing;
 
 use crate::crypto::envelope::{parse_uuid, uuid_string};
-use crate::crypto::{AesKey, CipherSpec};
+use crate::crypto::CipherSpec;
 use crate::error::{Error, Result};
 
 /// A key as the operator names it on the command line.
@@ -155,6 +156,10 @@ pub trait KeySource: Send + Sync {
     fn describe(&self) -> String;
     /// The key `id` names, for a table using `cipher`; `Ok(None)` when this source does not have it.
     fn fetch(&self, id: &KeyId, cipher: &CipherSpec) -> Result<Option<KeyMaterial>>;
+    /// What the operator should know since the last call (the library prints nothing).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Key files are read on demand by path: any `file:` id can be resolved by reading that file.
@@ -180,95 +185,6 @@ impl KeySource for KeyFiles {
                 }),
             _ => Ok(None),
         }
-    }
-}
-
-/// Resolves ids to expanded AES keys through the configured sources, once per (id, cipher).
-pub struct KeyStore {
-    sources: Vec<Box<dyn KeySource>>,
-    /// The expanded key and its material (kept for [`KeyStore::same_material`]; the round keys
-    /// are as secret as the key itself, so this keeps nothing more sensitive in memory).
-    cache: Mutex<HashMap<Slot, (Arc<AesKey>, KeyMaterial)>>,
-}
-
-/// A key for one table cipher: (id, transformation, bits).
-type Slot = (KeyId, String, u32);
-
-impl KeyStore {
-    pub fn new(sources: Vec<Box<dyn KeySource>>) -> Self {
-        KeyStore {
-            sources,
-            cache: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Key files plus, if given, an offline keyring.
-    pub fn offline(keyring: Option<&Path>) -> Result<KeyStore> {
-        let mut sources: Vec<Box<dyn KeySource>> = vec![Box::new(KeyFiles)];
-        if let Some(p) = keyring {
-            sources.push(Box::new(keyring::Keyring::load(p)?));
-        }
-        Ok(KeyStore::new(sources))
-    }
-
-    /// The expanded key for `id` under `cipher`, checking its strength against the table's.
-    pub fn get(&self, id: &KeyId, cipher: &CipherSpec) -> Result<Arc<AesKey>> {
-        let slot = (id.clone(), cipher.transformation.clone(), cipher.key_bits);
-        if let Some((k, _)) = self.cache.lock().unwrap().get(&slot) {
-            return Ok(k.clone());
-        }
-        let mut found = None;
-        for s in &self.sources {
-            if let Some(m) = s.fetch(id, cipher)? {
-                found = Some(m);
-                break;
-            }
-        }
-        let material = found.ok_or_else(|| {
-            let tried: Vec<String> = self.sources.iter().map(|s| s.describe()).collect();
-            Error::Key(format!(
-                "key {id} not found (looked in: {}); {}",
-                tried.join(", "),
-                match id {
-                    KeyId::Kmip { id, .. } =>
-                        format!("add it to the keyring (--keyring) as {id}:<base64 key>"),
-                    KeyId::Replicated(u) => format!(
-                        "add it to the keyring (--keyring) as {}:<base64 key>",
-                        uuid_string(u)
-                    ),
-                    KeyId::File(_) => "check the path".to_string(),
-                }
-            ))
-        })?;
-        if material.bits() != cipher.key_bits {
-            return Err(Error::Key(format!(
-                "key {id} is {} bits, but the table uses secret_key_strength {}",
-                material.bits(),
-                cipher.key_bits
-            )));
-        }
-        let key = Arc::new(
-            AesKey::new(material.expose()).map_err(|e| Error::Key(format!("key {id}: {e}")))?,
-        );
-        self.cache
-            .lock()
-            .unwrap()
-            .insert(slot, (key.clone(), material));
-        Ok(key)
-    }
-
-    /// True when `a` and `b` hold the same key material for `cipher` (both are fetched through
-    /// [`KeyStore::get`] first). The bytes are compared in constant time (`subtle`): no early
-    /// exit on the first differing byte, so timing tells nothing about a compromised key's bytes.
-    pub fn same_material(&self, a: &KeyId, b: &KeyId, cipher: &CipherSpec) -> Result<bool> {
-        self.get(a, cipher)?;
-        self.get(b, cipher)?;
-        let cache = self.cache.lock().unwrap();
-        let slot = |id: &KeyId| (id.clone(), cipher.transformation.clone(), cipher.key_bits);
-        let (Some((_, x)), Some((_, y))) = (cache.get(&slot(a)), cache.get(&slot(b))) else {
-            unreachable!("both were just cached by get")
-        };
-        Ok(material_eq(x.expose(), y.expose()))
     }
 }
 

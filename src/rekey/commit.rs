@@ -12,11 +12,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fsio::sync_dir;
 use crate::fsio::Created;
 use crate::rekey::failpoint;
 use crate::sstable::txnlog::{last_modified_ms, record_path, Record, TxnLog};
 use crate::sstable::Descriptor;
-use crate::util::sync_dir;
 
 pub struct Transaction {
     log: TxnLog,

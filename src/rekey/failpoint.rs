@@ -87,7 +87,7 @@ mod armed {
                 std::io::Error::other(format!("{ENV}={name}")),
             ));
         }
-        errln!("sstable-rekey: failpoint {name}: aborting (test crash)");
+        eprintln!("sstable-rekey: failpoint {name}: aborting (test crash)");
         std::process::abort();
     }
 }

@@ -14,21 +14,21 @@ pub mod report;
 pub mod rewrite;
 pub mod verify;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::crypto::{AesKey, Envelope};
 use crate::error::{Error, Result};
+use crate::fsio::sync_dir;
 use crate::fsio::{free_space, Created};
 use crate::keys::{KeyId, KeyRef, KeyStore};
 use crate::sstable::data::format_digest;
 use crate::sstable::Descriptor;
-use crate::util::{human_bytes, sync_dir};
+use report::human_bytes;
 
 use crate::sstable::pages::PAGE;
 use find::{Found, Selection};
@@ -44,8 +44,6 @@ pub struct RekeyOptions {
     pub selection: Selection,
     pub jobs: usize,
     pub dry_run: bool,
-    /// Print progress on stderr (a bar on a terminal, lines otherwise).
-    pub progress: bool,
     /// A KMIP configuration confirmed the `--to` group (see [`admit::kmip_group_move`]).
     pub kmip_configured: bool,
     /// `--move-kmip-group`: tables may move to the `--to` group from another one (or from a
@@ -145,83 +143,54 @@ pub fn discover(
     })
 }
 
-/// Progress display: a bar on a terminal, a line per SSTable otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    lines: bool,
-    done: AtomicUsize,
-    total: usize,
-    bytes: AtomicU64,
-}
-
-impl Progress {
-    fn new(enabled: bool, total_bytes: u64, total: usize) -> Self {
-        let tty = std::io::stderr().is_terminal();
-        let bar = (enabled && tty && total > 0).then(|| {
-            let b = indicatif::ProgressBar::new(total_bytes);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
-                )
-                .unwrap()
-                .progress_chars("=> "),
-            );
-            b.set_message(format!("0/{total} SSTables"));
-            b
-        });
-        Progress {
-            bar,
-            lines: enabled && !tty,
-            done: AtomicUsize::new(0),
-            total,
-            bytes: AtomicU64::new(0),
-        }
-    }
-
-    fn add(&self, n: u64) {
-        self.bytes.fetch_add(n, Ordering::Relaxed);
-        if let Some(b) = &self.bar {
-            b.inc(n);
-        }
-    }
-
-    fn finished(&self, r: &SstableReport) {
-        let d = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(b) = &self.bar {
-            b.set_message(format!("{d}/{} SSTables", self.total));
-            if r.status == Status::Failed {
-                b.println(format!(
-                    "FAILED {}: {}",
-                    r.old,
-                    r.reason.as_deref().unwrap_or("")
-                ));
-            }
-        } else if self.lines {
-            let what = match r.status {
-                Status::Rekeyed => format!(
-                    "rekeyed {} chunks ({}) in {:.2}s -> {}",
-                    r.rekeyed_chunks,
-                    human_bytes(r.bytes_in),
-                    r.seconds,
-                    r.new.as_deref().unwrap_or("")
-                ),
-                Status::Failed => format!("FAILED: {}", r.reason.as_deref().unwrap_or("")),
-                _ => format!("{:?}", r.status).to_lowercase(),
-            };
-            errln!("[{d}/{}] {} {}: {what}", self.total, r.table, r.old);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
+/// The one `secret_key_strength` of the selected encrypted SSTables (for `kmip://GROUP/active`).
+pub fn selection_key_bits(dirs: &[PathBuf], sel: &Selection) -> Result<u32> {
+    let live = discover(dirs, sel, None)?.live;
+    let bits: BTreeSet<u32> = live
+        .iter()
+        .filter_map(|(_, l)| match l {
+            Ok(plan::Load::Encrypted(l)) => Some(l.envelope.cipher.key_bits),
+            _ => None,
+        })
+        .collect();
+    match bits.len() {
+        1 => Ok(*bits.first().expect("one")),
+        0 => Err(Error::Usage(
+            "kmip://GROUP/active: no encrypted SSTable in the selection to take the key strength from".into(),
+        )),
+        _ => Err(Error::Usage(format!(
+            "kmip://GROUP/active: the selected tables use {} bit keys; rekey one strength at a time (KEYSPACE TABLE...) or name the key",
+            bits.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" and ")
+        ))),
     }
 }
+
+/// What a rekey tells its caller as it goes. The library prints nothing: the front end shows
+/// this (a bar, or a line per SSTable), or nothing ([`Silent`]).
+pub trait Progress: Sync {
+    /// The rewrite starts: `sstables` SSTables holding `bytes` of Data.db.
+    fn start(&self, _bytes: u64, _sstables: usize) {}
+    /// `bytes` more of Data.db rewritten.
+    fn advance(&self, _bytes: u64) {}
+    /// One SSTable is done (rekeyed, or failed and rolled back).
+    fn finished(&self, _r: &SstableReport) {}
+    /// The rewrite is over.
+    fn end(&self) {}
+}
+
+/// No progress shown.
+pub struct Silent;
+
+impl Progress for Silent {}
 
 /// Runs a rekey. Returns `Err` only for errors before any work (configuration, keys, space):
 /// per-SSTable failures are in the report.
-pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Result<RekeyReport> {
+pub fn rekey(
+    opts: &RekeyOptions,
+    store: &KeyStore,
+    cancel: &AtomicBool,
+    progress: &dyn Progress,
+) -> Result<RekeyReport> {
     let started = Instant::now();
     admit::refs(&opts.to, &opts.from)?;
     let target = Target::new(&opts.to)?;
@@ -479,7 +448,7 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
     // Rewrite and commit, `jobs` SSTables at a time, largest first.
     jobs.sort_by_key(|j| std::cmp::Reverse(j.loaded.data_len));
     let total_bytes: u64 = jobs.iter().map(|j| j.loaded.data_len).sum();
-    let progress = Progress::new(opts.progress, total_bytes, jobs.len());
+    progress.start(total_bytes, jobs.len());
     let gens = Generations::new();
     let queue = Mutex::new(jobs.into_iter());
     let results = Mutex::new(Vec::new());
@@ -491,13 +460,13 @@ pub fn rekey(opts: &RekeyOptions, store: &KeyStore, cancel: &AtomicBool) -> Resu
                 }
                 let next = queue.lock().unwrap().next();
                 let Some(job) = next else { break };
-                let r = run_job(job, &target, &gens, &progress, cancel);
+                let r = run_job(job, &target, &gens, progress, cancel);
                 progress.finished(&r);
                 results.lock().unwrap().push(r);
             });
         }
     });
-    progress.finish();
+    progress.end();
     let mut done = results.into_inner().unwrap();
     // Interrupted: the SSTables never started are part of the summary too.
     for j in queue.into_inner().unwrap() {
@@ -624,7 +593,7 @@ fn run_job(
     job: Job,
     target: &Target,
     gens: &Generations,
-    progress: &Progress,
+    progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> SstableReport {
     let t0 = Instant::now();
@@ -664,7 +633,7 @@ fn rewrite_and_commit(
     job: &Job,
     target: &Target,
     gens: &Generations,
-    progress: &Progress,
+    progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<(PathBuf, rewrite::Counts, u64)> {
     let l = &job.loaded;
@@ -713,7 +682,7 @@ fn write_new(
     target: &Target,
     new: &Descriptor,
     created: &mut Created,
-    progress: &Progress,
+    progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<(rewrite::Counts, u64)> {
     let l = &job.loaded;
@@ -772,7 +741,7 @@ fn write_new(
         dst_path: &dst_path,
     };
     let (crc, counts) =
-        rewrite::rewrite_file(&files, &spans, &layout, &|n| progress.add(n), &|| {
+        rewrite::rewrite_file(&files, &spans, &layout, &|n| progress.advance(n), &|| {
             cancel.load(Ordering::SeqCst)
         })?;
     failpoint::hit("data.written")?;

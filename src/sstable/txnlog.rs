@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
-use crate::util::sync_dir;
+use crate::fsio::sync_dir;
 
 /// The operation name in the file name: it must be one Cassandra knows (OperationType's file name),
 /// or a node throws at startup.

@@ -28,6 +28,8 @@ pub struct KmipSource {
     /// Key material for keys the server will not hand out any more (destroyed, or Get refused on
     /// revoked keys): the offline keyring, when one is given too.
     fallback: Option<Keyring>,
+    /// What the operator should know (a key taken from the keyring instead of the server).
+    warnings: std::sync::Mutex<Vec<String>>,
     /// Attributes of every key fetched, for reports.
     seen: Mutex<BTreeMap<String, Attributes>>,
 }
@@ -38,6 +40,7 @@ impl KmipSource {
             config,
             clients: Mutex::new(HashMap::new()),
             fallback: None,
+            warnings: Default::default(),
             seen: Mutex::new(BTreeMap::new()),
         }
     }
@@ -151,6 +154,10 @@ impl KeySource for KmipSource {
         format!("KMIP groups {} of {}", g.join(", "), self.config.origin)
     }
 
+    fn warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap())
+    }
+
     fn fetch(&self, key: &KeyId, cipher: &CipherSpec) -> Result<Option<KeyMaterial>> {
         let KeyId::Kmip { group, id } = key else {
             return Ok(None);
@@ -158,10 +165,10 @@ impl KeySource for KmipSource {
         let fallback = |why: &str| -> Result<Option<KeyMaterial>> {
             if let Some(k) = &self.fallback {
                 if let Some(m) = k.fetch(key, cipher)? {
-                    errln!(
-                        "sstable-rekey: warning: KMIP key {group}/{id}: {why}; using the copy in {}",
+                    self.warnings.lock().unwrap().push(format!(
+                        "warning: KMIP key {group}/{id}: {why}; using the copy in {}",
                         k.describe()
-                    );
+                    ));
                     return Ok(Some(m));
                 }
             }

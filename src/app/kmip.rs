@@ -2,23 +2,21 @@
 //! `--scylla-yaml`, resolving `--to kmip://GROUP/active`, and the `kmip list|create|revoke|destroy`
 //! commands (mirroring `dsetool managekmip`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::cli::{
+use crate::app::cli::{
     KmipArgs, KmipCommand, KmipCreateArgs, KmipDestroyArgs, KmipListArgs, KmipOpts, KmipRevokeArgs,
 };
-use crate::commands::{Exit, CANCEL};
-use crate::error::{Error, Result};
-use crate::keys::kmip::source::ACTIVE;
-use crate::keys::kmip::{algorithm_name, Attributes, KmipConfig, KmipSource};
-use crate::keys::{keyring::Keyring, KeyFiles, KeyId, KeyRef, KeySource, KeyStore};
-use crate::rekey::find::Selection;
-use crate::rekey::node_config::DataDirs;
-use crate::rekey::plan::Load;
-use crate::rekey::verify::{self, VerifyOptions};
+use crate::app::exit::{Exit, CANCEL};
+use sstable_rekey::error::{Error, Result};
+use sstable_rekey::keys::kmip::{algorithm_name, Attributes, KmipConfig, KmipSource};
+use sstable_rekey::keys::{Built, KeyId, KeyRef, KeyStore, StoreSpec};
+use sstable_rekey::rekey::find::Selection;
+use sstable_rekey::rekey::node_config::DataDirs;
+use sstable_rekey::rekey::verify::{self, VerifyOptions};
 
 /// The KMIP configuration the options name, if any.
 pub fn load_config(o: &KmipOpts) -> Result<Option<KmipConfig>> {
@@ -41,19 +39,9 @@ fn require_config(o: &KmipOpts) -> Result<KmipConfig> {
     })
 }
 
-/// What a rekey or verify resolves keys with.
-pub struct Keys {
-    pub store: KeyStore,
-    /// `--to` with `kmip://GROUP/active` replaced by the key it found or created.
-    pub to: Option<KeyRef>,
-    /// A KMIP configuration was given: every `kmip://GROUP/…` reference names one of its groups.
-    pub kmip_configured: bool,
-}
-
-/// Key files, then the KMIP server (when configured), then the offline keyring. The KMIP source
-/// checks key states; with `to`, the new key is checked (Active, AES) and `active` resolved.
-/// Old keys are fetched from the group their tables name (`kmip_host`).
-pub fn build_store(
+/// The key store of a rekey or verify, from the arguments; notes (the key `active` found, a key
+/// created) are said on stderr.
+pub fn build_keys(
     kmip: &KmipOpts,
     keyring: Option<&Path>,
     refs: &[KeyRef],
@@ -61,107 +49,24 @@ pub fn build_store(
     create_key: bool,
     dry_run: bool,
     scope: Option<(&[PathBuf], &Selection)>,
-) -> Result<Keys> {
-    let wants_active = matches!(to, Some(KeyRef::Kmip { id, .. }) if id == ACTIVE);
-    if refs
-        .iter()
-        .any(|r| matches!(r, KeyRef::Kmip { id, .. } if id == ACTIVE))
-    {
-        return Err(Error::Usage(
-            "kmip://GROUP/active names the new key (--to); name old keys by their id".into(),
-        ));
-    }
-    if create_key && !wants_active {
-        return Err(Error::Usage(
-            "--create-key goes with --to kmip://GROUP/active".into(),
-        ));
-    }
-    let Some(cfg) = load_config(kmip)? else {
-        if wants_active {
-            return Err(Error::Usage(
-                "--to kmip://GROUP/active asks the KMIP server: give --kmip-config, --dse-yaml or --scylla-yaml".into(),
-            ));
-        }
-        return Ok(Keys {
-            store: KeyStore::offline(keyring)?,
-            to: to.cloned(),
-            kmip_configured: false,
-        });
+) -> Result<Built> {
+    let active_bits = || {
+        let (dirs, sel) = scope.expect("rekey passes its scope");
+        sstable_rekey::rekey::selection_key_bits(dirs, sel)
     };
-    let src = KmipSource::new(cfg);
-    // Every group named on the command line must be configured (a typo is an error, not a
-    // group of its own).
-    for r in to.into_iter().chain(refs) {
-        if let KeyRef::Kmip { group, .. } = r {
-            src.group(group)
-                .map_err(|e| Error::Usage(format!("{r}: {e}")))?;
-        }
-    }
-    let mut to = to.cloned();
-    if let Some(KeyRef::Kmip { group, id }) = to.clone() {
-        let id = if id == ACTIVE {
-            let (dirs, sel) = scope.expect("rekey passes its scope");
-            let bits = table_strength(dirs, sel)?;
-            match src.locate_active(&group, bits)? {
-                Some(a) => {
-                    errln!("kmip://{group}/active is key {} (AES-{bits})", a.id);
-                    a.id
-                }
-                None if create_key && dry_run => {
-                    return Err(Error::Usage(format!(
-                        "KMIP group {group} has no Active AES-{bits} key; a run without --dry-run would create one (--create-key)"
-                    )))
-                }
-                None if create_key => {
-                    let id = src.with_client(&group, |c| c.create_aes(bits, None))?;
-                    errln!("created and activated KMIP key {group}/{id} (AES-{bits})");
-                    id
-                }
-                None => {
-                    return Err(Error::Key(format!(
-                        "KMIP group {group} has no Active AES-{bits} key: add --create-key, or run `sstable-rekey kmip create {group} --bits {bits}`"
-                    )))
-                }
-            }
-        } else {
-            id
-        };
-        src.check_target(&group, &id, None)?;
-        to = Some(KeyRef::Kmip { group, id });
-    }
-    let fallback = keyring.map(Keyring::load).transpose()?;
-    let mut sources: Vec<Box<dyn KeySource>> =
-        vec![Box::new(KeyFiles), Box::new(src.with_fallback(fallback))];
-    if let Some(k) = keyring {
-        sources.push(Box::new(Keyring::load(k)?));
-    }
-    Ok(Keys {
-        store: KeyStore::new(sources),
+    let built = KeyStore::build(&StoreSpec {
+        kmip: load_config(kmip)?,
+        keyring,
+        refs,
         to,
-        kmip_configured: true,
-    })
-}
-
-/// The one `secret_key_strength` of the selected encrypted SSTables (for `kmip://GROUP/active`).
-fn table_strength(dirs: &[PathBuf], sel: &Selection) -> Result<u32> {
-    let live = crate::rekey::discover(dirs, sel, None)?.live;
-    let bits: BTreeSet<u32> = live
-        .iter()
-        .filter_map(|(_, l)| match l {
-            Ok(Load::Encrypted(l)) => Some(l.envelope.cipher.key_bits),
-            _ => None,
-        })
-        .collect();
-    match bits.len() {
-        1 => Ok(*bits.first().expect("one")),
-        0 => Err(Error::Usage(
-            "kmip://GROUP/active: no encrypted SSTable in the selection to take the key strength from".into(),
-        )),
-        _ => Err(Error::Usage(format!(
-            "kmip://GROUP/active: the selected tables use {} bit keys; rekey one strength at a time (KEYSPACE TABLE...) or name the key",
-            bits.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" and ")
-        ))),
+        create_key,
+        dry_run,
+        active_bits: &active_bits,
+    })?;
+    for n in &built.notes {
+        errln!("{n}");
     }
+    Ok(built)
 }
 
 pub fn run(a: &KmipArgs) -> Result<Exit> {
@@ -250,13 +155,16 @@ fn list(a: &KmipListArgs) -> Result<Exit> {
         .ok()
         .and_then(|q| q.vendor);
     let filter = match &a.name {
-        Some(n) => vec![crate::keys::kmip::client::attribute(
+        Some(n) => vec![sstable_rekey::keys::kmip::client::attribute(
             "Name",
-            crate::keys::kmip::ttlv::Value::Structure(vec![
-                crate::keys::kmip::ttlv::Item::text(crate::keys::kmip::tag::NAME_VALUE, n),
-                crate::keys::kmip::ttlv::Item::enumeration(
-                    crate::keys::kmip::tag::NAME_TYPE,
-                    crate::keys::kmip::NAME_TYPE_TEXT,
+            sstable_rekey::keys::kmip::ttlv::Value::Structure(vec![
+                sstable_rekey::keys::kmip::ttlv::Item::text(
+                    sstable_rekey::keys::kmip::tag::NAME_VALUE,
+                    n,
+                ),
+                sstable_rekey::keys::kmip::ttlv::Item::enumeration(
+                    sstable_rekey::keys::kmip::tag::NAME_TYPE,
+                    sstable_rekey::keys::kmip::NAME_TYPE_TEXT,
                 ),
             ]),
         )],
@@ -475,10 +383,10 @@ fn usage_of(group: &str, id: &str, dirs: &DataDirs) -> Result<Usage> {
 }
 
 fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
-    let dirs = crate::commands::resolve_data_dirs(&a.data_dirs, a.cassandra_yaml.as_deref())?;
+    let dirs = crate::app::resolve_data_dirs(&a.data_dirs, a.cassandra_yaml.as_deref())?;
     let src = source(&a.kmip, &a.group)?;
     let before = state_of(&src, &a.group, &a.id)?;
-    if before.state == Some(crate::keys::kmip::State::Active) {
+    if before.state == Some(sstable_rekey::keys::kmip::State::Active) {
         return Err(Error::Key(format!(
             "kmip://{}/{} is Active: revoke it first (`sstable-rekey kmip revoke {} {}`), rekey, verify, then destroy",
             a.group, a.id, a.group, a.id

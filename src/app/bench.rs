@@ -14,12 +14,12 @@ use base64::Engine;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::crypto::envelope::{ProviderKind, Stage};
-use crate::crypto::random::IvSource;
-use crate::crypto::{AesKey, ChunkClass, CipherSpec, Envelope, KeyHeader};
-use crate::error::{Error, Result};
-use crate::sstable::data::format_digest;
-use crate::sstable::CompressionInfo;
+use sstable_rekey::crypto::envelope::{ProviderKind, Stage};
+use sstable_rekey::crypto::random::IvSource;
+use sstable_rekey::crypto::{AesKey, ChunkClass, CipherSpec, Envelope, KeyHeader};
+use sstable_rekey::error::{Error, Result};
+use sstable_rekey::sstable::data::format_digest;
+use sstable_rekey::sstable::CompressionInfo;
 
 pub struct BenchOptions {
     pub dir: PathBuf,
@@ -102,7 +102,7 @@ pub fn synth(
     let mut ring = String::new();
     for id in ["bench-a", "bench-b"] {
         let mut k = Zeroizing::new(vec![0u8; bits as usize / 8]);
-        crate::crypto::random::fill(&mut k)?;
+        sstable_rekey::crypto::random::fill(&mut k)?;
         ring.push_str(&format!(
             "{id}:{}\n",
             base64::engine::general_purpose::STANDARD.encode(&k[..])
@@ -341,7 +341,7 @@ fn naive_rekey(
         let body = &chunk[4 + hl..];
         plain.clear();
         old.decrypt_append(
-            crate::crypto::Mode::Cbc,
+            sstable_rekey::crypto::Mode::Cbc,
             &body[..16],
             &body[16..],
             &mut plain,
@@ -352,7 +352,7 @@ fn naive_rekey(
         sealed.clear();
         sealed.extend_from_slice(&chunk[..4 + hl]);
         sealed.extend_from_slice(&iv);
-        new.encrypt_append(crate::crypto::Mode::Cbc, &iv, &plain, &mut sealed);
+        new.encrypt_append(sstable_rekey::crypto::Mode::Cbc, &iv, &plain, &mut sealed);
         let c = crc32fast::hash(&sealed);
         sealed.extend_from_slice(&c.to_be_bytes());
         dst.write_all_at(&sealed, pos)
@@ -420,7 +420,7 @@ fn data_dbs_of(data: &Path) -> Result<Vec<PathBuf>> {
 fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     errln!(
         "bench: writing a {} encrypted SSTable in {} ...",
-        crate::util::human_bytes(opts.size),
+        sstable_rekey::rekey::report::human_bytes(opts.size),
         root.display()
     );
     let (data, keyring) = synth(root, opts.size, opts.sstables, opts.chunk_kib, opts.bits)?;
@@ -566,7 +566,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     errln!("bench: warm-up (cp, rekey) ...");
     copy(false)?;
     rekey(opts.threads, "auto")?;
-    let kernel = crate::crypto::cipher::cbc_kernel();
+    let kernel = sstable_rekey::crypto::cipher::cbc_kernel();
     let mut names: Vec<(String, usize, &str)> = vec![
         ("cp Data.db".into(), 0, ""),
         ("cp Data.db + sync".into(), 0, ""),
@@ -700,7 +700,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
         bits: opts.bits,
         runs: opts.runs,
         sstables: opts.sstables,
-        kernel: crate::crypto::cipher::cbc_kernel(),
+        kernel: sstable_rekey::crypto::cipher::cbc_kernel(),
         openssl_cbc_encrypt_1core_gb_s: openssl.map(|b| b / 1e9),
         measures,
         ratios,
@@ -714,7 +714,7 @@ pub fn print_human(r: &BenchReport) {
         r.cores,
         r.dir,
         r.filesystem,
-        crate::util::human_bytes(r.data_db_bytes),
+        sstable_rekey::rekey::report::human_bytes(r.data_db_bytes),
         r.sstables,
         r.chunk_kib,
         r.bits,
@@ -755,4 +755,32 @@ pub fn print_human(r: &BenchReport) {
     for (n, v) in &r.ratios {
         outln!("{n}: {v:.2}");
     }
+}
+
+/// `bench`: the arguments to [`BenchOptions`], the run, and its printout.
+pub fn run_command(a: &crate::app::cli::BenchArgs) -> Result<crate::app::exit::Exit> {
+    let opts = crate::app::bench::BenchOptions {
+        dir: a.dir.clone(),
+        size: crate::app::bench::parse_size(&a.size).map_err(Error::Usage)?,
+        chunk_kib: a.chunk_kib,
+        bits: a.bits,
+        threads: a.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        runs: a.runs.max(1),
+        keep: a.keep,
+        sstables: a.sstables.max(1),
+    };
+    let r = crate::app::bench::run(&opts)?;
+    if a.json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("serializable")
+        );
+    } else {
+        crate::app::bench::print_human(&r);
+    }
+    Ok(crate::app::exit::Exit::Ok)
 }

@@ -5,10 +5,13 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{InspectArgs, RekeyArgs, Scope, VerifyArgs};
-use crate::commands::{run_inspect, run_rekey, run_verify, Exit};
-use crate::error::{Error, Result};
-use crate::sstable::{CompressionInfo, Descriptor};
+use crate::app::cli::{InspectArgs, RekeyArgs, Scope, VerifyArgs};
+use crate::app::exit::Exit;
+use crate::app::inspect::run as run_inspect;
+use crate::app::rekey::run as run_rekey;
+use crate::app::verify::run as run_verify;
+use sstable_rekey::error::{Error, Result};
+use sstable_rekey::sstable::{CompressionInfo, Descriptor};
 
 fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     fs::create_dir_all(dst).map_err(|e| Error::io(dst, "create folder", e))?;

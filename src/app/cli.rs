@@ -283,7 +283,7 @@ pub struct KmipRevokeArgs {
     pub id: String,
     /// Why: compromise (the key becomes Compromised), superseded or cessation (Deactivated)
     #[arg(long, value_enum, default_value = "compromise")]
-    pub reason: crate::keys::kmip::RevokeReason,
+    pub reason: sstable_rekey::keys::kmip::RevokeReason,
     /// A Revocation Message stored with the key
     #[arg(long, value_name = "TEXT")]
     pub message: Option<String>,

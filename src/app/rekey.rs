@@ -1,0 +1,142 @@
+//! `rekey`: the main job.
+
+use crate::app::cli::RekeyArgs;
+use crate::app::exit::{Exit, CANCEL};
+use crate::app::{check_report_path, parse_refs, print_notes, print_unreadable, selection};
+use sstable_rekey::error::{Error, Result};
+use std::sync::atomic::Ordering;
+
+use crate::app::resolve_data_dirs;
+use sstable_rekey::keys::KeyRef;
+use sstable_rekey::rekey::report::{human_bytes, write_json, Status};
+use sstable_rekey::rekey::{self, RekeyOptions};
+
+pub fn run(a: &RekeyArgs) -> Result<Exit> {
+    let to: KeyRef = a.to.parse()?;
+    let from = parse_refs(&a.from)?;
+    if a.jobs == 0 {
+        return Err(Error::Usage("--jobs must be at least 1".into()));
+    }
+    let sel = selection(&a.scope);
+    let dirs = resolve_data_dirs(&a.scope.data_dirs, a.scope.cassandra_yaml.as_deref())?;
+    if let Some(m) = dirs.missing_sentence() {
+        errln!("sstable-rekey: warning: {m}. Their SSTables are not rekeyed in this run");
+    }
+    let keys = crate::app::kmip::build_keys(
+        &a.scope.kmip,
+        a.scope.keyring.as_deref(),
+        &from,
+        Some(&to),
+        a.create_key,
+        a.dry_run,
+        Some((&dirs.dirs, &sel)),
+    )?;
+    let store = keys.store;
+    let opts = RekeyOptions {
+        kmip_configured: keys.kmip_configured,
+        move_kmip_group: a.move_kmip_group,
+        to: keys.to.expect("given"),
+        from,
+        data_dirs: dirs,
+        selection: selection(&a.scope),
+        jobs: a.jobs,
+        dry_run: a.dry_run,
+    };
+    if let Some(p) = &a.scope.report {
+        check_report_path(p)?;
+    }
+    let report = rekey::rekey(
+        &opts,
+        &store,
+        &CANCEL,
+        &crate::app::progress::Shown::new(!a.quiet),
+    )?;
+    for w in store.warnings() {
+        errln!("sstable-rekey: {w}");
+    }
+    print_notes(&report.notes);
+    let mut report_failed = false;
+    if let Some(p) = &a.scope.report {
+        if let Err(e) = write_json(p, &report) {
+            // The work is done: say so below, and exit 1 rather than "nothing was done" (2).
+            errln!("sstable-rekey: error: {e}");
+            report_failed = true;
+        }
+    }
+    let t = &report.totals;
+    for s in &report.sstables {
+        match s.status {
+            Status::Failed => outln!("FAILED   {}: {}", s.old, s.reason.as_deref().unwrap_or("")),
+            Status::Planned => outln!(
+                "PLAN     {} ({} chunks, keys {:?})",
+                s.old,
+                s.chunks,
+                s.keys_before
+            ),
+            Status::Skipped => {
+                outln!("skipped  {}: {}", s.old, s.reason.as_deref().unwrap_or(""))
+            }
+            Status::NotStarted => {
+                outln!(
+                    "NOT STARTED {}: {}",
+                    s.old,
+                    s.reason.as_deref().unwrap_or("")
+                )
+            }
+            Status::Rekeyed => outln!(
+                "rekeyed  {} -> {} ({} chunks{})",
+                s.old,
+                s.new.as_deref().unwrap_or(""),
+                s.rekeyed_chunks,
+                if s.raw_chunks > 0 {
+                    format!(", {} PLAINTEXT chunks copied as they were", s.raw_chunks)
+                } else {
+                    String::new()
+                }
+            ),
+        }
+    }
+    outln!(
+        "{} SSTables: {} rekeyed, {} planned, {} skipped, {} failed{}; {} in {:.2}s ({:.0} MB/s)",
+        t.sstables,
+        t.rekeyed,
+        t.planned,
+        t.skipped,
+        t.failed,
+        if t.not_started > 0 {
+            format!(", {} not started (interrupted)", t.not_started)
+        } else {
+            String::new()
+        },
+        human_bytes(t.bytes_in),
+        t.seconds,
+        t.throughput_mb_s
+    );
+    if t.raw_chunks > 0 {
+        outln!(
+            "warning: {} chunks are stored in plaintext on disk (min_compress_ratio); no key protects them",
+            t.raw_chunks
+        );
+    }
+    if !report.backups.is_empty() {
+        outln!(
+            "note: {} snapshot/backup SSTables were not modified; they still need their old keys",
+            report.backups.len()
+        );
+    }
+    let unreadable_backups = print_unreadable(&report.backups);
+    if !report.alter_table.is_empty() {
+        outln!("\nRun once per table (on any node) so that new writes use the new key:");
+        for s in &report.alter_table {
+            outln!("  {s}");
+        }
+    }
+    if CANCEL.load(Ordering::SeqCst) {
+        return Ok(Exit::Interrupted);
+    }
+    Ok(if t.failed > 0 || report_failed || unreadable_backups {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
+}
