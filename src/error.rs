@@ -38,6 +38,21 @@ pub enum Error {
     /// The operation was interrupted (Ctrl-C) and rolled back.
     #[error("interrupted")]
     Interrupted,
+    /// A file changed while the run was using it (another process wrote it, or it was truncated).
+    #[error("{path}: {what}")]
+    Changed { path: PathBuf, what: String },
+    /// An SSTable failed, and rolling its transaction back failed too: its log is left for
+    /// `recover` (or Cassandra's startup) to finish by Cassandra's rule.
+    #[error("{error}; and rolling back failed too: {rollback}. {next}")]
+    RollbackFailed {
+        error: Box<Error>,
+        rollback: Box<Error>,
+        /// What the operator does now.
+        next: String,
+    },
+    /// The new SSTable is committed and live, but deleting the old one (or the log) failed.
+    #[error("the new SSTable is committed and live, but cleaning up failed: {0}. Run `sstable-rekey recover` before starting Cassandra")]
+    CleanupFailed(Box<Error>),
 }
 
 impl Error {
@@ -71,6 +86,15 @@ impl Error {
                 && source.kind() == std::io::ErrorKind::AlreadyExists)
     }
 
+    /// `error`, and the rollback after it failed with `rollback`: the log is left for `recover`.
+    pub fn rollback_failed(error: Error, rollback: Error) -> Self {
+        Error::RollbackFailed {
+            error: Box::new(error),
+            rollback: Box::new(rollback),
+            next: "Run `sstable-rekey recover` before starting Cassandra".into(),
+        }
+    }
+
     /// Errors that are the operator's configuration (exit 2) rather than a per-SSTable failure.
     pub fn is_config(&self) -> bool {
         matches!(self, Error::Key(_) | Error::Usage(_))
@@ -87,6 +111,9 @@ impl Error {
             Error::Key(_) => "key",
             Error::Usage(_) => "usage",
             Error::Interrupted => "interrupted",
+            Error::Changed { .. } => "changed",
+            Error::RollbackFailed { .. } => "rollback_failed",
+            Error::CleanupFailed(_) => "cleanup_failed",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Admission: what a rekey refuses before any work (exit 2), beyond key resolution itself.
+//! Step 2b, admission: per SSTable, whether it is rekeyed ([`admit`]: skipped, failed, a key
+//! problem, or a [`Job`] with every key resolved), and what a rekey refuses before any work (exit 2):
 //! - `--to` may not be one of the `--from` keys, and a `--to file:` path must be absolute;
 //! - offline, a table may not move to another KMIP group unless the operator says so;
 //! - the new key's material may not equal an old key's (the data would stay under it);
@@ -15,7 +16,222 @@ use crate::crypto::envelope::ProviderKind;
 use crate::error::{Error, Result};
 use crate::keys::{canonical, KeyId, KeyRef, KeyStore};
 use crate::rekey::find::Found;
-use crate::rekey::plan::{Loaded, Target};
+use crate::rekey::plan::{self, Job, Load, Loaded, Target};
+use crate::rekey::report::SstableReport;
+
+/// What admission decided for one SSTable.
+pub enum Admission {
+    /// Nothing to do (not encrypted, already under the target, under no `--from` key): reported.
+    Skip(SstableReport),
+    /// Refused for this SSTable alone (exit 1): reported, the others go on.
+    Fail(SstableReport),
+    /// A key that cannot be resolved or must not be used: the whole run stops before any work.
+    KeyProblem(KeyProblem),
+    /// Ready to rewrite.
+    Ready(Box<Job>),
+}
+
+/// Why a run stops before any work (exit 2).
+pub struct KeyProblem {
+    pub messages: Vec<String>,
+    /// The table would move to another KMIP group offline (see [`kmip_group_move`]).
+    pub group_move: bool,
+}
+
+/// What every SSTable is admitted against.
+pub struct Context<'a> {
+    pub target: &'a Target,
+    /// `--from`: only SSTables under one of these keys (empty: every SSTable).
+    pub from: Vec<KeyId>,
+    pub store: &'a KeyStore,
+    /// A KMIP configuration confirmed the `--to` group.
+    pub kmip_configured: bool,
+    /// `--move-kmip-group`.
+    pub move_kmip_group: bool,
+}
+
+/// Decides one SSTable: what it is, whether it is rekeyed, with which keys, at which new layout.
+pub fn admit(found: Found, load: Result<Load>, cx: &Context) -> Admission {
+    let mut r = SstableReport::new(
+        found.table.qualified(),
+        found.location.clone(),
+        &found.desc.data_path(),
+    );
+    let loaded = match load {
+        Ok(Load::Encrypted(l)) => l,
+        Ok(Load::Unencrypted { class }) => {
+            r.reason = Some(format!("not encrypted ({class})"));
+            return Admission::Skip(r);
+        }
+        Err(e) if e.is_config() => return problem(vec![e.to_string()]),
+        Err(e) => return fail(r, &e),
+    };
+    loaded.count_into(&mut r);
+    let target_idx = loaded.key_index(&cx.target.id);
+    if let Some(why) = already_done(&loaded, cx.target, target_idx, &r) {
+        r.reason = Some(why);
+        r.keep_counts();
+        return Admission::Skip(r);
+    }
+    if let Err(e) = provider_type_kept(&loaded, cx.target) {
+        return fail(r, &e);
+    }
+    if !cx.from.is_empty() && !loaded.keys.iter().any(|k| cx.from.contains(k)) {
+        r.reason = Some("not under any --from key".into());
+        return Admission::Skip(r);
+    }
+    if let Some(m) = kmip_group_move(&loaded, cx.target, cx.kmip_configured, cx.move_kmip_group) {
+        return Admission::KeyProblem(KeyProblem {
+            messages: vec![m],
+            group_move: true,
+        });
+    }
+    let (keys, target_key) = match resolve_keys(&loaded, cx, target_idx) {
+        Ok(k) => k,
+        Err(messages) => return problem(messages),
+    };
+    let same = same_material(cx.store, &loaded, cx.target, target_idx, cx.move_kmip_group);
+    if !same.is_empty() {
+        return problem(same);
+    }
+    match plan::new_layout(&loaded, cx.target, target_idx) {
+        Ok((new_lens, new_offsets)) => Admission::Ready(Box::new(Job {
+            loaded,
+            report: r,
+            keys,
+            target_key,
+            target_idx,
+            new_lens,
+            new_offsets,
+        })),
+        Err(e) => fail(r, &e),
+    }
+}
+
+fn fail(mut r: SstableReport, e: &Error) -> Admission {
+    r.fail(e);
+    Admission::Fail(r)
+}
+
+fn problem(messages: Vec<String>) -> Admission {
+    Admission::KeyProblem(KeyProblem {
+        messages,
+        group_move: false,
+    })
+}
+
+/// Why an SSTable needs no rekey: all its records are under the target already (or stored in
+/// plaintext).
+fn already_done(
+    l: &Loaded,
+    target: &Target,
+    target_idx: Option<u32>,
+    r: &SstableReport,
+) -> Option<String> {
+    if !l.record_keys().all(|k| Some(k) == target_idx) {
+        return None;
+    }
+    Some(if l.record_keys().next().is_none() {
+        format!(
+            "no encrypted chunks: all {} chunks are stored in plaintext",
+            r.raw_chunks
+        )
+    } else {
+        format!("already under {}", target.id)
+    })
+}
+
+/// SSTables with encrypted index pages keep their provider type: readers size index pages by the
+/// provider's header bound (FORMAT.md 2.6).
+fn provider_type_kept(l: &Loaded, target: &Target) -> Result<()> {
+    if !l.indexes_encrypted() || target.provider == l.envelope.provider {
+        return Ok(());
+    }
+    let cap = |p: ProviderKind| {
+        crate::sstable::pages::max_bytes_in_page(p.header_bound(), l.envelope.cipher.iv_len)
+    };
+    Err(Error::unsupported(
+        l.found.desc.data_path(),
+        format!(
+            "its index pages hold at most {} plaintext bytes each under a {} key, {} under a {} key: readers locate the index footer by that capacity, so these SSTables cannot move between provider types. Rekey to another {} key, or rewrite them with nodetool upgradesstables",
+            cap(l.envelope.provider),
+            l.envelope.provider.factory_name(),
+            cap(target.provider),
+            target.provider.factory_name(),
+            l.envelope.provider.factory_name(),
+        ),
+    ))
+}
+
+/// Every old key of the SSTable (the target's own index aside) and the target key, from the
+/// store; the messages of those that cannot be had.
+#[allow(clippy::type_complexity)]
+fn resolve_keys(
+    l: &Loaded,
+    cx: &Context,
+    target_idx: Option<u32>,
+) -> std::result::Result<
+    (
+        Vec<Option<std::sync::Arc<crate::crypto::AesKey>>>,
+        std::sync::Arc<crate::crypto::AesKey>,
+    ),
+    Vec<String>,
+> {
+    let cipher = &l.envelope.cipher;
+    let path = l.found.desc.data_path();
+    let mut problems = Vec::new();
+    let mut keys = Vec::with_capacity(l.keys.len());
+    for (i, id) in l.keys.iter().enumerate() {
+        if Some(i as u32) == target_idx {
+            keys.push(None);
+            continue;
+        }
+        match cx.store.get(id, cipher) {
+            Ok(k) => keys.push(Some(k)),
+            Err(e) => problems.push(format!("{}: {e}", path.display())),
+        }
+    }
+    let target_key = cx.store.get(&cx.target.id, cipher).map_err(|e| {
+        let mut p = problems.clone();
+        p.push(format!("{}: target key: {e}", path.display()));
+        p
+    })?;
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok((keys, target_key))
+}
+
+/// The key problems of a run: none, or the error that stops it before any work.
+#[derive(Default)]
+pub struct KeyProblems {
+    messages: Vec<String>,
+    group_moves: usize,
+}
+
+impl KeyProblems {
+    pub fn push(&mut self, p: KeyProblem) {
+        self.messages.extend(p.messages);
+        self.group_moves += p.group_move as usize;
+    }
+
+    /// `Err` naming every problem (and, for group moves, what to do) when there is any.
+    pub fn check(mut self, to: &KeyRef) -> Result<()> {
+        if self.group_moves > 0 {
+            if let KeyRef::Kmip { group, .. } = to {
+                self.messages.push(kmip_group_move_advice(group));
+            }
+        }
+        if self.messages.is_empty() {
+            return Ok(());
+        }
+        self.messages.dedup();
+        Err(Error::Key(format!(
+            "nothing was written; resolve these key problems first:\n  {}",
+            self.messages.join("\n  ")
+        )))
+    }
+}
 
 /// `--to` among the `--from` keys (same identity: group and id, or the same key file by its
 /// canonical path) is a usage error, as is a relative `--to file:` path: it is written into every

@@ -106,26 +106,24 @@ impl Transaction {
                 .and_then(|()| sync_dir(&self.dir))
             {
                 // The log is still there: leave every file as it is for `recover` to judge.
-                return Err(Error::Usage(format!(
-                    "{e}; and removing the transaction log failed too: {e2}. Run `sstable-rekey recover` before starting Cassandra"
-                )));
+                return Err(Error::rollback_failed(e, e2));
             }
             if let Err(e2) = self.created.remove_all().and_then(|()| sync_dir(&self.dir)) {
-                return Err(Error::Usage(format!(
-                    "{e}; the new SSTable was abandoned (its log removed, the old SSTable is live), but removing its files failed: {e2}. Remove the files of {} by hand before starting Cassandra",
-                    self.new.prefix()
-                )));
+                return Err(Error::RollbackFailed {
+                    error: Box::new(e),
+                    rollback: Box::new(e2),
+                    next: format!(
+                        "The new SSTable was abandoned (its log removed, the old SSTable is live): remove the files of {} by hand before starting Cassandra",
+                        self.new.prefix()
+                    ),
+                });
             }
             return Err(e);
         }
         // Committed: from here the new SSTable is the live one. Errors now leave a committed log
         // for `recover` (or Cassandra's startup) to finish.
         self.created.keep();
-        let after = |e: Error| {
-            Error::Usage(format!(
-                "the new SSTable is committed and live, but cleaning up failed: {e}. Run `sstable-rekey recover` before starting Cassandra"
-            ))
-        };
+        let after = |e: Error| Error::CleanupFailed(Box::new(e));
         failpoint::hit("txn.commit").map_err(after)?;
         let mut deleted = Vec::new();
         for (_, f) in old_files {
@@ -162,9 +160,7 @@ impl Transaction {
     fn rollback_after(self, e: Error) -> Error {
         match self.rollback() {
             Ok(()) => e,
-            Err(e2) => Error::Usage(format!(
-                "{e}; and rolling back failed too: {e2}. Run `sstable-rekey recover` before starting Cassandra"
-            )),
+            Err(e2) => Error::rollback_failed(e, e2),
         }
     }
 

@@ -6,12 +6,17 @@ use std::fs::File;
 use std::path::Path;
 
 use crate::crypto::envelope::{ClassKind, ProviderKind, MAX_KMIP_ID_LEN, PROVIDER_PACKAGE};
+use crate::crypto::AesKey;
 use crate::crypto::{ChunkClass, CipherSpec, Envelope, KeyHeader};
 use crate::error::{Error, Result};
+use crate::fsio::free_space;
 use crate::keys::{canonical, KeyId, KeyRef};
 use crate::rekey::find::Found;
+use crate::rekey::report::{alter_statement, human_bytes, SstableReport};
 use crate::sstable::data::read_at;
 use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Chunks whose headers are read in parallel before being interned.
 const SCAN_BLOCK: usize = 16384;
@@ -54,12 +59,77 @@ pub struct PagedFile {
     pub pages: Vec<ChunkMeta>,
 }
 
+impl PagedFile {
+    /// Every page stays where it is: same offset, same length.
+    pub fn spans(&self) -> Vec<Span> {
+        (0..self.pages.len())
+            .map(|i| Span {
+                in_off: (i * PAGE) as u64,
+                in_len: PAGE as u32,
+                out_off: (i * PAGE) as u64,
+                out_len: PAGE as u32,
+            })
+            .collect()
+    }
+}
+
 /// One encrypted Statistics.db component: `H || IV || E(serialized component)`.
 #[derive(Debug, Clone)]
 pub struct StatsComponent {
     pub kind: i32,
     pub key: u32,
     pub body: Vec<u8>,
+}
+
+/// Where a record is and goes. Lengths include the record's 4-byte CRC, if it has one.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub in_off: u64,
+    pub in_len: u32,
+    pub out_off: u64,
+    pub out_len: u32,
+}
+
+/// An SSTable with everything resolved: ready to rewrite.
+pub struct Job {
+    pub loaded: Box<Loaded>,
+    pub report: SstableReport,
+    /// Old keys by key index; `None` for the target key's own index.
+    pub keys: Vec<Option<Arc<AesKey>>>,
+    pub target_key: Arc<AesKey>,
+    /// The target key's index among the SSTable's keys, when some records are under it already.
+    pub target_idx: Option<u32>,
+    /// New chunk lengths (without CRC) and offsets, known before any encryption.
+    pub new_lens: Vec<u32>,
+    pub new_offsets: Vec<u64>,
+}
+
+/// Free space for the largest `threads` new SSTables in flight at once, per file system: too
+/// little is an error before any work.
+pub fn check_space(jobs: &[Job], threads: usize) -> Result<()> {
+    let threads = threads.max(1);
+    let mut per_fs: HashMap<u64, (u64, Vec<u64>, std::path::PathBuf)> = HashMap::new();
+    for j in jobs {
+        let (free, fsid) = free_space(&j.loaded.found.desc.dir)?;
+        let e = per_fs
+            .entry(fsid)
+            .or_insert((free, Vec::new(), j.loaded.found.desc.dir.clone()));
+        e.1.push(sum_new_len(&j.new_lens) + (1 << 20));
+    }
+    for (free, mut sizes, dir) in per_fs.into_values() {
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let need: u64 = sizes.iter().take(threads).sum();
+        if need > free {
+            return Err(Error::Usage(format!(
+                "not enough free space on the filesystem of {}: {} needed for {} SSTable(s) in flight, {} free. Free some space or lower --jobs",
+                dir.display(),
+                human_bytes(need),
+                threads.min(sizes.len()),
+                human_bytes(free)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What loading an SSTable found.
@@ -125,6 +195,33 @@ impl Loaded {
     /// True when the index and metadata files are encrypted too (FORMAT.md 2.6).
     pub fn indexes_encrypted(&self) -> bool {
         !self.paged.is_empty() || self.statistics.is_some()
+    }
+
+    /// Where every Data.db chunk (with its CRC) is, and where it goes: at `new_offsets`, with
+    /// `new_lens` (without CRC). For reading alone (verify), pass the current layout.
+    pub fn data_spans(&self, new_offsets: &[u64], new_lens: &[u32]) -> Vec<Span> {
+        (0..self.chunks.len())
+            .map(|i| Span {
+                in_off: self.ci.offsets[i],
+                in_len: self.chunks[i].len + 4,
+                out_off: new_offsets[i],
+                out_len: new_lens[i] + 4,
+            })
+            .collect()
+    }
+
+    /// The current chunk lengths without CRC (the layout [`Loaded::data_spans`] reads).
+    pub fn chunk_lens(&self) -> Vec<u32> {
+        self.chunks.iter().map(|c| c.len).collect()
+    }
+
+    /// Its counts before any rewrite, into its report.
+    pub fn count_into(&self, r: &mut SstableReport) {
+        r.chunks = self.chunks.len();
+        r.raw_chunks = self.raw_chunks();
+        r.keys_before = self.key_counts();
+        r.index_pages_before = self.page_key_counts();
+        r.metadata_before = self.metadata_key_counts();
     }
 
     pub fn key_index(&self, id: &KeyId) -> Option<u32> {
@@ -630,4 +727,21 @@ pub fn new_layout(
 
 pub fn sum_new_len(lens: &[u32]) -> u64 {
     lens.iter().map(|&n| n as u64 + 4).sum()
+}
+
+/// The `ALTER TABLE` each live table will need so that new writes use the new key, from its
+/// SSTables' options as the rewrite will set them (one per table), known before the rewrite.
+pub fn alter_statements(jobs: &[Job], target: &Target) -> HashMap<String, String> {
+    let mut statements = HashMap::new();
+    for j in jobs
+        .iter()
+        .filter(|j| j.loaded.found.location == crate::rekey::find::Location::Live)
+    {
+        let mut ci = j.loaded.ci.clone();
+        target.rewrite_options(&mut ci);
+        if let Some(stmt) = alter_statement(&j.report.table, &ci) {
+            statements.entry(j.report.table.clone()).or_insert(stmt);
+        }
+    }
+    statements
 }

@@ -7,8 +7,12 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::keys::KeyRef;
 use crate::rekey::find::{Location, Unseen};
 use crate::rekey::node_config::DataDirs;
+use crate::sstable::CompressionInfo;
+use std::collections::HashMap;
+use std::time::Instant;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +92,13 @@ impl SstableReport {
         r
     }
 
+    /// Nothing rewritten: the counts after are the counts before.
+    pub fn keep_counts(&mut self) {
+        self.keys_after = self.keys_before.clone();
+        self.index_pages_after = self.index_pages_before.clone();
+        self.metadata_after = self.metadata_before.clone();
+    }
+
     pub fn fail(&mut self, e: &Error) {
         self.status = Status::Failed;
         self.reason = Some(e.to_string());
@@ -145,39 +156,68 @@ pub struct BackupReport {
     pub error: Option<String>,
 }
 
-impl BackupReport {
-    /// One entry per snapshot/backup SSTable, with the keys its records name; one that cannot be
-    /// read says so (never an empty key list that would pass for "needs no key").
-    pub fn list(
-        backups: &[(crate::rekey::find::Found, Result<crate::rekey::plan::Load>)],
-    ) -> Vec<BackupReport> {
-        backups
-            .iter()
-            .map(|(f, l)| BackupReport {
-                table: f.table.qualified(),
-                location: f.location.clone(),
-                data: f.desc.data_path().display().to_string(),
-                keys: match l {
-                    Ok(crate::rekey::plan::Load::Encrypted(l)) => {
-                        let mut k = l.key_counts();
-                        for (id, n) in l
-                            .page_key_counts()
-                            .into_iter()
-                            .chain(l.metadata_key_counts())
-                        {
-                            *k.entry(id).or_default() += n;
-                        }
-                        k
-                    }
-                    _ => BTreeMap::new(),
-                },
-                error: l.as_ref().err().map(|e| e.to_string()),
-            })
-            .collect()
-    }
-}
-
 impl RekeyReport {
+    /// The report of a run that found `found`, before any SSTable is decided: the failed entries
+    /// (what could hold SSTables but was not read) are in it already.
+    pub fn begin(
+        to: &KeyRef,
+        from: &[KeyRef],
+        dry_run: bool,
+        data_dirs: &DataDirs,
+        unseen: &[Unseen],
+        backups: Vec<BackupReport>,
+        notes: Vec<String>,
+    ) -> RekeyReport {
+        RekeyReport {
+            command: "rekey",
+            version: env!("CARGO_PKG_VERSION"),
+            to: to.to_string(),
+            from: from.iter().map(|r| r.to_string()).collect(),
+            dry_run,
+            kernel: crate::crypto::cipher::cbc_kernel(),
+            sstables: unseen.iter().map(SstableReport::unseen).collect(),
+            totals: Default::default(),
+            alter_table: Vec::new(),
+            backups,
+            data_dirs: data_dirs.clone(),
+            notes,
+        }
+    }
+
+    /// `--dry-run`: the SSTables that would be rekeyed to `to`.
+    pub fn planned(
+        &mut self,
+        planned: impl Iterator<Item = SstableReport>,
+        to: &impl std::fmt::Display,
+    ) {
+        for mut r in planned {
+            r.status = Status::Planned;
+            r.reason = Some(format!("would rekey to {to}"));
+            self.sstables.push(r);
+        }
+    }
+
+    /// The executed SSTables, and the `ALTER TABLE` of every live table with one rekeyed.
+    pub fn done(&mut self, done: Vec<SstableReport>, statements: &HashMap<String, String>) {
+        let mut alter: BTreeMap<String, String> = BTreeMap::new();
+        for r in &done {
+            if r.status == Status::Rekeyed && r.location == Location::Live {
+                if let Some(stmt) = statements.get(&r.table) {
+                    alter.insert(r.table.clone(), stmt.clone());
+                }
+            }
+        }
+        self.sstables.extend(done);
+        self.alter_table = alter.into_values().collect();
+    }
+
+    /// Totals and the run's seconds.
+    pub fn finish(mut self, started: Instant) -> RekeyReport {
+        self.totals.seconds = started.elapsed().as_secs_f64();
+        self.compute_totals();
+        self
+    }
+
     pub fn compute_totals(&mut self) {
         let mut t = Totals {
             sstables: self.sstables.len(),
@@ -211,6 +251,24 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     crate::fsio::replace_file(path, (text + "\n").as_bytes())
 }
 
+/// What a rekey tells its caller as it goes. The library prints nothing: the front end shows
+/// this (a bar, or a line per SSTable), or nothing ([`Silent`]).
+pub trait Progress: Sync {
+    /// The rewrite starts: `sstables` SSTables holding `bytes` of Data.db.
+    fn start(&self, _bytes: u64, _sstables: usize) {}
+    /// `bytes` more of Data.db rewritten.
+    fn advance(&self, _bytes: u64) {}
+    /// One SSTable is done (rekeyed, or failed and rolled back).
+    fn finished(&self, _r: &SstableReport) {}
+    /// The rewrite is over.
+    fn end(&self) {}
+}
+
+/// No progress shown.
+pub struct Silent;
+
+impl Progress for Silent {}
+
 /// Snapshot/backup SSTables whose keys could not be read.
 pub fn unreadable(backups: &[BackupReport]) -> impl Iterator<Item = &BackupReport> {
     backups.iter().filter(|b| b.error.is_some())
@@ -230,4 +288,33 @@ pub fn human_bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", U[i])
     }
+}
+
+/// `ALTER TABLE` making new writes use the new key: the table's compression options as the new
+/// CompressionInfo has them (computed, never read back from disk, so a failing read cannot drop a
+/// statement the procedure needs).
+pub fn alter_statement(table: &str, ci: &CompressionInfo) -> Option<String> {
+    let mut m: Vec<(String, String)> = vec![
+        ("class".into(), ci.class.clone()),
+        (
+            "chunk_length_in_kb".into(),
+            (ci.chunk_length / 1024).to_string(),
+        ),
+    ];
+    if let Some(max) = ci.max_compressed_length.filter(|&m| m != i32::MAX) {
+        m.push((
+            "min_compress_ratio".into(),
+            format!("{:.3}", ci.chunk_length as f64 / max as f64),
+        ));
+    }
+    m.extend(ci.options.iter().cloned());
+    let (ks, table) = table.split_once('.')?;
+    let body: Vec<String> = m
+        .iter()
+        .map(|(k, v)| format!("'{}': '{}'", k.replace('\'', "''"), v.replace('\'', "''")))
+        .collect();
+    Some(format!(
+        "ALTER TABLE \"{ks}\".\"{table}\" WITH compression = {{{}}};",
+        body.join(", ")
+    ))
 }

@@ -19,7 +19,7 @@ use crate::crypto::fused::ReJob;
 use crate::crypto::random::IvSource;
 use crate::crypto::{AesKey, ChunkClass, CipherSpec, Envelope, KeyHeader, Mode};
 use crate::error::{Error, Result};
-use crate::rekey::plan::{ChunkMeta, StatsComponent, RAW};
+use crate::rekey::plan::{ChunkMeta, Span, StatsComponent, RAW};
 use crate::sstable::crc;
 use crate::sstable::data::{checked_chunk, read_at};
 use crate::sstable::{pages, statistics};
@@ -27,15 +27,6 @@ use crate::sstable::{pages, statistics};
 /// Input bytes per window: large sequential reads, enough windows to keep every core busy, and
 /// memory bounded by threads x 2 windows whatever the file size.
 pub const WINDOW: u64 = 2 << 20;
-
-/// Where a record is and goes. Lengths include the record's 4-byte CRC, if it has one.
-#[derive(Debug, Clone, Copy)]
-pub struct Span {
-    pub in_off: u64,
-    pub in_len: u32,
-    pub out_off: u64,
-    pub out_len: u32,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -16,9 +16,10 @@ use crate::error::{Error, Result};
 use crate::keys::{KeyId, KeyRef, KeyStore};
 use crate::rekey::find::{Location, Selection, Unseen};
 use crate::rekey::node_config::DataDirs;
+use crate::rekey::plan::Span;
 use crate::rekey::plan::{Load, Loaded, RAW};
 use crate::rekey::report::BackupReport;
-use crate::rekey::rewrite::{open_and_check, windows, Span};
+use crate::rekey::rewrite::{open_and_check, windows};
 use crate::sstable::data::{checked_chunk, parse_digest, read_at};
 use crate::sstable::pages;
 
@@ -74,7 +75,9 @@ impl VerifyReport {
         self.under_other_keys == 0
             && self.failed == 0
             && self.data_dirs.missing.is_empty()
-            && super::report::unreadable(&self.backups).next().is_none()
+            && crate::rekey::report::unreadable(&self.backups)
+                .next()
+                .is_none()
     }
 }
 
@@ -114,11 +117,12 @@ impl SstableVerdict {
 pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Result<VerifyReport> {
     let t0 = Instant::now();
     let allowed: Vec<KeyId> = opts.keys.iter().map(KeyRef::id).collect();
-    let fallback = super::fallback_file(&opts.keys);
+    let fallback = crate::rekey::discover::fallback_file(&opts.keys);
     // Never while a rekey or recover works on the folders (their logs would look interrupted).
-    let _lock = super::exclusive::lock_data_dirs_shared(&opts.data_dirs.dirs)?;
-    super::exclusive::refuse_symlinks(&opts.data_dirs.dirs)?;
-    let found = super::discover(&opts.data_dirs.dirs, &opts.selection, fallback.as_ref())?;
+    let _lock = crate::rekey::exclusive::lock_data_dirs_shared(&opts.data_dirs.dirs)?;
+    crate::rekey::exclusive::refuse_symlinks(&opts.data_dirs.dirs)?;
+    let found =
+        crate::rekey::discover::discover(&opts.data_dirs.dirs, &opts.selection, fallback.as_ref())?;
     let mut rep = VerifyReport {
         command: "verify",
         version: env!("CARGO_PKG_VERSION"),
@@ -130,7 +134,7 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
         failed: 0,
         unencrypted: 0,
         raw_chunks: 0,
-        backups: BackupReport::list(&found.backups),
+        backups: crate::rekey::discover::backup_reports(&found.backups),
         data_dirs: opts.data_dirs.clone(),
         notes: found.notes,
         seconds: 0.0,
