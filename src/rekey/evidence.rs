@@ -12,8 +12,9 @@ use crate::error::{Error, Result};
 use crate::keys::KeyId;
 use crate::rekey::plan::{raw_last_chunk_hint, Job, Loaded, RAW};
 use crate::rekey::report::SstableReport;
-use crate::rekey::rewrite;
-use crate::sstable::data::{checked_chunk, read_at};
+use crate::rekey::rewrite::{ChunkOpener, Framed};
+use crate::sstable::data::read_at;
+use zeroize::Zeroizing;
 
 /// Bits of evidence a wrong key must beat before an old key is trusted with data. A wrong key
 /// passes a PKCS#5 check of p padding bytes with probability ~2^-8p, and the chained classes add a
@@ -35,6 +36,8 @@ fn trial_decrypt(
 ) -> Result<Vec<u32>> {
     let path = l.found.desc.data_path();
     let f = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
+    let key_names: Vec<String> = l.keys.iter().map(|k| k.to_string()).collect();
+    let opener = ChunkOpener::of(l, &path, &key_names);
     let mut bits = vec![0u32; l.keys.len()];
     let structure_bits = match l.envelope.class {
         ChunkClass::Encryptor => 0,
@@ -58,17 +61,14 @@ fn trial_decrypt(
         };
         let mut framed = vec![0u8; c.len as usize + 4];
         read_at(&f, &path, l.ci.offsets[i], &mut framed)?;
-        let chunk = checked_chunk(&framed, i, &path)?;
-        let payload =
-            rewrite::open_and_check(&l.envelope, chunk, l.ci.plain_len(i), key).map_err(|msg| {
-                Error::WrongKey {
-                    path: path.clone(),
-                    what: format!("chunk {i}"),
-                    key: l.keys[k].to_string(),
-                    msg: format!("{msg}{}", raw_last_chunk_hint(&l.ci, i, c.len as u64)),
-                }
-            })?;
-        let pad = 16 - (payload.len() % 16) as u32;
+        let mut plain = Zeroizing::new(Vec::new());
+        let payload_len = match opener.frame(i, &framed)? {
+            Framed::Sealed { key: k, opened } => {
+                opener.decrypt(i, k, &opened, key, &mut plain)?.len()
+            }
+            Framed::Raw => continue,
+        };
+        let pad = 16 - (payload_len % 16) as u32;
         bits[k] += 8 * pad + structure_bits;
     }
     Ok(bits)

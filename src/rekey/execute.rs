@@ -18,7 +18,7 @@ use crate::rekey::failpoint;
 use crate::rekey::generation::Generations;
 use crate::rekey::plan::{self, Job, Target};
 use crate::rekey::report::{SstableReport, Status};
-use crate::rekey::rewrite::{self, Counts, DataChunks, Files, IndexPages, Rekeying};
+use crate::rekey::rewrite::{self, ChunkOpener, Counts, DataChunks, Files, IndexPages, Rekeying};
 use crate::rekey::Progress;
 use crate::sstable::data::format_digest;
 use crate::sstable::Descriptor;
@@ -189,7 +189,7 @@ impl NewSstable<'_> {
             target_key: &self.job.target_key,
             target_header: &self.target.header,
         };
-        let (crc, counts) = self.data(created, rk(), progress)?;
+        let (crc, counts) = self.data(created, rk(), &key_names, progress)?;
         self.compression_info(created)?;
         let mut written = vec!["Data.db", "CompressionInfo.db"];
         for pf in &l.paged {
@@ -222,6 +222,7 @@ impl NewSstable<'_> {
         &self,
         created: &mut Created,
         rk: Rekeying,
+        key_names: &[String],
         progress: &dyn Progress,
     ) -> Result<(u32, Counts)> {
         let l = &self.job.loaded;
@@ -245,11 +246,8 @@ impl NewSstable<'_> {
         dst.set_len(plan::sum_new_len(&self.job.new_lens))
             .map_err(|e| Error::io(&dst_path, "allocate", e))?;
         let spans = l.data_spans(&self.job.new_offsets, &self.job.new_lens);
-        let ci = &l.ci;
         let layout = DataChunks {
-            path: &src_path,
-            chunks: &l.chunks,
-            plain_len: &|i| ci.plain_len(i),
+            opener: ChunkOpener::of(l, &src_path, key_names),
             rk,
         };
         let files = Files {

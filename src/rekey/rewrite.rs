@@ -14,14 +14,15 @@ use rayon::prelude::*;
 use zeroize::Zeroizing;
 
 use crate::crypto::cipher::CbcJob;
-use crate::crypto::envelope::CHECKED_HEAD;
+use crate::crypto::envelope::{Opened, CHECKED_HEAD};
 use crate::crypto::fused::ReJob;
 use crate::crypto::random::IvSource;
 use crate::crypto::{AesKey, ChunkClass, CipherSpec, Envelope, KeyHeader, Mode};
 use crate::error::{Error, Result};
-use crate::rekey::plan::{ChunkMeta, Span, StatsComponent, RAW};
+use crate::rekey::plan::{raw_last_chunk_hint, ChunkMeta, Loaded, Span, StatsComponent, RAW};
 use crate::sstable::crc;
 use crate::sstable::data::{checked_chunk, read_at};
+use crate::sstable::CompressionInfo;
 use crate::sstable::{pages, statistics};
 
 /// Input bytes per window: large sequential reads, enough windows to keep every core busy, and
@@ -38,8 +39,23 @@ pub enum Outcome {
     Raw,
 }
 
-/// One encrypted record layout.
+/// One encrypted record layout, rewritten a window of records at a time.
 pub trait RecordLayout: Sync {
+    /// Rewrites the consecutive records starting at `first`, whose inputs lie back to back in
+    /// `input`, into `out` (exactly their planned total size). Returns the counts and, if the
+    /// layout computed it on the way, the CRC32 of `out`.
+    fn rewrite_window(
+        &self,
+        first: usize,
+        spans: &[Span],
+        input: &[u8],
+        out: &mut [u8],
+        ws: &mut Workspace,
+    ) -> Result<(Counts, Option<u32>)>;
+}
+
+/// A layout rewritten record by record (index pages); [`RecordLayout`] follows.
+pub trait PerRecord: Sync {
     /// Rewrites record `i` (its framed input) by appending exactly its planned output to `out`.
     fn rewrite(
         &self,
@@ -49,10 +65,11 @@ pub trait RecordLayout: Sync {
         ivs: &mut IvSource,
     ) -> Result<Outcome>;
 
-    /// Rewrites the consecutive records starting at `first`, whose inputs lie back to back in
-    /// `input`, into `out` (exactly their planned total size). The default goes record by record;
-    /// a layout overrides it to batch work across records (multi-buffer encryption). Returns the
-    /// counts and, if the layout computed it on the way, the CRC32 of `out`.
+    /// The file the records are read from (for errors).
+    fn path(&self) -> &Path;
+}
+
+impl<T: PerRecord> RecordLayout for T {
     fn rewrite_window(
         &self,
         first: usize,
@@ -74,12 +91,15 @@ pub trait RecordLayout: Sync {
                 &mut ws.ivs,
             )?;
             if ws.scratch.len() != s.out_len as usize {
-                return Err(Error::Usage(format!(
-                    "record {}: rewrote to {} bytes, {} were planned (the file changed while running?)",
-                    first + k,
-                    ws.scratch.len(),
-                    s.out_len
-                )));
+                return Err(Error::Changed {
+                    path: self.path().to_path_buf(),
+                    what: format!(
+                        "record {}: rewrote to {} bytes, {} were planned (the file changed while running?)",
+                        first + k,
+                        ws.scratch.len(),
+                        s.out_len
+                    ),
+                });
             }
             out[pos..pos + ws.scratch.len()].copy_from_slice(&ws.scratch);
             pos += ws.scratch.len();
@@ -156,6 +176,46 @@ pub fn windows(spans: &[Span]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// What [`each_window`] runs on a window: `(first record, the window's spans, its input, the
+/// thread's workspace)`.
+pub type WindowWork<'a, R> = dyn Fn(usize, &[Span], &[u8], &mut Workspace) -> Result<R> + Sync + 'a;
+
+/// Reads `spans` from `src` a window at a time and runs `work(first, window spans, input, ws)`
+/// on each, windows in parallel on all cores, in one buffer per thread (grown, never shrunk: a
+/// resize after a short window would zero-fill megabytes that the read overwrites anyway). The
+/// workspace's plaintext is wiped after every window. The one read loop of the rewrite and verify.
+pub fn each_window<R: Send>(
+    src: &File,
+    src_path: &Path,
+    spans: &[Span],
+    cancelled: &(dyn Fn() -> bool + Sync),
+    work: &WindowWork<R>,
+) -> Result<Vec<R>> {
+    advise_sequential(src);
+    windows(spans)
+        .into_par_iter()
+        .map(|w| {
+            if cancelled() {
+                return Err(Error::Interrupted);
+            }
+            WS.with(|ws| {
+                let ws = &mut *ws.borrow_mut();
+                let (first, last) = (spans[w.start], spans[w.end - 1]);
+                let in_len = (last.in_off + last.in_len as u64 - first.in_off) as usize;
+                let mut inbuf = std::mem::take(&mut ws.inbuf);
+                if inbuf.len() < in_len {
+                    inbuf.resize(in_len, 0);
+                }
+                let r = read_at(src, src_path, first.in_off, &mut inbuf[..in_len])
+                    .and_then(|()| work(w.start, &spans[w.clone()], &inbuf[..in_len], ws));
+                ws.wipe();
+                ws.inbuf = inbuf;
+                r
+            })
+        })
+        .collect()
+}
+
 /// The input file and the already created, pre-sized output file.
 #[derive(Clone, Copy)]
 pub struct Files<'a> {
@@ -182,55 +242,34 @@ pub fn rewrite_file(
         dst,
         dst_path,
     } = *files;
-    advise_sequential(src);
-    let results: Vec<Result<(u32, u64, Counts)>> = windows(spans)
-        .into_par_iter()
-        .map(|w| {
-            if cancelled() {
-                return Err(Error::Interrupted);
-            }
-            WS.with(|ws| {
-                let ws = &mut *ws.borrow_mut();
-                let first = spans[w.start];
-                let last = spans[w.end - 1];
-                let in_range = first.in_off..last.in_off + last.in_len as u64;
-                let out_len = (last.out_off + last.out_len as u64 - first.out_off) as usize;
-                let mut inbuf = std::mem::take(&mut ws.inbuf);
-                let mut outbuf = std::mem::take(&mut ws.outbuf);
-                let in_len = (in_range.end - in_range.start) as usize;
-                // Grown, never shrunk: a resize after a short window would zero-fill megabytes
-                // that the read and the rewrite overwrite anyway.
-                if inbuf.len() < in_len {
-                    inbuf.resize(in_len, 0);
-                }
-                if outbuf.len() < out_len {
-                    outbuf.resize(out_len, 0);
-                }
-                let r = (|| {
-                    let inbuf = &mut inbuf[..in_len];
-                    let outbuf = &mut outbuf[..out_len];
-                    read_at(src, src_path, in_range.start, inbuf)?;
-                    let (counts, crc) =
-                        layout.rewrite_window(w.start, &spans[w.clone()], inbuf, outbuf, ws)?;
-                    dst.write_all_at(outbuf, first.out_off)
-                        .map_err(|e| Error::io(dst_path, "write", e))?;
-                    stream_hints(src, &in_range, dst, first.out_off, out_len)
-                        .map_err(|e| Error::io(dst_path, "start writeback", e))?;
-                    let crc = crc.unwrap_or_else(|| crc32fast::hash(outbuf));
-                    progress(in_range.end - in_range.start);
-                    Ok((crc, out_len as u64, counts))
-                })();
-                ws.wipe();
-                ws.inbuf = inbuf;
-                ws.outbuf = outbuf;
-                r
-            })
-        })
-        .collect();
+    let results = each_window(src, src_path, spans, cancelled, &|first, w, input, ws| {
+        let (a, z) = (w[0], w[w.len() - 1]);
+        let out_len = (z.out_off + z.out_len as u64 - a.out_off) as usize;
+        let mut outbuf = std::mem::take(&mut ws.outbuf);
+        if outbuf.len() < out_len {
+            outbuf.resize(out_len, 0);
+        }
+        let r = (|| {
+            let out = &mut outbuf[..out_len];
+            let (counts, crc) = layout.rewrite_window(first, w, input, out, ws)?;
+            dst.write_all_at(out, a.out_off)
+                .map_err(|e| Error::io(dst_path, "write", e))?;
+            let in_range = a.in_off..a.in_off + input.len() as u64;
+            stream_hints(src, &in_range, dst, a.out_off, out_len)
+                .map_err(|e| Error::io(dst_path, "start writeback", e))?;
+            progress(input.len() as u64);
+            Ok((
+                crc.unwrap_or_else(|| crc32fast::hash(out)),
+                out_len as u64,
+                counts,
+            ))
+        })();
+        ws.outbuf = outbuf;
+        r
+    })?;
     let mut crc = 0;
     let mut counts = Counts::default();
-    for r in results {
-        let (window_crc, window_len, c) = r?;
+    for (window_crc, window_len, c) in results {
         crc = crc::combine(crc, window_crc, window_len);
         counts.merge(c);
     }
@@ -359,73 +398,144 @@ impl Rekeying<'_> {
     }
 }
 
-/// Data.db chunks (FORMAT.md 1.3, 2.3): CRC, decrypt with the header's key, check the structure,
-/// seal with the new key under a fresh IV, new CRC.
-pub struct DataChunks<'a> {
+/// Opens Data.db chunks the one way every reader of this tool does (FORMAT.md 1.3, 2.3): the CRC,
+/// the key header (as the plan read it), decryption with the key that header names, and the
+/// structure the class implies, so that a wrong key never passes. Used by the rewrite, by the
+/// trial decryption before it, and by verify.
+pub struct ChunkOpener<'a> {
     pub path: &'a Path,
+    pub env: &'a Envelope,
+    pub ci: &'a CompressionInfo,
     pub chunks: &'a [ChunkMeta],
-    pub plain_len: &'a (dyn Fn(usize) -> usize + Sync),
-    pub rk: Rekeying<'a>,
+    /// Key names by key index, for errors.
+    pub key_names: &'a [String],
 }
 
-impl RecordLayout for DataChunks<'_> {
-    fn rewrite(
-        &self,
-        i: usize,
-        framed: &[u8],
-        out: &mut Vec<u8>,
-        ivs: &mut IvSource,
-    ) -> Result<Outcome> {
+/// A chunk whose CRC and key header were checked.
+pub enum Framed<'b> {
+    /// Stored in plaintext by the writer (FORMAT.md 2.5).
+    Raw,
+    /// Encrypted under the key of index `key`.
+    Sealed { key: u32, opened: Opened<'b> },
+}
+
+impl<'a> ChunkOpener<'a> {
+    /// The opener of a loaded SSTable's Data.db.
+    pub fn of(l: &'a Loaded, path: &'a Path, key_names: &'a [String]) -> Self {
+        ChunkOpener {
+            path,
+            env: &l.envelope,
+            ci: &l.ci,
+            chunks: &l.chunks,
+            key_names,
+        }
+    }
+
+    /// Checks chunk `i`'s CRC (`framed` is the chunk and its CRC) and parses its key header.
+    pub fn frame<'b>(&self, i: usize, framed: &'b [u8]) -> Result<Framed<'b>> {
         let chunk = checked_chunk(framed, i, self.path)?;
         let meta = self.chunks[i];
         if meta.key == RAW {
-            out.extend_from_slice(framed);
-            return Ok(Outcome::Raw);
+            return Ok(Framed::Raw);
         }
-        let rk = &self.rk;
-        let opened = rk
-            .old
+        let opened = self
+            .env
             .open_chunk(chunk)
             .map_err(|m| Error::corrupt(self.path, format!("chunk {i}: {m}")))?;
         if opened.header_len != meta.header_len as usize {
-            return Err(Error::corrupt(
-                self.path,
-                format!("chunk {i}: key header changed while running"),
-            ));
+            return Err(Error::Changed {
+                path: self.path.to_path_buf(),
+                what: format!("chunk {i}: key header changed while running"),
+            });
         }
-        let mut payload = Zeroizing::new(Vec::with_capacity(opened.ciphertext.len()));
-        rk.old_key(meta.key)
-            .decrypt_append(
-                rk.old.cipher.mode,
-                opened.iv,
-                opened.ciphertext,
-                &mut payload,
-            )
-            .map_err(|e| rk.wrong_key(self.path, format!("chunk {i}"), meta.key, e.to_string()))?;
-        rk.old
-            .check_payload(opened.outer, &payload, (self.plain_len)(i))
-            .map_err(|m| rk.wrong_key(self.path, format!("chunk {i}"), meta.key, m))?;
-        if Some(meta.key) == rk.target_idx {
-            // Already under the target key, and checked: copied as it is.
-            out.extend_from_slice(framed);
-            return Ok(Outcome::Unchanged);
-        }
-        let start = out.len();
-        if let ChunkClass::Chained(_) = rk.new.class {
-            out.extend_from_slice(&(payload.len() as i32).to_be_bytes());
-        }
-        rk.seal_record(&payload, out, ivs)?;
-        let crc = crc32fast::hash(&out[start..]);
-        out.extend_from_slice(&crc.to_be_bytes());
-        Ok(Outcome::Rekeyed)
+        Ok(Framed::Sealed {
+            key: meta.key,
+            opened,
+        })
     }
 
-    /// The window path. Each chunk is CRC-checked, its header parsed, and its first and last
-    /// block decrypted to check padding and structure (a wrong key fails here, before anything
-    /// is encrypted). Then, when the CPU has VAES and both sides are CBC with equal key sizes, all
-    /// chunks go through the fused kernel (decrypt and re-encrypt in one pass, no plaintext in
-    /// memory); otherwise they are decrypted into a plaintext arena and encrypted with the
-    /// multi-buffer kernel. New headers, fresh IVs and CRCs are written around them.
+    /// Decrypts chunk `i` (framed, under key index `k`) with `key`, appending the payload to
+    /// `plain`, and checks its structure; returns where the payload is in `plain`.
+    pub fn decrypt(
+        &self,
+        i: usize,
+        k: u32,
+        opened: &Opened,
+        key: &AesKey,
+        plain: &mut Vec<u8>,
+    ) -> Result<Range<usize>> {
+        let p0 = plain.len();
+        key.decrypt_append(self.env.cipher.mode, opened.iv, opened.ciphertext, plain)
+            .map_err(|e| self.wrong_key(i, k, e.to_string()))?;
+        self.env
+            .check_payload(opened.outer, &plain[p0..], self.ci.plain_len(i))
+            .map_err(|m| self.wrong_key(i, k, m))?;
+        Ok(p0..plain.len())
+    }
+
+    /// Decrypts only chunk `i`'s first and last blocks (CBC) and checks its structure from them;
+    /// returns the payload length. For the fused kernel, which never stores the plaintext.
+    pub fn peek(&self, i: usize, k: u32, opened: &Opened, key: &AesKey) -> Result<usize> {
+        let (n, first_block) = key
+            .peek_cbc(opened.iv, opened.ciphertext)
+            .map_err(|e| self.wrong_key(i, k, e.to_string()))?;
+        self.env
+            .check_payload_head(
+                opened.outer,
+                &first_block[..n.min(CHECKED_HEAD)],
+                n,
+                self.ci.plain_len(i),
+            )
+            .map_err(|m| self.wrong_key(i, k, m))?;
+        Ok(n)
+    }
+
+    /// Chunk `i` does not decrypt under key index `k` to what its class implies.
+    fn wrong_key(&self, i: usize, k: u32, msg: String) -> Error {
+        let len = self.chunks[i].len as u64;
+        Error::WrongKey {
+            path: self.path.to_path_buf(),
+            what: format!("chunk {i}"),
+            key: self.key_names[k as usize].clone(),
+            msg: format!("{msg}{}", raw_last_chunk_hint(self.ci, i, len)),
+        }
+    }
+}
+
+/// Data.db chunks (FORMAT.md 1.3, 2.3): opened ([`ChunkOpener`]), sealed with the new key under a
+/// fresh IV, new CRC.
+pub struct DataChunks<'a> {
+    pub opener: ChunkOpener<'a>,
+    pub rk: Rekeying<'a>,
+}
+
+/// Where a chunk's new ciphertext comes from.
+enum Source {
+    /// Plaintext already in the workspace arena.
+    Plain(Range<usize>),
+    /// Old ciphertext in the window's input, re-encrypted by the fused kernel.
+    Fused {
+        key: u32,
+        ct: Range<usize>,
+        old_iv: [u8; 16],
+    },
+}
+
+/// One chunk of a window to encrypt: its source, its new IV, and where its ciphertext and its
+/// whole new record go in the window's output.
+struct Sealing {
+    from: Source,
+    iv: [u8; 16],
+    ct: Range<usize>,
+    slot: Range<usize>,
+}
+
+impl RecordLayout for DataChunks<'_> {
+    /// Each chunk is CRC-checked, its header parsed, and (when the CPU has VAES and both sides are
+    /// CBC with equal key sizes) only its first and last block decrypted to check padding and
+    /// structure, then decrypted and re-encrypted in one pass by the fused kernel with no
+    /// plaintext in memory; otherwise decrypted into a plaintext arena and encrypted with the
+    /// multi-buffer kernel. A wrong key fails before anything is encrypted.
     fn rewrite_window(
         &self,
         first: usize,
@@ -434,32 +544,28 @@ impl RecordLayout for DataChunks<'_> {
         out: &mut [u8],
         ws: &mut Workspace,
     ) -> Result<(Counts, Option<u32>)> {
-        /// Where a chunk's new ciphertext comes from.
-        enum From {
-            /// Plaintext already in the workspace arena.
-            Plain(Range<usize>),
-            /// Old ciphertext in `input`, re-encrypted by the fused kernel.
-            Fused {
-                key: u32,
-                ct: Range<usize>,
-                old_iv: [u8; 16],
-            },
-        }
-        struct Job {
-            from: From,
-            iv: [u8; 16],
-            ct: Range<usize>,
-            slot: Range<usize>,
-        }
+        let (jobs, counts) = self.stage(first, spans, input, out, ws)?;
+        self.encrypt(&jobs, input, out, ws);
+        Ok((counts, Some(window_crc(spans, &jobs, out))))
+    }
+}
+
+impl DataChunks<'_> {
+    /// Checks every chunk of the window and lays out its output: raw and unchanged chunks copied,
+    /// the others given their new header and IV; returns what is left to encrypt.
+    fn stage(
+        &self,
+        first: usize,
+        spans: &[Span],
+        input: &[u8],
+        out: &mut [u8],
+        ws: &mut Workspace,
+    ) -> Result<(Vec<Sealing>, Counts)> {
         let rk = &self.rk;
-        let base_in = spans[0].in_off;
-        let base_out = spans[0].out_off;
-        let mode = rk.new.cipher.mode;
-        let iv_len = rk.new.cipher.iv_len;
-        let cbc_to_cbc = rk.old.cipher.mode == Mode::Cbc && mode == Mode::Cbc;
+        let (base_in, base_out) = (spans[0].in_off, spans[0].out_off);
+        let cbc_to_cbc = rk.old.cipher.mode == Mode::Cbc && rk.new.cipher.mode == Mode::Cbc;
         let mut counts = Counts::default();
-        let mut jobs: Vec<Job> = Vec::with_capacity(spans.len());
-        let mut head = Vec::with_capacity(4 + rk.target_header.encoded_len());
+        let mut jobs = Vec::with_capacity(spans.len());
         ws.plain.clear();
         // Room for all the window's plaintext up front: a reallocation mid-window would leave a
         // copy of the plaintext so far in freed memory.
@@ -470,146 +576,140 @@ impl RecordLayout for DataChunks<'_> {
             let framed = &input[a..a + s.in_len as usize];
             let o = (s.out_off - base_out) as usize;
             let slot = o..o + s.out_len as usize;
-            let chunk = checked_chunk(framed, i, self.path)?;
-            let meta = self.chunks[i];
-            if meta.key == RAW {
+            let Framed::Sealed { key: k, opened } = self.opener.frame(i, framed)? else {
                 out[slot].copy_from_slice(framed);
                 counts.raw += 1;
                 continue;
-            }
-            let opened = rk
-                .old
-                .open_chunk(chunk)
-                .map_err(|m| Error::corrupt(self.path, format!("chunk {i}: {m}")))?;
-            if opened.header_len != meta.header_len as usize {
-                return Err(Error::corrupt(
-                    self.path,
-                    format!("chunk {i}: key header changed while running"),
-                ));
-            }
-            let key = rk.old_key(meta.key);
-            let wrong = |m: String| rk.wrong_key(self.path, format!("chunk {i}"), meta.key, m);
-            let fused = cbc_to_cbc && key.can_fuse_with(rk.target_key);
-            let (from, payload_len) = if fused {
-                let (n, first_block) = key
-                    .peek_cbc(opened.iv, opened.ciphertext)
-                    .map_err(|e| wrong(e.to_string()))?;
-                rk.old
-                    .check_payload_head(
-                        opened.outer,
-                        &first_block[..n.min(CHECKED_HEAD)],
-                        n,
-                        (self.plain_len)(i),
-                    )
-                    .map_err(wrong)?;
+            };
+            let key = rk.old_key(k);
+            let (from, payload_len) = if cbc_to_cbc && key.can_fuse_with(rk.target_key) {
+                let n = self.opener.peek(i, k, &opened, key)?;
                 let c0 = opened.ciphertext.as_ptr() as usize - input.as_ptr() as usize;
-                let from = From::Fused {
-                    key: meta.key,
+                let from = Source::Fused {
+                    key: k,
                     ct: c0..c0 + opened.ciphertext.len(),
                     old_iv: opened.iv.try_into().expect("CBC IV"),
                 };
                 (from, n)
             } else {
-                let p0 = ws.plain.len();
-                key.decrypt_append(
-                    rk.old.cipher.mode,
-                    opened.iv,
-                    opened.ciphertext,
-                    &mut ws.plain,
-                )
-                .map_err(|e| wrong(e.to_string()))?;
-                rk.old
-                    .check_payload(opened.outer, &ws.plain[p0..], (self.plain_len)(i))
-                    .map_err(wrong)?;
-                (From::Plain(p0..ws.plain.len()), ws.plain.len() - p0)
+                let p = self.opener.decrypt(i, k, &opened, key, &mut ws.plain)?;
+                let n = p.len();
+                (Source::Plain(p), n)
             };
-            if Some(meta.key) == rk.target_idx {
-                if let From::Plain(p) = from {
-                    ws.plain.truncate(p.start);
-                }
+            if Some(k) == rk.target_idx {
+                // Its plaintext stays in the arena (wiped with the window): truncating would
+                // leave it past the length the wipe covers.
                 out[slot].copy_from_slice(framed);
                 counts.unchanged += 1;
                 continue;
             }
-            // [i32 outer] H' IV' — then the ciphertext, then the CRC.
-            head.clear();
-            if let ChunkClass::Chained(_) = rk.new.class {
-                head.extend_from_slice(&(payload_len as i32).to_be_bytes());
-            }
-            rk.target_header.write(&mut head);
-            let mut iv = [0u8; 16];
-            ws.ivs.next(&mut iv[..iv_len])?;
-            let h = slot.start;
-            out[h..h + head.len()].copy_from_slice(&head);
-            out[h + head.len()..h + head.len() + iv_len].copy_from_slice(&iv[..iv_len]);
-            let ct_start = h + head.len() + iv_len;
-            let ct = ct_start..ct_start + CipherSpec::padded_len(payload_len);
-            if ct.end + 4 != slot.end {
-                return Err(Error::corrupt(self.path, format!("chunk {i}: planned length does not match (the file changed while running?)")));
-            }
-            jobs.push(Job { from, iv, ct, slot });
+            jobs.push(self.new_head(i, payload_len, from, slot, out, ws)?);
             counts.rekeyed += 1;
         }
-        // Encrypt: split `out` into the jobs' disjoint, increasing ciphertext ranges.
-        {
-            let mut cbc: Vec<CbcJob> = Vec::with_capacity(jobs.len());
-            // Fused jobs by old key: one kernel call per key (a window nearly always has one).
-            let mut fused: BTreeMap<u32, Vec<ReJob>> = BTreeMap::new();
-            let mut rest: &mut [u8] = out;
-            let mut at = 0;
-            for j in &jobs {
-                let (_, tail) = rest.split_at_mut(j.ct.start - at);
-                let (ct, tail) = tail.split_at_mut(j.ct.len());
-                rest = tail;
-                at = j.ct.end;
-                match &j.from {
-                    From::Fused {
-                        key,
-                        ct: old,
-                        old_iv,
-                    } => fused.entry(*key).or_default().push(ReJob {
-                        ct: &input[old.clone()],
-                        old_iv: *old_iv,
-                        new_iv: j.iv,
-                        out: ct,
-                    }),
-                    From::Plain(p) => {
-                        let plain = &ws.plain[p.clone()];
-                        match mode {
-                            Mode::Cbc => cbc.push(CbcJob {
-                                plain,
-                                iv: j.iv,
-                                out: ct,
-                            }),
-                            Mode::Ecb => rk.target_key.encrypt_ecb_into(plain, ct),
-                        }
+        Ok((jobs, counts))
+    }
+
+    /// Writes `[i32 outer] H' IV'` of chunk `i`'s new record into its slot; the ciphertext and
+    /// the CRC follow later.
+    fn new_head(
+        &self,
+        i: usize,
+        payload_len: usize,
+        from: Source,
+        slot: Range<usize>,
+        out: &mut [u8],
+        ws: &mut Workspace,
+    ) -> Result<Sealing> {
+        let rk = &self.rk;
+        let iv_len = rk.new.cipher.iv_len;
+        let mut head = Vec::with_capacity(4 + rk.target_header.encoded_len());
+        if let ChunkClass::Chained(_) = rk.new.class {
+            head.extend_from_slice(&(payload_len as i32).to_be_bytes());
+        }
+        rk.target_header.write(&mut head);
+        let mut iv = [0u8; 16];
+        ws.ivs.next(&mut iv[..iv_len])?;
+        let h = slot.start;
+        out[h..h + head.len()].copy_from_slice(&head);
+        out[h + head.len()..h + head.len() + iv_len].copy_from_slice(&iv[..iv_len]);
+        let ct_start = h + head.len() + iv_len;
+        let ct = ct_start..ct_start + CipherSpec::padded_len(payload_len);
+        if ct.end + 4 != slot.end {
+            return Err(Error::Changed {
+                path: self.opener.path.to_path_buf(),
+                what: format!(
+                    "chunk {i}: planned length does not match (the file changed while running?)"
+                ),
+            });
+        }
+        Ok(Sealing { from, iv, ct, slot })
+    }
+
+    /// Encrypts every staged chunk into its slot: `out` split into the jobs' disjoint,
+    /// increasing ciphertext ranges; fused jobs batched per old key, the others per mode.
+    fn encrypt(&self, jobs: &[Sealing], input: &[u8], out: &mut [u8], ws: &Workspace) {
+        let rk = &self.rk;
+        let mut cbc: Vec<CbcJob> = Vec::with_capacity(jobs.len());
+        // Fused jobs by old key: one kernel call per key (a window nearly always has one).
+        let mut fused: BTreeMap<u32, Vec<ReJob>> = BTreeMap::new();
+        let mut rest: &mut [u8] = out;
+        let mut at = 0;
+        for j in jobs {
+            let (_, tail) = rest.split_at_mut(j.ct.start - at);
+            let (ct, tail) = tail.split_at_mut(j.ct.len());
+            rest = tail;
+            at = j.ct.end;
+            match &j.from {
+                Source::Fused {
+                    key,
+                    ct: old,
+                    old_iv,
+                } => fused.entry(*key).or_default().push(ReJob {
+                    ct: &input[old.clone()],
+                    old_iv: *old_iv,
+                    new_iv: j.iv,
+                    out: ct,
+                }),
+                Source::Plain(p) => {
+                    let plain = &ws.plain[p.clone()];
+                    match rk.new.cipher.mode {
+                        Mode::Cbc => cbc.push(CbcJob {
+                            plain,
+                            iv: j.iv,
+                            out: ct,
+                        }),
+                        Mode::Ecb => rk.target_key.encrypt_ecb_into(plain, ct),
                     }
                 }
             }
-            if !cbc.is_empty() {
-                rk.target_key.encrypt_cbc_many(&mut cbc);
-            }
-            for (key, mut batch) in fused {
-                rk.old_key(key).rekey_cbc_many(rk.target_key, &mut batch);
-            }
         }
-        // New chunks get their CRC; copied ones carry their checked CRC. The window's CRC is
-        // combined from those, not computed in a second pass.
-        let mut rekeyed = jobs.iter().map(|j| j.slot.start).peekable();
-        let mut window = 0u32;
-        for s in spans {
-            let o = (s.out_off - base_out) as usize;
-            let slot = &mut out[o..o + s.out_len as usize];
-            let (body, tail) = slot.split_at_mut(slot.len() - 4);
-            if rekeyed.next_if_eq(&o).is_some() {
-                tail.copy_from_slice(&crc32fast::hash(body).to_be_bytes());
-            }
-            let stored: [u8; 4] = (&*tail).try_into().unwrap();
-            let record = crc::extend(u32::from_be_bytes(stored), &stored);
-            window = crc::combine(window, record, s.out_len as u64);
+        if !cbc.is_empty() {
+            rk.target_key.encrypt_cbc_many(&mut cbc);
         }
-        Ok((counts, Some(window)))
+        for (key, mut batch) in fused {
+            rk.old_key(key).rekey_cbc_many(rk.target_key, &mut batch);
+        }
     }
+}
+
+/// New chunks get their CRC; copied ones carry their checked CRC. The window's CRC is combined
+/// from those, not computed in a second pass.
+fn window_crc(spans: &[Span], jobs: &[Sealing], out: &mut [u8]) -> u32 {
+    let base_out = spans[0].out_off;
+    let mut rekeyed = jobs.iter().map(|j| j.slot.start).peekable();
+    let mut window = 0u32;
+    for s in spans {
+        let o = (s.out_off - base_out) as usize;
+        let slot = &mut out[o..o + s.out_len as usize];
+        let (body, tail) = slot.split_at_mut(slot.len() - 4);
+        if rekeyed.next_if_eq(&o).is_some() {
+            tail.copy_from_slice(&crc32fast::hash(body).to_be_bytes());
+        }
+        let stored: [u8; 4] = (&*tail).try_into().unwrap();
+        let record = crc::extend(u32::from_be_bytes(stored), &stored);
+        window = crc::combine(window, record, s.out_len as u64);
+    }
+    window
 }
 
 /// Page-encrypted Partitions.db/Rows.db pages (FORMAT.md 2.6): each page's plaintext is
@@ -620,7 +720,11 @@ pub struct IndexPages<'a> {
     pub rk: Rekeying<'a>,
 }
 
-impl RecordLayout for IndexPages<'_> {
+impl PerRecord for IndexPages<'_> {
+    fn path(&self) -> &Path {
+        self.path
+    }
+
     fn rewrite(
         &self,
         i: usize,
@@ -684,19 +788,4 @@ pub fn rekey_statistics(path: &Path, comps: &[StatsComponent], rk: &Rekeying) ->
         out.push((c.kind, body));
     }
     Ok(statistics::join(&out))
-}
-
-/// Decrypts a chunk and checks its structure; returns the decrypted payload.
-pub fn open_and_check(
-    env: &Envelope,
-    chunk: &[u8],
-    plain_len: usize,
-    key: &AesKey,
-) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
-    let opened = env.open_chunk(chunk)?;
-    let mut payload = Zeroizing::new(Vec::with_capacity(opened.ciphertext.len()));
-    key.decrypt_append(env.cipher.mode, opened.iv, opened.ciphertext, &mut payload)
-        .map_err(|e| e.to_string())?;
-    env.check_payload(opened.outer, &payload, plain_len)?;
-    Ok(payload)
 }

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::crypto::AesKey;
@@ -16,11 +15,11 @@ use crate::error::{Error, Result};
 use crate::keys::{KeyId, KeyRef, KeyStore};
 use crate::rekey::find::{Location, Selection, Unseen};
 use crate::rekey::node_config::DataDirs;
-use crate::rekey::plan::Span;
-use crate::rekey::plan::{Load, Loaded, RAW};
+use crate::rekey::plan::{Load, Loaded};
 use crate::rekey::report::BackupReport;
-use crate::rekey::rewrite::{open_and_check, windows};
-use crate::sstable::data::{checked_chunk, parse_digest, read_at};
+use crate::rekey::rewrite::{each_window, ChunkOpener, Framed};
+use crate::sstable::crc;
+use crate::sstable::data::{parse_digest, read_at};
 use crate::sstable::pages;
 
 pub struct VerifyOptions {
@@ -203,56 +202,42 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
 }
 
 /// Checks every chunk's CRC, decrypts those under given keys and checks their structure (and
-/// with `deep`, decompresses them), and compares Digest.crc32 with the whole file.
+/// with `deep`, decompresses them), and compares Digest.crc32 with the whole file. Read through
+/// the rewrite's window engine, chunks opened the way the rewrite opens them.
 fn check_chunks(l: &Loaded, keys: &[Option<Arc<AesKey>>], deep: bool) -> Result<()> {
     let path = l.found.desc.data_path();
     let f = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
-    let spans: Vec<Span> = (0..l.chunks.len())
-        .map(|i| Span {
-            in_off: l.ci.offsets[i],
-            in_len: l.chunks[i].len + 4,
-            out_off: 0,
-            out_len: 0,
-        })
-        .collect();
-    let mut crc = crc32fast::Hasher::new();
-    let mut buf = Vec::new();
-    for w in windows(&spans) {
-        let first = spans[w.start];
-        let last = spans[w.end - 1];
-        buf.resize(
-            (last.in_off + last.in_len as u64 - first.in_off) as usize,
-            0,
-        );
-        read_at(&f, &path, first.in_off, &mut buf)?;
-        crc.update(&buf);
-        w.clone().into_par_iter().try_for_each(|i| -> Result<()> {
-            let a = (spans[i].in_off - first.in_off) as usize;
-            let framed = &buf[a..a + spans[i].in_len as usize];
-            let chunk = checked_chunk(framed, i, &path)?;
-            let meta = l.chunks[i];
-            if meta.key == RAW {
-                return Ok(());
-            }
-            let Some(key) = &keys[meta.key as usize] else {
-                return Ok(()); // under a key not given: counted, not decryptable here
+    let spans = l.data_spans(&l.ci.offsets, &l.chunk_lens());
+    let key_names: Vec<String> = l.keys.iter().map(|k| k.to_string()).collect();
+    let opener = ChunkOpener::of(l, &path, &key_names);
+    let windows = each_window(&f, &path, &spans, &|| false, &|first, w, input, ws| {
+        let base = w[0].in_off;
+        // The window's plaintext accumulates in one arena, reserved up front (no reallocation
+        // leaves a copy behind) and wiped whole after the window.
+        ws.plain.reserve(input.len());
+        for (k, s) in w.iter().enumerate() {
+            let i = first + k;
+            let a = (s.in_off - base) as usize;
+            let Framed::Sealed { key: ki, opened } =
+                opener.frame(i, &input[a..a + s.in_len as usize])?
+            else {
+                continue; // stored in plaintext: its CRC checked
             };
-            let wrong = |msg: String| Error::WrongKey {
-                path: path.clone(),
-                what: format!("chunk {i}"),
-                key: l.keys[meta.key as usize].to_string(),
-                msg,
+            let Some(key) = &keys[ki as usize] else {
+                continue; // under a key not given: counted, not decryptable here
             };
-            let payload =
-                open_and_check(&l.envelope, chunk, l.ci.plain_len(i), key).map_err(wrong)?;
+            let p = opener.decrypt(i, ki, &opened, key, &mut ws.plain)?;
             if deep {
                 l.envelope
-                    .decompress(&payload, l.ci.plain_len(i))
+                    .decompress(&ws.plain[p], l.ci.plain_len(i))
                     .map_err(|m| Error::corrupt(&path, format!("chunk {i}: {m}")))?;
             }
-            Ok(())
-        })?;
-    }
+        }
+        Ok((crc32fast::hash(input), input.len() as u64))
+    })?;
+    let crc = windows
+        .into_iter()
+        .fold(0, |crc, (w, len)| crc::combine(crc, w, len));
     // Trailing bytes after the last chunk's CRC belong to no chunk but are part of the file.
     let end = spans
         .last()
@@ -268,7 +253,7 @@ fn check_chunks(l: &Loaded, keys: &[Option<Arc<AesKey>>], deep: bool) -> Result<
         let dp = l.found.desc.path("Digest.crc32");
         let text = crate::util::read_small(&dp, 64)?;
         let want = parse_digest(&String::from_utf8_lossy(&text), &dp)?;
-        let got = crc.finalize();
+        let got = crc;
         if want != got {
             return Err(Error::corrupt(
                 &dp,
