@@ -5,6 +5,31 @@ use std::path::{Path, PathBuf};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What is wrong with bytes or text read from a file or a server, before the caller says where
+/// they came from: it wraps this with the file, the chunk or the message it was reading
+/// (`Error::corrupt(path, m)`), so a parser never has to know its file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
+impl From<String> for Malformed {
+    fn from(s: String) -> Self {
+        Malformed(s)
+    }
+}
+
+impl From<&str> for Malformed {
+    fn from(s: &str) -> Self {
+        Malformed(s.to_string())
+    }
+}
+
+impl From<Malformed> for String {
+    fn from(m: Malformed) -> Self {
+        m.0
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An operating-system error on a named file.

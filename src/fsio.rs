@@ -383,6 +383,169 @@ pub fn on_sigint(handler: extern "C" fn(libc::c_int)) {
     }
 }
 
+// ------------------------------------------------------------------ locks, hints, users, rusage
+
+/// Takes an advisory lock on `f` without waiting (`exclusive`, or shared): `Ok(false)` when
+/// another process holds a conflicting one.
+pub fn try_lock(f: &File, exclusive: bool) -> std::io::Result<bool> {
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    // SAFETY: flock on a valid descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Starts writeback of `len` bytes of `dst` at `off` (durability still comes from the final
+/// fsync). An I/O error or a full disk is returned (the final fsync would report it too); a file
+/// system without the call (`EINVAL`, `ENOSYS`, `ESPIPE`) just has no hint.
+pub fn start_writeback(dst: &File, off: u64, len: usize) -> std::io::Result<()> {
+    // SAFETY: a call on a valid descriptor with an in-file range.
+    let r = unsafe {
+        libc::sync_file_range(
+            dst.as_raw_fd(),
+            off as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::ESPIPE)
+        ) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Drops `range` of `src` from the page cache (advisory: a failure only keeps pages it could
+/// have dropped).
+pub fn drop_cached(src: &File, range: &std::ops::Range<u64>) {
+    // SAFETY: advisory call on a valid descriptor with an in-file range.
+    unsafe {
+        libc::posix_fadvise(
+            src.as_raw_fd(),
+            range.start as libc::off_t,
+            (range.end - range.start) as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
+}
+
+/// Tells the kernel `f` is read once, front to back (larger read-ahead; advisory).
+pub fn advise_sequential(f: &File) {
+    // SAFETY: advisory call on a valid descriptor.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+}
+
+/// This process's effective user id.
+pub fn effective_uid() -> u32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Name and primary group of `uid` from the passwd database.
+pub fn passwd(uid: u32) -> Option<(String, u32)> {
+    let mut buf = vec![0u8; 16 << 10];
+    // SAFETY: zeroed passwd is a valid out-parameter.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut res: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: buffers are valid and sized; on success `res` points at `pw`.
+    let rc =
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut res) };
+    if rc != 0 || res.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name is a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }
+        .to_string_lossy()
+        .into_owned();
+    Some((name, pw.pw_gid))
+}
+
+/// The groups a process of `uid` has: its primary and supplementary groups from the system's
+/// databases; without a passwd entry, `gid` (the data files' group) alone.
+pub fn groups_of(uid: u32, gid: u32) -> Vec<u32> {
+    let Some((name, primary)) = passwd(uid) else {
+        return vec![gid];
+    };
+    let Ok(c) = CString::new(name) else {
+        return vec![primary];
+    };
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut v = vec![0 as libc::gid_t; n as usize];
+        let want = n;
+        // SAFETY: `v` holds `n` gids; getgrouplist updates `n` to the count (or the need).
+        let rc = unsafe { libc::getgrouplist(c.as_ptr(), primary, v.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            v.truncate(n as usize);
+            return v;
+        }
+        if n <= want {
+            n = want * 2;
+        }
+        if n > 1 << 16 {
+            return vec![primary];
+        }
+    }
+}
+
+/// This process's effective and supplementary groups.
+pub fn own_groups() -> Vec<u32> {
+    // SAFETY: a query without side effects.
+    let mut v = vec![unsafe { libc::getegid() }];
+    // SAFETY: with size 0, getgroups only returns the count.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n > 0 {
+        let mut g = vec![0 as libc::gid_t; n as usize];
+        // SAFETY: `g` holds `n` gids.
+        let m = unsafe { libc::getgroups(n, g.as_mut_ptr()) };
+        if m > 0 {
+            g.truncate(m as usize);
+            v.extend(g);
+        }
+    }
+    v
+}
+
+/// Waits for child `pid`; returns its wait status and user CPU seconds and peak RSS (KiB).
+pub fn wait_with_rusage(pid: u32) -> std::io::Result<(i32, f64, u64)> {
+    let mut status = 0;
+    // SAFETY: a plain-old-data struct for the kernel to fill.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+    if r != pid as libc::pid_t {
+        return Err(std::io::Error::last_os_error());
+    }
+    let user = ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6;
+    Ok((status, user, ru.ru_maxrss as u64))
+}
+
+/// User CPU seconds this process has used.
+pub fn own_user_cpu() -> f64 {
+    // SAFETY: a plain-old-data struct for the kernel to fill.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage with a valid out-pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

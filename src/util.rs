@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Malformed, Result};
 
 /// A big-endian reader over a byte slice whose every read is bounds-checked (Java `DataInput`).
 pub struct BeReader<'a> {
@@ -25,42 +25,42 @@ impl<'a> BeReader<'a> {
     }
 
     /// Takes `n` bytes, or says how many were missing and where.
-    pub fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+    pub fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], Malformed> {
         if n > self.remaining() {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "truncated: need {n} bytes at offset {}, only {} left",
                 self.pos,
                 self.remaining()
-            ));
+            )));
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
         Ok(out)
     }
 
-    pub fn u16(&mut self) -> std::result::Result<u16, String> {
+    pub fn u16(&mut self) -> std::result::Result<u16, Malformed> {
         Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap()))
     }
 
-    pub fn i32(&mut self) -> std::result::Result<i32, String> {
+    pub fn i32(&mut self) -> std::result::Result<i32, Malformed> {
         Ok(i32::from_be_bytes(self.take(4)?.try_into().unwrap()))
     }
 
-    pub fn u32(&mut self) -> std::result::Result<u32, String> {
+    pub fn u32(&mut self) -> std::result::Result<u32, Malformed> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
     }
 
-    pub fn i64(&mut self) -> std::result::Result<i64, String> {
+    pub fn i64(&mut self) -> std::result::Result<i64, Malformed> {
         Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap()))
     }
 
     /// Java `readUTF`: u16 length + (modified) UTF-8. Non-UTF-8 strings are refused, not guessed.
-    pub fn utf(&mut self) -> std::result::Result<String, String> {
+    pub fn utf(&mut self) -> std::result::Result<String, Malformed> {
         let at = self.pos;
         let n = self.u16()? as usize;
         let bytes = self.take(n)?;
         String::from_utf8(bytes.to_vec())
-            .map_err(|_| format!("string at offset {at} is not UTF-8 text"))
+            .map_err(|_| Malformed(format!("string at offset {at} is not UTF-8 text")))
     }
 }
 

@@ -34,7 +34,7 @@ pub struct BenchOptions {
 }
 
 /// Parses `2GiB`, `512MiB`, `100MB`, `1048576`.
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -42,7 +42,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a size like 2GiB"))?;
+        .map_err(|_| Error::Usage(format!("--size {s:?} is not a size like 2GiB")))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -51,7 +51,11 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         "kb" => 1_000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
-        u => return Err(format!("unknown size unit {u:?}")),
+        u => {
+            return Err(Error::Usage(format!(
+                "--size {s:?}: unknown size unit {u:?} (B, KiB, MiB, GiB, KB, MB, GB)"
+            )))
+        }
     };
     Ok((n * mult as f64) as u64)
 }
@@ -252,13 +256,10 @@ fn timed_child(cmd: &mut Command) -> Result<(f64, f64, u64)> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| Error::Usage(format!("cannot run {cmd:?}: {e}")))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child with valid out-pointers.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let (status, user, rss) = sstable_rekey::fsio::wait_with_rusage(child.id())
+        .map_err(|e| Error::Usage(format!("{cmd:?}: wait: {e}")))?;
     let secs = t0.elapsed().as_secs_f64();
-    if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             use std::io::Read;
@@ -268,8 +269,7 @@ fn timed_child(cmd: &mut Command) -> Result<(f64, f64, u64)> {
             "{cmd:?} failed (status {status}): {err}"
         )));
     }
-    let user = ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6;
-    Ok((secs, user, ru.ru_maxrss as u64))
+    Ok((secs, user, rss))
 }
 
 /// `openssl speed -evp aes-N-cbc` on one core, for the chunk size: bytes per second, if openssl runs.
@@ -365,10 +365,7 @@ fn naive_rekey(
 }
 
 fn self_user_cpu() -> f64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage with a valid out-pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6
+    sstable_rekey::fsio::own_user_cpu()
 }
 
 fn filesystem_of(dir: &Path) -> String {
@@ -761,7 +758,7 @@ pub fn print_human(r: &BenchReport) {
 pub fn run_command(a: &crate::app::cli::BenchArgs) -> Result<crate::app::exit::Exit> {
     let opts = crate::app::bench::BenchOptions {
         dir: a.dir.clone(),
-        size: crate::app::bench::parse_size(&a.size).map_err(Error::Usage)?,
+        size: crate::app::bench::parse_size(&a.size)?,
         chunk_kib: a.chunk_kib,
         bits: a.bits,
         threads: a.threads.unwrap_or_else(|| {

@@ -8,12 +8,12 @@
 //!   must be readable by the owner.
 
 use std::collections::BTreeMap;
-use std::ffi::CStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::crypto::envelope::ProviderKind;
 use crate::error::{Error, Result};
+use crate::fsio;
 use crate::keys::{canonical, KeyId, KeyRef, KeyStore};
 use crate::rekey::find::Found;
 use crate::rekey::plan::{self, Job, Load, Loaded, Target};
@@ -328,75 +328,10 @@ pub fn same_material(
 
 /// A user as messages name it: `cassandra (uid 999)`, or `uid 4242` without a passwd entry.
 fn user(uid: u32) -> String {
-    match passwd(uid) {
+    match fsio::passwd(uid) {
         Some((name, _)) => format!("{name} (uid {uid})"),
         None => format!("uid {uid}"),
     }
-}
-
-/// Name and primary group of `uid` from the passwd database.
-fn passwd(uid: u32) -> Option<(String, u32)> {
-    let mut buf = vec![0u8; 16 << 10];
-    // SAFETY: zeroed passwd is a valid out-parameter.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut res: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: buffers are valid and sized; on success `res` points at `pw`.
-    let rc =
-        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut res) };
-    if rc != 0 || res.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name is a NUL-terminated string inside `buf`.
-    let name = unsafe { CStr::from_ptr(pw.pw_name) }
-        .to_string_lossy()
-        .into_owned();
-    Some((name, pw.pw_gid))
-}
-
-/// The groups a process of `uid` has: its primary and supplementary groups from the system's
-/// databases; without a passwd entry, `gid` (the data files' group) alone.
-fn groups_of(uid: u32, gid: u32) -> Vec<u32> {
-    let Some((name, primary)) = passwd(uid) else {
-        return vec![gid];
-    };
-    let Ok(c) = std::ffi::CString::new(name) else {
-        return vec![primary];
-    };
-    let mut n: libc::c_int = 64;
-    loop {
-        let mut v = vec![0 as libc::gid_t; n as usize];
-        let want = n;
-        // SAFETY: `v` holds `n` gids; getgrouplist updates `n` to the count (or the need).
-        let rc = unsafe { libc::getgrouplist(c.as_ptr(), primary, v.as_mut_ptr(), &mut n) };
-        if rc >= 0 {
-            v.truncate(n as usize);
-            return v;
-        }
-        if n <= want {
-            n = want * 2;
-        }
-        if n > 1 << 16 {
-            return vec![primary];
-        }
-    }
-}
-
-/// This process's effective and supplementary groups.
-fn own_groups() -> Vec<u32> {
-    // SAFETY: a query without side effects.
-    let mut v = vec![unsafe { libc::getegid() }];
-    // SAFETY: with size 0, getgroups only returns the count.
-    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    if n > 0 {
-        let mut g = vec![0 as libc::gid_t; n as usize];
-        // SAFETY: `g` holds `n` gids.
-        let m = unsafe { libc::getgroups(n, g.as_mut_ptr()) };
-        if m > 0 {
-            g.truncate(m as usize);
-            v.extend(g);
-        }
-    }
-    v
 }
 
 /// Whether a process of `uid` in `gids` has permission `bit` (4 read, 1 search) on `m`.
@@ -424,9 +359,8 @@ fn allows(uid: u32, gids: &[u32], (owner, group, mode): (u32, u32, u32), bit: u3
 /// new copy owned like the original, which only root or that owner can do. And, for `--to
 /// file:PATH`, the node's user (the owner of the data files) must be able to read that file.
 pub fn owners<'a>(sstables: impl Iterator<Item = &'a Found>, target: &Target) -> Result<()> {
-    // SAFETY: no arguments, cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    let my_groups = own_groups();
+    let euid = fsio::effective_uid();
+    let my_groups = fsio::own_groups();
     // Node users (owner uid, gid) → one of their Data.db files, for messages.
     let mut node_users: BTreeMap<(u32, u32), PathBuf> = BTreeMap::new();
     for f in sstables {
@@ -473,7 +407,7 @@ fn key_file_readable(typed: &Path, uid: u32, gid: u32, data: &Path) -> Result<()
         return Ok(());
     }
     let path = canonical(typed);
-    let gids = groups_of(uid, gid);
+    let gids = fsio::groups_of(uid, gid);
     let who = user(uid);
     let refuse = |what: String| {
         Error::Usage(format!(

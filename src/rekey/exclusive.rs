@@ -8,10 +8,10 @@
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fsio;
 
 /// Held for the whole run; the locks go with it.
 pub struct DataDirLocks {
@@ -20,7 +20,7 @@ pub struct DataDirLocks {
 
 /// Takes the exclusive lock (rekey, recover) on every data directory, or says who holds it.
 pub fn lock_data_dirs(dirs: &[PathBuf]) -> Result<DataDirLocks> {
-    lock(dirs, libc::LOCK_EX, |d| {
+    lock(dirs, true, |d| {
         format!(
             "another sstable-rekey is working on {} (its lock is held); wait for it to finish",
             d.display()
@@ -32,7 +32,7 @@ pub fn lock_data_dirs(dirs: &[PathBuf]) -> Result<DataDirLocks> {
 /// never while a rekey or recover changes the folders, whose transaction logs would otherwise look
 /// like an interrupted run.
 pub fn lock_data_dirs_shared(dirs: &[PathBuf]) -> Result<DataDirLocks> {
-    lock(dirs, libc::LOCK_SH, |d| {
+    lock(dirs, false, |d| {
         format!(
             "another sstable-rekey run (rekey or recover) is working on {} and holds its lock; wait for it to finish, then verify",
             d.display()
@@ -42,20 +42,17 @@ pub fn lock_data_dirs_shared(dirs: &[PathBuf]) -> Result<DataDirLocks> {
 
 fn lock(
     dirs: &[PathBuf],
-    op: libc::c_int,
+    op_exclusive: bool,
     held_by_other: impl Fn(&Path) -> String,
 ) -> Result<DataDirLocks> {
     let mut held = Vec::new();
     for d in dirs {
         let f = File::open(d)
             .map_err(|e| Error::Usage(format!("data directory {}: {e}", d.display())))?;
-        // SAFETY: flock on a valid descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(Error::Usage(held_by_other(d)));
-            }
-            return Err(Error::io(d, "lock data directory", e));
+        match fsio::try_lock(&f, op_exclusive) {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::Usage(held_by_other(d))),
+            Err(e) => return Err(Error::io(d, "lock data directory", e)),
         }
         held.push(f);
     }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Malformed, Result};
 use crate::sstable::{txnlog, Descriptor};
 
 /// Where an SSTable lives relative to its table.
@@ -202,14 +202,14 @@ fn list(dir: &Path) -> Result<Vec<Entry>> {
 }
 
 /// The kind of what a link leads to, or why it cannot be followed.
-fn follow(e: &Entry) -> std::result::Result<Kind, String> {
+fn follow(e: &Entry) -> std::result::Result<Kind, Malformed> {
     match fs::metadata(&e.path) {
         Ok(m) if m.is_dir() => Ok(Kind::Dir),
         Ok(m) if m.is_file() => Ok(Kind::File),
         Ok(_) => Ok(Kind::Other),
-        Err(x) => Err(format!(
+        Err(x) => Err(Malformed(format!(
             "a symbolic link that cannot be followed ({x}): what it held cannot be listed. Restore what it leads to, or remove the link"
-        )),
+        ))),
     }
 }
 
@@ -242,7 +242,7 @@ fn listing(dir: &Path, through_links: bool) -> Result<Listing> {
             match follow(&e) {
                 Ok(k) => e.kind = k,
                 Err(why) => {
-                    l.odd.push((e.path, why));
+                    l.odd.push((e.path, why.into()));
                     continue;
                 }
             }

@@ -324,31 +324,7 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
     let desc = &found.desc;
     let data_path = desc.data_path();
     desc.check_supported()?;
-    let toc_path = desc.path("TOC.txt");
-    let toc = if found.present.iter().any(|c| c == "TOC.txt") {
-        toc::read(&toc_path)?
-    } else {
-        return Err(Error::corrupt(
-            &toc_path,
-            "missing: every SSTable has a TOC.txt",
-        ));
-    };
-    for c in &toc {
-        if !found.present.contains(c) {
-            return Err(Error::corrupt(
-                &toc_path,
-                format!("lists {c}, but {} is missing", desc.path(c).display()),
-            ));
-        }
-    }
-    for c in ["Data.db", "CompressionInfo.db"] {
-        if !toc.iter().any(|x| x == c) {
-            return Err(Error::corrupt(
-                &toc_path,
-                format!("does not list {c}: not a compressed SSTable"),
-            ));
-        }
-    }
+    let toc = read_toc(found)?;
     let data = File::open(&data_path).map_err(|e| Error::io(&data_path, "open", e))?;
     let data_len = data
         .metadata()
@@ -365,7 +341,6 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
     let Some(envelope) = envelope_of(&ci, &ci_path)? else {
         return Ok(Load::Unencrypted { class: ci.class });
     };
-    let table_file = table_key_file(&ci);
     let kmip_group = if envelope.provider == ProviderKind::Kmip {
         Some(table_kmip_group(&ci, &ci_path)?)
     } else {
@@ -373,83 +348,18 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
     };
     let mut keys = KeyTable {
         keys: Vec::new(),
-        table_file,
+        table_file: table_key_file(&ci),
         fallback: fallback.cloned(),
         kmip_group,
     };
-    let max_len = ci.max_len();
-    let prefix = if matches!(envelope.class, ChunkClass::Chained(_)) {
-        4
-    } else {
-        0
+    let headers = HeaderScan {
+        data: &data,
+        path: &data_path,
+        data_len,
+        ci: &ci,
+        envelope: &envelope,
     };
-    // One chunk's key header: None for a chunk the writer stored raw.
-    let scan = |i: usize, buf: &mut Vec<u8>| -> Result<(Option<(KeyHeader, usize)>, u32)> {
-        let (start, end) = ci.chunk_range(i, data_len);
-        let len = end - start;
-        if len > u32::MAX as u64 / 2 {
-            return Err(Error::corrupt(
-                &data_path,
-                format!("chunk {i}: length {len} is absurd"),
-            ));
-        }
-        if ci.max_compressed_length.is_some() && len >= max_len {
-            return Ok((None, len as u32));
-        }
-        let want = (len as usize).min(prefix + 5 + MAX_KMIP_ID_LEN + 64);
-        buf.resize(512, 0);
-        let head = &mut buf[..want.min(512)];
-        read_at(&data, &data_path, start, head)?;
-        let mut parsed = KeyHeader::parse(envelope.provider, head.get(prefix..).unwrap_or(&[]));
-        if let Err(_) | Ok((KeyHeader::Kmip(_), _)) = &parsed {
-            // An id longer than what was read: read the whole chunk prefix it claims.
-            if envelope.provider == ProviderKind::Kmip && head.len() >= prefix + 5 {
-                let n = i32::from_be_bytes(head[prefix + 1..prefix + 5].try_into().unwrap());
-                if n >= 0
-                    && (prefix + 5 + n as usize) as u64 <= len
-                    && prefix + 5 + n as usize > head.len()
-                {
-                    let mut big = vec![0u8; prefix + 5 + n as usize];
-                    read_at(&data, &data_path, start, &mut big)?;
-                    parsed = KeyHeader::parse(envelope.provider, &big[prefix..]);
-                }
-            }
-        }
-        let parsed = parsed.map_err(|m| {
-            let hint = raw_last_chunk_hint(&ci, i, len);
-            Error::corrupt(
-                &data_path,
-                format!("chunk {i} at offset {start}: {m}{hint}"),
-            )
-        })?;
-        Ok((Some(parsed), len as u32))
-    };
-    // Headers are read in parallel, a block of chunks at a time (a read per chunk is syscall
-    // bound), then interned in order so that errors name the first bad chunk.
-    let n = ci.chunk_count();
-    let mut chunks = Vec::with_capacity(n);
-    for block in (0..n).step_by(SCAN_BLOCK) {
-        let scanned: Vec<_> = (block..(block + SCAN_BLOCK).min(n))
-            .into_par_iter()
-            .map_init(Vec::new, |buf, i| scan(i, buf))
-            .collect();
-        for (k, r) in scanned.into_iter().enumerate() {
-            let i = block + k;
-            let meta = match r? {
-                (None, len) => ChunkMeta {
-                    key: RAW,
-                    header_len: 0,
-                    len,
-                },
-                (Some((header, header_len)), len) => ChunkMeta {
-                    key: keys.index(header, || format!("{}: chunk {i}", data_path.display()))?,
-                    header_len: header_len as u32,
-                    len,
-                },
-            };
-            chunks.push(meta);
-        }
-    }
+    let chunks = headers.all(&mut keys)?;
     let (paged, statistics) = if desc.format == Format::Bti {
         load_encrypted_indexes(found, &toc, &envelope, &mut keys)?
     } else {
@@ -466,6 +376,125 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
         paged,
         statistics,
     })))
+}
+
+/// The TOC, checked against the files present: every component it lists exists, and it lists
+/// Data.db and CompressionInfo.db.
+fn read_toc(found: &Found) -> Result<Vec<String>> {
+    let desc = &found.desc;
+    let toc_path = desc.path("TOC.txt");
+    if !found.present.iter().any(|c| c == "TOC.txt") {
+        return Err(Error::corrupt(
+            &toc_path,
+            "missing: every SSTable has a TOC.txt",
+        ));
+    }
+    let toc = toc::read(&toc_path)?;
+    for c in &toc {
+        if !found.present.contains(c) {
+            return Err(Error::corrupt(
+                &toc_path,
+                format!("lists {c}, but {} is missing", desc.path(c).display()),
+            ));
+        }
+    }
+    for c in ["Data.db", "CompressionInfo.db"] {
+        if !toc.iter().any(|x| x == c) {
+            return Err(Error::corrupt(
+                &toc_path,
+                format!("does not list {c}: not a compressed SSTable"),
+            ));
+        }
+    }
+    Ok(toc)
+}
+
+/// Reads the key header of every Data.db chunk (without decrypting anything).
+struct HeaderScan<'a> {
+    data: &'a File,
+    path: &'a Path,
+    data_len: u64,
+    ci: &'a CompressionInfo,
+    envelope: &'a Envelope,
+}
+
+impl HeaderScan<'_> {
+    /// Every chunk's key (interned in `keys`), header length and length. Headers are read in
+    /// parallel, a block of chunks at a time (a read per chunk is syscall bound), then interned
+    /// in order so that errors name the first bad chunk.
+    fn all(&self, keys: &mut KeyTable) -> Result<Vec<ChunkMeta>> {
+        let n = self.ci.chunk_count();
+        let mut chunks = Vec::with_capacity(n);
+        for block in (0..n).step_by(SCAN_BLOCK) {
+            let scanned: Vec<_> = (block..(block + SCAN_BLOCK).min(n))
+                .into_par_iter()
+                .map_init(Vec::new, |buf, i| self.one(i, buf))
+                .collect();
+            for (k, r) in scanned.into_iter().enumerate() {
+                let i = block + k;
+                let meta = match r? {
+                    (None, len) => ChunkMeta {
+                        key: RAW,
+                        header_len: 0,
+                        len,
+                    },
+                    (Some((header, header_len)), len) => ChunkMeta {
+                        key: keys
+                            .index(header, || format!("{}: chunk {i}", self.path.display()))?,
+                        header_len: header_len as u32,
+                        len,
+                    },
+                };
+                chunks.push(meta);
+            }
+        }
+        Ok(chunks)
+    }
+
+    /// One chunk's key header and length; no header for a chunk the writer stored raw.
+    fn one(&self, i: usize, buf: &mut Vec<u8>) -> Result<(Option<(KeyHeader, usize)>, u32)> {
+        let (ci, envelope) = (self.ci, self.envelope);
+        let (start, end) = ci.chunk_range(i, self.data_len);
+        let len = end - start;
+        if len > u32::MAX as u64 / 2 {
+            return Err(Error::corrupt(
+                self.path,
+                format!("chunk {i}: length {len} is absurd"),
+            ));
+        }
+        if ci.max_compressed_length.is_some() && len >= ci.max_len() {
+            return Ok((None, len as u32));
+        }
+        let prefix = if matches!(envelope.class, ChunkClass::Chained(_)) {
+            4
+        } else {
+            0
+        };
+        let want = (len as usize).min(prefix + 5 + MAX_KMIP_ID_LEN + 64);
+        buf.resize(512, 0);
+        let head = &mut buf[..want.min(512)];
+        read_at(self.data, self.path, start, head)?;
+        let mut parsed = KeyHeader::parse(envelope.provider, head.get(prefix..).unwrap_or(&[]));
+        if let Err(_) | Ok((KeyHeader::Kmip(_), _)) = &parsed {
+            // An id longer than what was read: read the whole chunk prefix it claims.
+            if envelope.provider == ProviderKind::Kmip && head.len() >= prefix + 5 {
+                let n = i32::from_be_bytes(head[prefix + 1..prefix + 5].try_into().unwrap());
+                if n >= 0
+                    && (prefix + 5 + n as usize) as u64 <= len
+                    && prefix + 5 + n as usize > head.len()
+                {
+                    let mut big = vec![0u8; prefix + 5 + n as usize];
+                    read_at(self.data, self.path, start, &mut big)?;
+                    parsed = KeyHeader::parse(envelope.provider, &big[prefix..]);
+                }
+            }
+        }
+        let parsed = parsed.map_err(|m| {
+            let hint = raw_last_chunk_hint(ci, i, len);
+            Error::corrupt(self.path, format!("chunk {i} at offset {start}: {m}{hint}"))
+        })?;
+        Ok((Some(parsed), len as u32))
+    }
 }
 
 /// Interns the keys records name; a header-less record is under the table's key file, a KMIP

@@ -19,6 +19,7 @@ use crate::crypto::fused::ReJob;
 use crate::crypto::random::IvSource;
 use crate::crypto::{AesKey, ChunkClass, CipherSpec, Envelope, KeyHeader, Mode};
 use crate::error::{Error, Result};
+use crate::fsio;
 use crate::rekey::plan::{raw_last_chunk_hint, ChunkMeta, Loaded, Span, StatsComponent, RAW};
 use crate::sstable::crc;
 use crate::sstable::data::{checked_chunk, read_at};
@@ -191,7 +192,7 @@ pub fn each_window<R: Send>(
     cancelled: &(dyn Fn() -> bool + Sync),
     work: &WindowWork<R>,
 ) -> Result<Vec<R>> {
-    advise_sequential(src);
+    fsio::advise_sequential(src);
     windows(spans)
         .into_par_iter()
         .map(|w| {
@@ -281,8 +282,6 @@ pub fn rewrite_file(
 /// the rest of the rewrite instead of all waiting in the final fsync; and drop the input window
 /// from the page cache, so that a rekey neither evicts the node's hot data nor leaves the old
 /// file's pages for the final unlink to free (tmpfs keeps its pages: both are no-ops there).
-/// A writeback that reports an I/O error or a full disk fails the SSTable (the final fsync would
-/// too); a file system without the call (`EINVAL`, `ENOSYS`, `ESPIPE`) just has no hint.
 fn stream_hints(
     src: &File,
     input: &Range<u64>,
@@ -290,45 +289,9 @@ fn stream_hints(
     out_off: u64,
     out_len: usize,
 ) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: a call on a valid descriptor with an in-file range.
-    let r = unsafe {
-        libc::sync_file_range(
-            dst.as_raw_fd(),
-            out_off as libc::off64_t,
-            out_len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        )
-    };
-    if r != 0 {
-        let e = std::io::Error::last_os_error();
-        if !matches!(
-            e.raw_os_error(),
-            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::ESPIPE)
-        ) {
-            return Err(e);
-        }
-    }
-    // SAFETY: advisory call on a valid descriptor with an in-file range; failure is harmless
-    // (the page cache keeps pages it could have dropped).
-    unsafe {
-        libc::posix_fadvise(
-            src.as_raw_fd(),
-            input.start as libc::off_t,
-            (input.end - input.start) as libc::off_t,
-            libc::POSIX_FADV_DONTNEED,
-        );
-    }
+    fsio::start_writeback(dst, out_off, out_len)?;
+    fsio::drop_cached(src, input);
     Ok(())
-}
-
-/// Tells the kernel the input is read once, front to back (larger read-ahead).
-fn advise_sequential(f: &File) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: advisory call on a valid descriptor; failure is harmless.
-    unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    }
 }
 
 /// What every record layout needs to move a record from its old key to the target key.

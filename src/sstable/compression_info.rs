@@ -34,25 +34,25 @@ impl CompressionInfo {
     ) -> Result<CompressionInfo> {
         let bad = |msg: String| Error::corrupt(path, msg);
         let mut r = BeReader::new(buf);
-        let class = r.utf().map_err(bad)?;
-        let n = r.i32().map_err(bad)?;
+        let class = r.utf().map_err(|m| bad(m.into()))?;
+        let n = r.i32().map_err(|m| bad(m.into()))?;
         if !(0..=MAX_OPTIONS).contains(&n) {
             return Err(bad(format!("option count {n} out of range")));
         }
         let mut options = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            let k = r.utf().map_err(bad)?;
-            let v = r.utf().map_err(bad)?;
+            let k = r.utf().map_err(|m| bad(m.into()))?;
+            let v = r.utf().map_err(|m| bad(m.into()))?;
             options.push((k, v));
         }
-        let chunk_length = r.i32().map_err(bad)?;
+        let chunk_length = r.i32().map_err(|m| bad(m.into()))?;
         if chunk_length <= 0 || (chunk_length as u32).count_ones() != 1 {
             return Err(bad(format!(
                 "chunk length {chunk_length} is not a positive power of two"
             )));
         }
         let max_compressed_length = if has_max_compressed_length {
-            let m = r.i32().map_err(bad)?;
+            let m = r.i32().map_err(|m| bad(m.into()))?;
             if m <= 0 {
                 return Err(bad(format!("maxCompressedLength {m} <= 0")));
             }
@@ -60,11 +60,11 @@ impl CompressionInfo {
         } else {
             None
         };
-        let data_length = r.i64().map_err(bad)?;
+        let data_length = r.i64().map_err(|m| bad(m.into()))?;
         if data_length < 0 {
             return Err(bad(format!("data length {data_length} < 0")));
         }
-        let count = r.i32().map_err(bad)?;
+        let count = r.i32().map_err(|m| bad(m.into()))?;
         if count <= 0 {
             return Err(bad(format!("chunk count {count} <= 0")));
         }
@@ -91,7 +91,7 @@ impl CompressionInfo {
         }
         let mut offsets = Vec::with_capacity(count as usize);
         for i in 0..count {
-            let o = r.i64().map_err(bad)?;
+            let o = r.i64().map_err(|m| bad(m.into()))?;
             if o < 0 {
                 return Err(bad(format!("chunk {i}: negative offset {o}")));
             }

@@ -13,25 +13,25 @@ const MAX_COMPONENTS: i32 = 64;
 pub fn split(buf: &[u8], path: &Path) -> Result<Vec<(i32, Vec<u8>)>> {
     let bad = |msg: String| Error::corrupt(path, msg);
     let mut r = BeReader::new(buf);
-    let count = r.i32().map_err(bad)?;
+    let count = r.i32().map_err(|m| bad(m.into()))?;
     if !(1..=MAX_COMPONENTS).contains(&count) {
         return Err(bad(format!("component count {count} out of range")));
     }
     let mut crc = crc32fast::Hasher::new();
     crc.update(&count.to_be_bytes());
-    let crc1 = r.u32().map_err(bad)?;
+    let crc1 = r.u32().map_err(|m| bad(m.into()))?;
     if crc1 != crc.clone().finalize() {
         return Err(bad("CRC of the component count mismatches".into()));
     }
     let mut toc = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        let t = r.i32().map_err(bad)?;
-        let o = r.i32().map_err(bad)?;
+        let t = r.i32().map_err(|m| bad(m.into()))?;
+        let o = r.i32().map_err(|m| bad(m.into()))?;
         crc.update(&t.to_be_bytes());
         crc.update(&o.to_be_bytes());
         toc.push((t, o));
     }
-    let crc2 = r.u32().map_err(bad)?;
+    let crc2 = r.u32().map_err(|m| bad(m.into()))?;
     if crc2 != crc.finalize() {
         return Err(bad("CRC of the table of contents mismatches".into()));
     }

@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Malformed, Result};
 use crate::fsio::sync_dir;
 
 /// The operation name in the file name: it must be one Cassandra knows (OperationType's file name),
@@ -119,7 +119,7 @@ impl Record {
 
     /// Parses one line with Cassandra's regex
     /// `^(add|remove|commit|abort):\[([^,]*),?([^,]*),?([^,]*)\]\[(\d*)\]$` and checks the checksum.
-    pub fn parse(line: &str) -> std::result::Result<Record, String> {
+    pub fn parse(line: &str) -> std::result::Result<Record, Malformed> {
         let (kind, rest) = line
             .split_once(':')
             .ok_or_else(|| format!("no record type in {line:?}"))?;
@@ -135,11 +135,11 @@ impl Record {
             .strip_suffix(']')
             .ok_or_else(|| format!("malformed record {line:?}"))?;
         if sum.is_empty() || !sum.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("malformed checksum in {line:?}"));
+            return Err(Malformed::from(format!("malformed checksum in {line:?}")));
         }
         let parts: Vec<&str> = fields.split(',').collect();
         if parts.len() > 3 {
-            return Err(format!("too many fields in {line:?}"));
+            return Err(Malformed::from(format!("too many fields in {line:?}")));
         }
         let path = parts.first().copied().unwrap_or("").to_string();
         // Long.parseLong / Integer.parseInt: every number is there and in range.
@@ -166,10 +166,10 @@ impl Record {
             .parse()
             .map_err(|_| format!("bad checksum in {line:?}"))?;
         if rec.checksum() != want {
-            return Err(format!(
+            return Err(Malformed::from(format!(
                 "checksum mismatch in {line:?} (stored {want}, computed {})",
                 rec.checksum()
-            ));
+            )));
         }
         Ok(rec)
     }
