@@ -7,8 +7,8 @@ pub fn available() -> bool {
     super::has_pclmulqdq()
 }
 
-/// The carry-less (GF(2)[x]) product of `a` and `b`, 63 bits, or `None` when this CPU has no
-/// PCLMULQDQ (the caller then multiplies bit by bit).
+/// The carry-less product of `a` and `b` (polynomials over GF(2)), 63 bits, or `None` when this
+/// CPU has no PCLMULQDQ (the caller then multiplies bit by bit).
 #[inline]
 pub fn mul32(a: u32, b: u32) -> Option<u64> {
     #[cfg(target_arch = "x86_64")]
