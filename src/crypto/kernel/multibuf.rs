@@ -26,8 +26,8 @@ pub fn available() -> bool {
 pub fn encrypt_cbc_many(keys: &RoundKeys, jobs: &mut [CbcJob<'_>]) {
     assert!(available(), "AES-NI not available");
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `cbc_many` needs AES-NI and SSE2, which `available` checked just above; it reads
-    // and writes only inside the jobs' slices (see its own comments).
+    // SAFETY: `cbc_many` needs AES-NI and SSE2, which `available` checked just above; its loads
+    // and stores stay inside slices taken with checked indexing.
     unsafe {
         match keys.rounds() {
             10 => cbc_many::<10>(keys, jobs),
@@ -114,9 +114,9 @@ const LANES: usize = 8;
 const NONE: usize = usize::MAX;
 
 /// # Safety
-/// The CPU must have AES-NI and SSE2 ([`available`]). Every job's `out` must be
-/// `padded_len(plain.len())` bytes (`AesKey::encrypt_cbc_many` asserts it): the bulk run's raw
-/// pointers rely on it.
+/// The CPU must have AES-NI and SSE2 ([`available`]). Memory needs nothing of the caller: every
+/// load and store is inside a slice taken with checked indexing (the bulk run's raw pointers
+/// step through `m` blocks of slices `m` blocks long).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "aes,sse2")]
 unsafe fn cbc_many<const NR: usize>(keys: &RoundKeys, jobs: &mut [CbcJob<'_>]) {
