@@ -6,6 +6,8 @@
     python3 tools/import_cycles.py --self-test  # proves on planted trees that cycles are found
     python3 tools/import_cycles.py --root DIR   # another checkout (DIR/Cargo.toml, DIR/src)
 
+Exit status: 0 no cycle, 1 cycles (printed), 2 usage or a tree that cannot be read.
+
 Reads every src/**/*.rs with its comments, strings and character literals removed, builds the
 module tree from the crate roots (src/lib.rs, src/main.rs, src/bin/*.rs) and their `mod`
 declarations, and resolves to files:
@@ -28,6 +30,10 @@ import os
 import re
 import sys
 import tempfile
+
+class Unreadable(Exception):
+    """The tree cannot be read as a Cargo package: exit 2, not a verdict on cycles."""
+
 
 KEYWORDS_ITEM = {"fn", "struct", "enum", "const", "static", "type", "trait", "union"}
 
@@ -298,7 +304,7 @@ def crate_names(root):
         with open(os.path.join(root, "Cargo.toml"), encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise SystemExit(f"import_cycles: cannot read {root}/Cargo.toml: {e}")
+        raise Unreadable(f"import_cycles: cannot read {root}/Cargo.toml: {e}")
     section, names = None, {}
     for raw in text.splitlines():
         s = raw.strip()
@@ -328,7 +334,7 @@ class Graph:
             with open(path, encoding="utf-8") as f:
                 src = f.read()
         except OSError as e:
-            raise SystemExit(f"import_cycles: cannot read {path}: {e}")
+            raise Unreadable(f"import_cycles: cannot read {path}: {e}")
         info = FileInfo(rel, crate, mod)
         parse_file(info, src)
         self.files[rel] = info
@@ -350,7 +356,7 @@ class Graph:
             if os.path.isfile(os.path.join(self.root, cand)):
                 self._read(cand, parent.crate, ctx + (child,))
                 return
-        raise SystemExit(
+        raise Unreadable(
             f"import_cycles: {parent.rel} declares `mod {child};` but neither "
             f"{os.path.join(d, child + '.rs')} nor {os.path.join(d, child, 'mod.rs')} exists"
         )
@@ -358,7 +364,7 @@ class Graph:
     def _load(self):
         src = os.path.join(self.root, "src")
         if not os.path.isdir(src):
-            raise SystemExit(f"import_cycles: {src} is not a directory (use --root)")
+            raise Unreadable(f"import_cycles: {src} is not a directory (use --root)")
         self.roots = []
         for name in ("lib.rs", "main.rs"):
             if os.path.isfile(os.path.join(src, name)):
@@ -704,6 +710,14 @@ def self_test():
         sink = type("S", (), {"text": "", "write": lambda self, s: setattr(self, "text", self.text + s)})()
         check("exit status 0 on the clean tree", run(d, True, sink) == 0 and "no import cycles" in sink.text)
 
+    with tempfile.TemporaryDirectory() as d:
+        plant(d, {"src/lib.rs": "mod missing;\n"})
+        try:
+            Graph(d)
+            check("a `mod` whose file is missing is an error, not a silent gap", False)
+        except Unreadable as e:
+            check("a `mod` whose file is missing is an error, not a silent gap", "missing" in str(e))
+
     if failures:
         print(f"import_cycles self-test: {len(failures)} check(s) FAILED", file=sys.stderr)
         return 1
@@ -729,7 +743,11 @@ def main(argv):
         return 2 if unknown else 0
     if "--self-test" in args:
         return self_test()
-    return run(root, "--list" in args, sys.stdout)
+    try:
+        return run(root, "--list" in args, sys.stdout)
+    except Unreadable as e:
+        print(f"{e}; nothing was checked", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
