@@ -646,6 +646,16 @@ PLANTED = {
 }
 
 
+class Sink:
+    """Collects what `run` prints."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+
 def self_test():
     failures = []
 
@@ -691,13 +701,6 @@ def self_test():
               ("src/app/mod.rs", "src/p.rs") in g.edges)
         check("exactly the four planted cycles", len(cyc) == 4)
 
-        class Sink:
-            def __init__(self):
-                self.text = ""
-
-            def write(self, s):
-                self.text += s
-
         sink = Sink()
         code = run(d, False, sink)
         check("exit status 1 and each cycle printed with the line that makes it",
@@ -707,7 +710,7 @@ def self_test():
 
     with tempfile.TemporaryDirectory() as d:
         plant(d, CLEAN)
-        sink = type("S", (), {"text": "", "write": lambda self, s: setattr(self, "text", self.text + s)})()
+        sink = Sink()
         check("exit status 0 on the clean tree", run(d, True, sink) == 0 and "no import cycles" in sink.text)
 
     with tempfile.TemporaryDirectory() as d:
