@@ -9,7 +9,8 @@ use aes::cipher::{
 };
 use aes::{Aes128, Aes192, Aes256, Block};
 
-pub const BLOCK: usize = 16;
+use super::kernel::{self, fused, multibuf, RoundKeys};
+pub use super::kernel::{cbc_kernel, CbcJob, BLOCK};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Mode {
@@ -112,7 +113,7 @@ impl CipherSpec {
 pub struct AesKey {
     cipher: Cipher,
     /// Round keys for the AES-NI multi-buffer kernel, when the CPU has AES-NI.
-    multibuf: Option<super::multibuf::RoundKeys>,
+    multibuf: Option<RoundKeys>,
 }
 
 enum Cipher {
@@ -148,8 +149,7 @@ impl AesKey {
             32 => Cipher::A256(Box::new(Aes256::new_from_slice(raw).unwrap())),
             n => return Err(format!("a {}-bit key is not an AES key", n * 8)),
         };
-        let multibuf =
-            super::multibuf::available().then(|| super::multibuf::RoundKeys::expand(raw));
+        let multibuf = multibuf::available().then(|| RoundKeys::expand(raw));
         Ok(AesKey { cipher, multibuf })
     }
 
@@ -198,7 +198,7 @@ impl AesKey {
             );
         }
         match &self.multibuf {
-            Some(rk) => super::multibuf::encrypt_cbc_many(rk, jobs),
+            Some(rk) => multibuf::encrypt_cbc_many(rk, jobs),
             None => self.with_backend(MultiCbc { jobs }),
         }
     }
@@ -250,21 +250,21 @@ impl AesKey {
     /// True when [`rekey_cbc_many`](Self::rekey_cbc_many) can move CBC messages from this key
     /// to `new` with the fused VAES kernel (same key size, CPU support).
     pub fn can_fuse_with(&self, new: &AesKey) -> bool {
-        fused_allowed()
+        kernel::fused_allowed()
             && self.bits() == new.bits()
             && self.multibuf.is_some()
             && new.multibuf.is_some()
-            && super::fused::available()
+            && fused::available()
     }
 
     /// Re-encrypts whole CBC messages (padding block included) from this key to `new` in one
-    /// pass: see [`super::fused`]. The caller has checked each message's padding (`peek_cbc`).
+    /// pass: see [`fused`]. The caller has checked each message's padding (`peek_cbc`).
     /// Panics unless [`can_fuse_with`](Self::can_fuse_with).
-    pub fn rekey_cbc_many(&self, new: &AesKey, jobs: &mut [super::fused::ReJob<'_>]) {
+    pub fn rekey_cbc_many(&self, new: &AesKey, jobs: &mut [fused::ReJob<'_>]) {
         let (Some(old), Some(new)) = (&self.multibuf, &new.multibuf) else {
             panic!("fused rekey without AES-NI round keys");
         };
-        super::fused::rekey_cbc_many(old, new, jobs);
+        fused::rekey_cbc_many(old, new, jobs);
     }
 
     /// Decrypts only the first and the last block of a CBC ciphertext and checks its PKCS#5
@@ -339,27 +339,6 @@ impl AesKey {
     }
 }
 
-/// `SSTABLE_REKEY_KERNEL=two-pass` turns the fused kernel off (decrypt, then multi-buffer
-/// encrypt): for comparing the two paths in benchmarks and for testing the two-pass path on CPUs
-/// that have VAES. Unset or `auto`: the fastest path the CPU supports.
-fn fused_allowed() -> bool {
-    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ALLOWED.get_or_init(|| std::env::var("SSTABLE_REKEY_KERNEL").as_deref() != Ok("two-pass"))
-}
-
-/// The CBC rekey path this process uses: `vaes-fused` (decrypt and encrypt in one pass),
-/// `aesni-two-pass` (decrypt, then the AES-NI multi-buffer encryption) or `portable-two-pass`
-/// (RustCrypto). ECB tables always take a two-pass path.
-pub fn cbc_kernel() -> &'static str {
-    if fused_allowed() && super::fused::available() {
-        "vaes-fused"
-    } else if super::multibuf::available() {
-        "aesni-two-pass"
-    } else {
-        "portable-two-pass"
-    }
-}
-
 /// The PKCS#5 padding length a decrypted last block ends with, if it is valid padding.
 fn pkcs5_pad_len(last: &[u8]) -> Option<usize> {
     let pad = *last.last()? as usize;
@@ -373,13 +352,6 @@ fn xor16(a: &mut [u8], b: &[u8]) {
     let x = u128::from_ne_bytes(a[..BLOCK].try_into().unwrap())
         ^ u128::from_ne_bytes(b[..BLOCK].try_into().unwrap());
     a[..BLOCK].copy_from_slice(&x.to_ne_bytes());
-}
-
-/// One message for [`AesKey::encrypt_cbc_many`]: `out` must be exactly `padded_len(plain.len())`.
-pub struct CbcJob<'a> {
-    pub plain: &'a [u8],
-    pub iv: [u8; 16],
-    pub out: &'a mut [u8],
 }
 
 /// Single-stream CBC over already padded blocks, inside one backend call (no per-block dispatch).

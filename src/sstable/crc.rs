@@ -12,6 +12,8 @@
 //! followed by a reduction of its low 32 bits with the byte-wise CRC table; x^(8n) is a product
 //! of precomputed x^(2^k).
 
+use crate::crypto::kernel::clmul;
+
 /// The reflected IEEE polynomial.
 const POLY: u32 = 0xEDB8_8320;
 
@@ -79,24 +81,14 @@ const fn reduce(v: u64) -> u32 {
     ((v >> 32) as u32) ^ times_x32(v as u32)
 }
 
+/// Product of two reflected values mod P: the carry-less product by PCLMULQDQ when the CPU has
+/// it (`crypto::kernel::clmul`), bit by bit otherwise.
 #[inline]
 fn mul(a: u32, b: u32) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("pclmulqdq") {
-            // SAFETY: the CPU feature was checked just above.
-            return unsafe { mul_clmul(a, b) };
-        }
+    match clmul::mul32(a, b) {
+        Some(product) => reduce(product),
+        None => mul_portable(a, b),
     }
-    mul_portable(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "pclmulqdq,sse2")]
-unsafe fn mul_clmul(a: u32, b: u32) -> u32 {
-    use std::arch::x86_64::*;
-    let p = _mm_clmulepi64_si128::<0>(_mm_cvtsi32_si128(a as i32), _mm_cvtsi32_si128(b as i32));
-    reduce(_mm_cvtsi128_si64(p) as u64)
 }
 
 /// `x^(8n) mod P`: the multiplier that moves a CRC past `n` bytes.

@@ -20,7 +20,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
-use super::client::KmipError;
+use super::error::KmipError;
 
 /// DSE's and ScyllaDB's default when no timeout is configured (ms).
 pub const DEFAULT_TIMEOUT_MS: u64 = 5000;

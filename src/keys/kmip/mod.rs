@@ -4,16 +4,19 @@
 //! - [`client`]: requests and responses over mutually authenticated TLS (rustls), host failover,
 //!   timeouts, one connection per run;
 //! - [`config`]: `--kmip-config` TOML, or the `kmip_hosts` entry of dse.yaml / scylla.yaml;
+//! - [`error`]: [`KmipError`], which all of them return;
 //! - [`source`]: the [`crate::keys::KeySource`] that resolves `kmip://GROUP/ID` and enforces the
 //!   key-state rules of a rekey.
 
 pub mod client;
 pub mod config;
+pub mod error;
 pub mod source;
 pub mod ttlv;
 
-pub use client::{Attributes, Client, KmipError};
+pub use client::{Attributes, Client};
 pub use config::{GroupConfig, KmipConfig};
+pub use error::KmipError;
 pub use source::KmipSource;
 
 /// Tags used here (KMIP 1.2 spec section 9.1.3.1).

@@ -11,8 +11,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::client::{attribute, Attributes, Client, KmipError};
+use super::client::{attribute, Attributes, Client};
 use super::config::KmipConfig;
+use super::error::KmipError;
 use super::ttlv::Value;
 use super::{State, ALGORITHM_AES, OBJECT_TYPE_SYMMETRIC_KEY};
 use crate::crypto::CipherSpec;

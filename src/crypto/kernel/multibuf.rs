@@ -11,112 +11,11 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::cipher::{CbcJob, BLOCK};
-
-/// AES round keys (FIPS-197 key expansion), 11, 13 or 15 of them. Wiped on drop.
-pub struct RoundKeys {
-    rk: Vec<[u8; 16]>,
-}
-
-impl Drop for RoundKeys {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.rk);
-    }
-}
-
-const SBOX: [u8; 256] = {
-    // Computed at compile time from the AES definition: multiplicative inverse in GF(2^8),
-    // then the affine transform.
-    let mut sbox = [0u8; 256];
-    let mut p: u8 = 1;
-    let mut q: u8 = 1;
-    loop {
-        // p *= 3
-        p = p ^ (p << 1) ^ (if p & 0x80 != 0 { 0x1B } else { 0 });
-        // q /= 3
-        q ^= q << 1;
-        q ^= q << 2;
-        q ^= q << 4;
-        if q & 0x80 != 0 {
-            q ^= 0x09;
-        }
-        let x = q ^ q.rotate_left(1) ^ q.rotate_left(2) ^ q.rotate_left(3) ^ q.rotate_left(4);
-        sbox[p as usize] = x ^ 0x63;
-        if p == 1 {
-            break;
-        }
-    }
-    sbox[0] = 0x63;
-    sbox
-};
-
-impl RoundKeys {
-    /// FIPS-197 section 5.2 key expansion for 16-, 24- and 32-byte keys.
-    pub fn expand(key: &[u8]) -> RoundKeys {
-        let nk = key.len() / 4;
-        assert!(matches!(nk, 4 | 6 | 8), "AES key length");
-        let nr = nk + 6;
-        let total = 4 * (nr + 1);
-        let mut w: Vec<[u8; 4]> = Vec::with_capacity(total);
-        for i in 0..nk {
-            w.push(key[4 * i..4 * i + 4].try_into().unwrap());
-        }
-        let mut rcon: u8 = 1;
-        for i in nk..total {
-            let mut t = w[i - 1];
-            if i % nk == 0 {
-                t = [
-                    SBOX[t[1] as usize] ^ rcon,
-                    SBOX[t[2] as usize],
-                    SBOX[t[3] as usize],
-                    SBOX[t[0] as usize],
-                ];
-                rcon = (rcon << 1) ^ (if rcon & 0x80 != 0 { 0x1B } else { 0 });
-            } else if nk > 6 && i % nk == 4 {
-                t = [
-                    SBOX[t[0] as usize],
-                    SBOX[t[1] as usize],
-                    SBOX[t[2] as usize],
-                    SBOX[t[3] as usize],
-                ];
-            }
-            let p = w[i - nk];
-            w.push([p[0] ^ t[0], p[1] ^ t[1], p[2] ^ t[2], p[3] ^ t[3]]);
-        }
-        let rk = w
-            .chunks(4)
-            .map(|c| {
-                let mut b = [0u8; 16];
-                for (j, word) in c.iter().enumerate() {
-                    b[4 * j..4 * j + 4].copy_from_slice(word);
-                }
-                b
-            })
-            .collect();
-        zeroize::Zeroize::zeroize(&mut w);
-        RoundKeys { rk }
-    }
-
-    pub fn rounds(&self) -> usize {
-        self.rk.len() - 1
-    }
-
-    /// Round key `i` (0 ..= rounds).
-    pub fn round_key(&self, i: usize) -> &[u8; 16] {
-        &self.rk[i]
-    }
-}
+use super::{CbcJob, RoundKeys, BLOCK};
 
 /// True when this CPU can run [`encrypt_cbc_many`].
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("aes") && std::is_x86_feature_detected!("sse2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::has_aesni()
 }
 
 /// CBC-encrypts every job (PKCS#5 padding) under `keys`. Panics if not [`available`].
@@ -127,7 +26,8 @@ pub fn available() -> bool {
 pub fn encrypt_cbc_many(keys: &RoundKeys, jobs: &mut [CbcJob<'_>]) {
     assert!(available(), "AES-NI not available");
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the features the function enables were checked just above.
+    // SAFETY: `cbc_many` needs AES-NI and SSE2, which `available` checked just above; its loads
+    // and stores stay inside slices taken with checked indexing.
     unsafe {
         match keys.rounds() {
             10 => cbc_many::<10>(keys, jobs),
@@ -213,6 +113,10 @@ impl<const N: usize> Drop for Lanes<N> {
 const LANES: usize = 8;
 const NONE: usize = usize::MAX;
 
+/// # Safety
+/// The CPU must have AES-NI and SSE2 ([`available`]). Memory needs nothing of the caller: every
+/// load and store is inside a slice taken with checked indexing (the bulk run's raw pointers
+/// step through `m` blocks of slices `m` blocks long).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "aes,sse2")]
 unsafe fn cbc_many<const NR: usize>(keys: &RoundKeys, jobs: &mut [CbcJob<'_>]) {
@@ -298,32 +202,13 @@ unsafe fn cbc_many<const NR: usize>(keys: &RoundKeys, jobs: &mut [CbcJob<'_>]) {
         }
     }
     // The round keys were copied into this frame: wipe them.
-    super::fused::wipe(&mut rk);
+    super::wipe(&mut rk);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use aes::cipher::{BlockCipherEncrypt, KeyInit};
-
-    #[test]
-    fn sbox_and_key_expansion_match_fips_197() {
-        assert_eq!(SBOX[0x00], 0x63);
-        assert_eq!(SBOX[0x53], 0xED);
-        assert_eq!(SBOX[0xFF], 0x16);
-        // FIPS-197 appendix A.1: the last round key of 2b7e1516 28aed2a6 abf71588 09cf4f3c.
-        let k = RoundKeys::expand(&[
-            0x2b, 0x7e, 0x15, 0x16, 0x28, 0xae, 0xd2, 0xa6, 0xab, 0xf7, 0x15, 0x88, 0x09, 0xcf,
-            0x4f, 0x3c,
-        ]);
-        assert_eq!(
-            k.rk[10],
-            [
-                0xd0, 0x14, 0xf9, 0xa8, 0xc9, 0xee, 0x25, 0x89, 0xe1, 0x3f, 0x0c, 0xc8, 0xb6, 0x63,
-                0x0c, 0xa6
-            ]
-        );
-    }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]

@@ -18,8 +18,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::cipher::BLOCK;
-use super::multibuf::RoundKeys;
+use super::{RoundKeys, BLOCK};
 
 /// One message: `ct` (whole blocks, at least one) is rewritten into `out` (the same length).
 pub struct ReJob<'a> {
@@ -31,16 +30,7 @@ pub struct ReJob<'a> {
 
 /// True when this CPU can run [`rekey_cbc_many`] (VAES and AVX-512F, checked at run time).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("vaes")
-            && std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("aes")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::has_vaes()
 }
 
 /// Rewrites every job from `old` to `new`. Both keys must be the same AES size. Panics if not
@@ -61,7 +51,9 @@ pub fn rekey_cbc_many(old: &RoundKeys, new: &RoundKeys, jobs: &mut [ReJob<'_>]) 
         );
     }
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU features the kernel enables were checked by `available` above.
+    // SAFETY: the CPU features the kernel enables were checked by `available` above, and every
+    // job was checked to be whole blocks with `out` as long as `ct`, which the kernel's pointer
+    // steps rely on.
     unsafe {
         match new.rounds() {
             10 => kernel::<10>(old, new, jobs),
@@ -74,6 +66,10 @@ pub fn rekey_cbc_many(old: &RoundKeys, new: &RoundKeys, jobs: &mut [ReJob<'_>]) 
 const GROUPS: usize = 4;
 const LANES: usize = 4 * GROUPS;
 
+/// Loads block `o` (a byte offset) of lanes `4g..4g + 4` into one 512-bit register.
+///
+/// # Safety
+/// AVX-512F; each of the four pointers must be valid for 16 bytes at offset `o`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn gather(p: &[*const u8; LANES], g: usize, o: usize) -> __m512i {
@@ -83,6 +79,10 @@ unsafe fn gather(p: &[*const u8; LANES], g: usize, o: usize) -> __m512i {
     _mm512_inserti32x4::<3>(a, _mm_loadu_si128(p[4 * g + 3].add(o) as *const __m128i))
 }
 
+/// Stores the four 128-bit lanes of `v` at offset `o` of lanes `4g..4g + 4`.
+///
+/// # Safety
+/// AVX-512F; each of the four pointers must be valid for writing 16 bytes at offset `o`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn scatter(v: __m512i, p: &[*mut u8; LANES], g: usize, o: usize) {
@@ -101,6 +101,10 @@ unsafe fn scatter(v: __m512i, p: &[*mut u8; LANES], g: usize, o: usize) {
     );
 }
 
+/// # Safety
+/// The CPU must have VAES, AVX-512F and AES-NI ([`available`]); every job must be whole blocks
+/// (at least one) with `out.len() == ct.len()` ([`rekey_cbc_many`] asserts both): lanes step their
+/// raw pointers by the blocks left in their job.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,vaes,aes,sse2")]
 unsafe fn kernel<const NR: usize>(old: &RoundKeys, new: &RoundKeys, jobs: &mut [ReJob<'_>]) {
@@ -209,19 +213,8 @@ unsafe fn kernel<const NR: usize>(old: &RoundKeys, new: &RoundKeys, jobs: &mut [
     // Idle lanes decrypted zeros under the old key: wipe what they wrote.
     zeroize::Zeroize::zeroize(&mut scratch_out);
     // The round keys were copied into this frame: wipe them (key material never outlives use).
-    wipe(&mut ek);
-    wipe(&mut dk);
-}
-
-/// Zeroes vector registers' stack copies with volatile writes (not optimised away).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub(crate) unsafe fn wipe<T: Copy>(v: &mut [T]) {
-    for x in v.iter_mut() {
-        // SAFETY: all-zero bits are a valid value of the SIMD types this is used with.
-        std::ptr::write_volatile(x, std::mem::zeroed());
-    }
-    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    super::wipe(&mut ek);
+    super::wipe(&mut dk);
 }
 
 #[cfg(test)]
