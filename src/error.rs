@@ -24,6 +24,14 @@ impl From<&str> for Malformed {
     }
 }
 
+impl std::ops::Deref for Malformed {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl From<Malformed> for String {
     fn from(m: Malformed) -> Self {
         m.0

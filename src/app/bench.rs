@@ -126,14 +126,14 @@ pub fn synth(
         f.write_all(ring.as_bytes())
             .map_err(|e| Error::io(&keyring, "write", e))?;
     }
-    let cipher =
-        CipherSpec::from_options(None, Some(&bits.to_string()), None).map_err(Error::Usage)?;
+    let cipher = CipherSpec::from_options(None, Some(&bits.to_string()), None)
+        .map_err(|m| Error::Usage(m.into()))?;
     let env = Envelope {
         class: ChunkClass::Chained(Stage::Lz4),
         provider: ProviderKind::Kmip,
         cipher: cipher.clone(),
     };
-    let key = AesKey::new(&keys[0]).map_err(Error::Usage)?;
+    let key = AesKey::new(&keys[0]).map_err(|m| Error::Usage(m.into()))?;
     let header = KeyHeader::Kmip("bench-a".into());
     let chunk_len = chunk_kib as usize * 1024;
     // 64 distinct compressed payloads, each sealed under a fresh IV every time it is written.
@@ -322,8 +322,8 @@ fn naive_rekey(
         .map_err(|e| Error::io(data_db, "stat", e))?
         .len();
     let dst = File::create(out).map_err(|e| Error::io(out, "create", e))?;
-    let old = AesKey::new(&keys[0]).map_err(Error::Usage)?;
-    let new = AesKey::new(&keys[1]).map_err(Error::Usage)?;
+    let old = AesKey::new(&keys[0]).map_err(|m| Error::Usage(m.into()))?;
+    let new = AesKey::new(&keys[1]).map_err(|m| Error::Usage(m.into()))?;
     let _ = bits;
     let mut ivs = IvSource::new();
     let mut framed = Vec::new();

@@ -383,7 +383,7 @@ fn usage_of(group: &str, id: &str, dirs: &DataDirs) -> Result<Usage> {
 }
 
 fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
-    let dirs = crate::app::resolve_data_dirs(&a.data_dirs, a.cassandra_yaml.as_deref())?;
+    let dirs = crate::app::scope::resolve_data_dirs(&a.data_dirs, a.cassandra_yaml.as_deref())?;
     let src = source(&a.kmip, &a.group)?;
     let before = state_of(&src, &a.group, &a.id)?;
     if before.state == Some(sstable_rekey::keys::kmip::State::Active) {

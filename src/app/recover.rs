@@ -5,7 +5,7 @@ use crate::app::exit::Exit;
 use sstable_rekey::rekey;
 use std::path::PathBuf;
 
-use crate::app::{print_notes, resolve_data_dirs};
+use crate::app::scope::{print_notes, resolve_data_dirs};
 use sstable_rekey::error::Result;
 use sstable_rekey::rekey::find::Selection;
 use sstable_rekey::sstable::txnlog;

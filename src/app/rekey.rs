@@ -2,11 +2,11 @@
 
 use crate::app::cli::RekeyArgs;
 use crate::app::exit::{Exit, CANCEL};
-use crate::app::{check_report_path, parse_refs, print_notes, print_unreadable, selection};
+use crate::app::scope::{check_report_path, parse_refs, print_notes, print_unreadable, selection};
 use sstable_rekey::error::{Error, Result};
 use std::sync::atomic::Ordering;
 
-use crate::app::resolve_data_dirs;
+use crate::app::scope::resolve_data_dirs;
 use sstable_rekey::keys::KeyRef;
 use sstable_rekey::rekey::report::{human_bytes, write_json, Status};
 use sstable_rekey::rekey::{self, RekeyOptions};

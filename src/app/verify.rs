@@ -2,10 +2,10 @@
 
 use crate::app::cli::VerifyArgs;
 use crate::app::exit::{Exit, CANCEL};
-use crate::app::{check_report_path, parse_refs, print_notes, print_unreadable, selection};
+use crate::app::scope::{check_report_path, parse_refs, print_notes, print_unreadable, selection};
 use sstable_rekey::error::Result;
 
-use crate::app::resolve_data_dirs;
+use crate::app::scope::resolve_data_dirs;
 use sstable_rekey::rekey;
 use sstable_rekey::rekey::report::write_json;
 use sstable_rekey::rekey::verify::VerifyOptions;

@@ -1,6 +1,7 @@
 //! AES in CBC or ECB mode with PKCS#5 padding, as the JCE transformations
 //! `AES/CBC/PKCS5Padding` and `AES/ECB/PKCS5Padding` (FORMAT.md 2.1, 2.3).
 
+use crate::error::Malformed;
 use aes::cipher::consts::U16;
 use aes::cipher::typenum::Unsigned;
 use aes::cipher::{
@@ -38,35 +39,35 @@ impl CipherSpec {
         cipher_algorithm: Option<&str>,
         key_strength: Option<&str>,
         iv_length: Option<&str>,
-    ) -> std::result::Result<CipherSpec, String> {
+    ) -> std::result::Result<CipherSpec, Malformed> {
         let t = cipher_algorithm.unwrap_or(DEFAULT_TRANSFORMATION);
         let parts: Vec<&str> = t.split('/').collect();
         if parts.len() != 3 || !parts[0].eq_ignore_ascii_case("AES") {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "cipher_algorithm {t:?} is not supported (only AES/CBC/PKCS5Padding and AES/ECB/PKCS5Padding)"
-            ));
+            )));
         }
         let mode = match parts[1].to_ascii_uppercase().as_str() {
             "CBC" => Mode::Cbc,
             "ECB" => Mode::Ecb,
             other => {
-                return Err(format!(
+                return Err(Malformed(format!(
                     "cipher mode {other} in {t:?} is not supported (only CBC and ECB)"
-                ))
+                )))
             }
         };
         if !parts[2].eq_ignore_ascii_case("PKCS5Padding") {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "padding {} in {t:?} is not supported (only PKCS5Padding)",
                 parts[2]
-            ));
+            )));
         }
         // An IV exists only if the transformation matches `.*/(CBC|CFB|OFB|PCBC)/.*` case-sensitively.
         let has_iv = parts[1] == "CBC";
         if mode == Mode::Cbc && !has_iv {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "cipher_algorithm {t:?}: DSE decides on an IV case-sensitively; write the mode as CBC"
-            ));
+            )));
         }
         let iv_len = if has_iv {
             let n: i64 = iv_length
@@ -78,7 +79,9 @@ impl CipherSpec {
                 .transpose()?
                 .unwrap_or(0);
             if n > 0 && n != 16 {
-                return Err(format!("iv_length {n}: AES takes only a 16-byte IV"));
+                return Err(Malformed(format!(
+                    "iv_length {n}: AES takes only a 16-byte IV"
+                )));
             }
             BLOCK
         } else {
@@ -91,9 +94,9 @@ impl CipherSpec {
                 .map_err(|_| format!("secret_key_strength {s:?} is not a number"))?,
         };
         if !matches!(key_bits, 128 | 192 | 256) {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "secret_key_strength {key_bits}: AES keys are 128, 192 or 256 bits"
-            ));
+            )));
         }
         Ok(CipherSpec {
             transformation: t.to_string(),
@@ -142,12 +145,12 @@ impl std::fmt::Display for DecryptError {
 }
 
 impl AesKey {
-    pub fn new(raw: &[u8]) -> std::result::Result<AesKey, String> {
+    pub fn new(raw: &[u8]) -> std::result::Result<AesKey, Malformed> {
         let cipher = match raw.len() {
             16 => Cipher::A128(Box::new(Aes128::new_from_slice(raw).unwrap())),
             24 => Cipher::A192(Box::new(Aes192::new_from_slice(raw).unwrap())),
             32 => Cipher::A256(Box::new(Aes256::new_from_slice(raw).unwrap())),
-            n => return Err(format!("a {}-bit key is not an AES key", n * 8)),
+            n => return Err(Malformed(format!("a {}-bit key is not an AES key", n * 8))),
         };
         let multibuf = multibuf::available().then(|| RoundKeys::expand(raw));
         Ok(AesKey { cipher, multibuf })

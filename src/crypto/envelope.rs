@@ -2,6 +2,7 @@
 //! key header multi-key providers put in front of every encrypted record, and the structural
 //! checks that catch a wrong key the padding check lets through (about 1 time in 256).
 
+use crate::error::Malformed;
 use md5::{Digest, Md5};
 
 use super::cipher::{AesKey, CipherSpec};
@@ -22,14 +23,16 @@ pub const PROVIDER_PACKAGE: &str = "com.datastax.bdp.cassandra.crypto.";
 
 impl ProviderKind {
     /// From the option map: `key_provider` (older: `secret_key_provider_factory_class`).
-    pub fn from_option(value: Option<&str>) -> std::result::Result<ProviderKind, String> {
+    pub fn from_option(value: Option<&str>) -> std::result::Result<ProviderKind, Malformed> {
         let v = value.unwrap_or("").trim();
         let short = v.strip_prefix(PROVIDER_PACKAGE).unwrap_or(v);
         match short {
             "KmipKeyProviderFactory" => Ok(ProviderKind::Kmip),
             "LocalFileSystemKeyProviderFactory" => Ok(ProviderKind::Local),
             "ReplicatedKeyProviderFactory" | "" => Ok(ProviderKind::Replicated),
-            other => Err(format!("key_provider {other:?} is not one this tool knows")),
+            other => Err(Malformed(format!(
+                "key_provider {other:?} is not one this tool knows"
+            ))),
         }
     }
 
@@ -138,7 +141,7 @@ impl KeyHeader {
     pub fn parse(
         kind: ProviderKind,
         buf: &[u8],
-    ) -> std::result::Result<(KeyHeader, usize), String> {
+    ) -> std::result::Result<(KeyHeader, usize), Malformed> {
         match kind {
             ProviderKind::Local => Ok((KeyHeader::None, 0)),
             ProviderKind::Kmip => {
@@ -146,14 +149,16 @@ impl KeyHeader {
                     return Err("too short for a KMIP key header".into());
                 }
                 if buf[0] != 0 {
-                    return Err(format!(
+                    return Err(Malformed(format!(
                         "KMIP key header version {} (only 0 exists)",
                         buf[0]
-                    ));
+                    )));
                 }
                 let n = i32::from_be_bytes(buf[1..5].try_into().unwrap());
                 if n < 0 || 5 + n as usize > buf.len() {
-                    return Err(format!("KMIP key id length {n} does not fit the record"));
+                    return Err(Malformed(format!(
+                        "KMIP key id length {n} does not fit the record"
+                    )));
                 }
                 let id = std::str::from_utf8(&buf[5..5 + n as usize])
                     .map_err(|_| "KMIP key id is not text".to_string())?;
@@ -221,7 +226,7 @@ pub const CHECKED_HEAD: usize = 16;
 
 impl Envelope {
     /// Takes a Data.db chunk apart: `[i32 outer] H IV E(...)`.
-    pub fn open_chunk<'a>(&self, chunk: &'a [u8]) -> std::result::Result<Opened<'a>, String> {
+    pub fn open_chunk<'a>(&self, chunk: &'a [u8]) -> std::result::Result<Opened<'a>, Malformed> {
         let (outer, body) = match self.class {
             ChunkClass::Encryptor => (None, chunk),
             ChunkClass::Chained(_) => {
@@ -242,7 +247,7 @@ impl Envelope {
         &self,
         outer: Option<i32>,
         body: &'a [u8],
-    ) -> std::result::Result<Opened<'a>, String> {
+    ) -> std::result::Result<Opened<'a>, Malformed> {
         let (header, header_len) = KeyHeader::parse(self.provider, body)?;
         let rest = &body[header_len..];
         if rest.len() < self.cipher.iv_len {
@@ -264,7 +269,7 @@ impl Envelope {
         outer: Option<i32>,
         payload: &[u8],
         plain_len: usize,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Malformed> {
         let head = &payload[..payload.len().min(CHECKED_HEAD)];
         self.check_payload_head(outer, head, payload.len(), plain_len)
     }
@@ -278,31 +283,31 @@ impl Envelope {
         payload: &[u8],
         payload_len: usize,
         plain_len: usize,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Malformed> {
         debug_assert_eq!(payload.len(), payload_len.min(CHECKED_HEAD));
         match self.class {
             ChunkClass::Encryptor => {
                 if payload_len != plain_len {
-                    return Err(format!(
+                    return Err(Malformed(format!(
                         "decrypted {payload_len} bytes, the chunk holds {plain_len}"
-                    ));
+                    )));
                 }
             }
             ChunkClass::Chained(stage) => {
                 if outer != Some(payload_len as i32) {
-                    return Err(format!(
+                    return Err(Malformed(format!(
                         "outer length prefix {} != decrypted length {payload_len}",
                         outer.unwrap_or(-1),
-                    ));
+                    )));
                 }
                 if payload.len() < 4 {
                     return Err("decrypted payload shorter than its length prefix".into());
                 }
                 let inner = i32::from_be_bytes(payload[..4].try_into().unwrap());
                 if inner as i64 != plain_len as i64 {
-                    return Err(format!(
+                    return Err(Malformed(format!(
                         "inner length prefix {inner} != chunk length {plain_len}"
-                    ));
+                    )));
                 }
                 let body = &payload[4..];
                 match stage {
@@ -312,15 +317,17 @@ impl Envelope {
                         }
                         let n = u32::from_le_bytes(body[..4].try_into().unwrap());
                         if n as u64 != plain_len as u64 {
-                            return Err(format!(
+                            return Err(Malformed(format!(
                                 "LZ4 length prefix {n} != chunk length {plain_len}"
-                            ));
+                            )));
                         }
                     }
                     Stage::Snappy => match snap::raw::decompress_len(body) {
                         Ok(n) if n == plain_len => {}
                         Ok(n) => {
-                            return Err(format!("Snappy length {n} != chunk length {plain_len}"))
+                            return Err(Malformed(format!(
+                                "Snappy length {n} != chunk length {plain_len}"
+                            )))
                         }
                         Err(_) => return Err("not a Snappy block".into()),
                     },
@@ -343,7 +350,7 @@ impl Envelope {
         &self,
         payload: &[u8],
         plain_len: usize,
-    ) -> std::result::Result<Vec<u8>, String> {
+    ) -> std::result::Result<Vec<u8>, Malformed> {
         match self.class {
             ChunkClass::Encryptor => Ok(payload.to_vec()),
             ChunkClass::Chained(stage) => {
@@ -360,10 +367,10 @@ impl Envelope {
                     }
                 };
                 if out.len() != plain_len {
-                    return Err(format!(
+                    return Err(Malformed(format!(
                         "decompressed to {} bytes, the chunk holds {plain_len}",
                         out.len()
-                    ));
+                    )));
                 }
                 Ok(out)
             }

@@ -5,7 +5,8 @@ use std::path::Path;
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{check_private, read_regular, KeyMaterial};
+use super::{check_private, read_regular, KeyId, KeyMaterial, KeySource};
+use crate::crypto::CipherSpec;
 use crate::error::{Error, Result};
 
 pub struct KeyFile {
@@ -14,7 +15,8 @@ pub struct KeyFile {
 
 impl KeyFile {
     pub fn load(path: &Path) -> Result<KeyFile> {
-        let (meta, text) = read_regular(path, "key file", 1 << 20).map_err(Error::Key)?;
+        let (meta, text) =
+            read_regular(path, "key file", 1 << 20).map_err(|e| Error::Key(e.into()))?;
         check_private(path, &meta)?;
         Self::parse(&text, path)
     }
@@ -70,6 +72,32 @@ impl KeyFile {
             .iter()
             .find(|(t, b, _)| t == transformation && *b == bits)
             .map(|(_, _, k)| KeyMaterial::new(k.clone()))
+    }
+}
+
+/// Key files are read on demand by path: any `file:` id can be resolved by reading that file.
+pub struct KeyFiles;
+
+impl KeySource for KeyFiles {
+    fn describe(&self) -> String {
+        "DSE key files".into()
+    }
+
+    fn fetch(&self, id: &KeyId, cipher: &CipherSpec) -> Result<Option<KeyMaterial>> {
+        match id {
+            KeyId::File(path) => KeyFile::load(path)?
+                .get(&cipher.transformation, cipher.key_bits)
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::Key(format!(
+                        "{}: no {}:{} line; DSE would generate a new key there, which cannot decrypt existing data. Add the right line or name the right file",
+                        path.display(),
+                        cipher.transformation,
+                        cipher.key_bits
+                    ))
+                }),
+            _ => Ok(None),
+        }
     }
 }
 

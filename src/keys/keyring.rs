@@ -19,7 +19,8 @@ pub struct Keyring {
 
 impl Keyring {
     pub fn load(path: &Path) -> Result<Keyring> {
-        let (meta, text) = read_regular(path, "keyring", 16 << 20).map_err(Error::Key)?;
+        let (meta, text) =
+            read_regular(path, "keyring", 16 << 20).map_err(|e| Error::Key(e.into()))?;
         check_private(path, &meta)?;
         Self::parse(&text, path)
     }

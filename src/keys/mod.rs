@@ -11,6 +11,7 @@ pub mod keyring;
 pub mod kmip;
 pub mod store;
 
+pub use keyfile::KeyFiles;
 pub use store::{Built, KeyStore, StoreSpec};
 
 use std::fmt;
@@ -162,38 +163,30 @@ pub trait KeySource: Send + Sync {
     }
 }
 
-/// Key files are read on demand by path: any `file:` id can be resolved by reading that file.
-pub struct KeyFiles;
-
-impl KeySource for KeyFiles {
-    fn describe(&self) -> String {
-        "DSE key files".into()
-    }
-
-    fn fetch(&self, id: &KeyId, cipher: &CipherSpec) -> Result<Option<KeyMaterial>> {
-        match id {
-            KeyId::File(path) => keyfile::KeyFile::load(path)?
-                .get(&cipher.transformation, cipher.key_bits)
-                .map(Some)
-                .ok_or_else(|| {
-                    Error::Key(format!(
-                        "{}: no {}:{} line; DSE would generate a new key there, which cannot decrypt existing data. Add the right line or name the right file",
-                        path.display(),
-                        cipher.transformation,
-                        cipher.key_bits
-                    ))
-                }),
-            _ => Ok(None),
-        }
-    }
-}
-
 /// Constant-time equality of two keys' bytes (their lengths are not secret: a 128-bit key is
 /// never equal to a 256-bit one). `subtle` (already in the build through rustls) rather than a
 /// hand-written loop: it keeps the compiler from turning the comparison back into an early exit.
 pub fn material_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Why a file of key material (or of configuration naming it) cannot be used: it names the file
+/// and the reason (not there, not a regular file, too large, unreadable).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreadable(pub String);
+
+impl From<String> for Unreadable {
+    fn from(s: String) -> Self {
+        Unreadable(s)
+    }
+}
+
+impl From<Unreadable> for String {
+    fn from(u: Unreadable) -> Self {
+        u.0
+    }
 }
 
 /// Opens a file of key material (or of configuration naming it) without ever blocking: opened
@@ -205,7 +198,7 @@ pub fn read_regular(
     path: &Path,
     what: &str,
     max: u64,
-) -> std::result::Result<(std::fs::Metadata, Zeroizing<Vec<u8>>), String> {
+) -> std::result::Result<(std::fs::Metadata, Zeroizing<Vec<u8>>), Unreadable> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
@@ -230,13 +223,13 @@ pub fn read_regular(
         } else {
             "not a plain file"
         };
-        return Err(format!(
+        return Err(Unreadable(format!(
             "{what} {}: not a regular file ({kind}); key material is read from regular files only",
             path.display()
-        ));
+        )));
     }
     if meta.len() > max {
-        return Err(format!("{what} {}: too large", path.display()));
+        return Err(Unreadable(format!("{what} {}: too large", path.display())));
     }
     let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
     // Bounded even if the file grows while being read.
@@ -244,7 +237,7 @@ pub fn read_regular(
         .read_to_end(&mut buf)
         .map_err(|e| format!("{what} {}: read: {e}", path.display()))?;
     if buf.len() as u64 > max {
-        return Err(format!("{what} {}: too large", path.display()));
+        return Err(Unreadable(format!("{what} {}: too large", path.display())));
     }
     Ok((meta, buf))
 }
@@ -319,12 +312,12 @@ mod tests {
             panic!("a FIFO was read")
         };
         assert!(
-            e.contains("not a regular file") && e.contains("FIFO"),
+            e.0.contains("not a regular file") && e.0.contains("FIFO"),
             "{e}"
         );
         let Err(e) = read_regular(dir.path(), "key file", 1 << 20) else {
             panic!("a folder was read")
         };
-        assert!(e.contains("folder"), "{e}");
+        assert!(e.0.contains("folder"), "{e}");
     }
 }

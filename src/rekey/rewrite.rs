@@ -432,7 +432,7 @@ impl<'a> ChunkOpener<'a> {
             .map_err(|e| self.wrong_key(i, k, e.to_string()))?;
         self.env
             .check_payload(opened.outer, &plain[p0..], self.ci.plain_len(i))
-            .map_err(|m| self.wrong_key(i, k, m))?;
+            .map_err(|m| self.wrong_key(i, k, m.into()))?;
         Ok(p0..plain.len())
     }
 
@@ -449,7 +449,7 @@ impl<'a> ChunkOpener<'a> {
                 n,
                 self.ci.plain_len(i),
             )
-            .map_err(|m| self.wrong_key(i, k, m))?;
+            .map_err(|m| self.wrong_key(i, k, m.into()))?;
         Ok(n)
     }
 

@@ -7,6 +7,7 @@
 //! header first and refused above [`ttlv::MAX_MESSAGE`] before anything is allocated. Key material
 //! only ever sits in zeroizing buffers and never appears in an error.
 
+use crate::error::Malformed;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::config::GroupConfig;
-use super::error::KmipError;
+use super::error::{ConnectError, KmipError};
 use super::ttlv::{self, Item, ReadError, Value};
 use super::{op, tag, State};
 use crate::keys::KeyMaterial;
@@ -76,9 +77,9 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn parse(s: &str) -> Result<Endpoint, String> {
+    pub fn parse(s: &str) -> Result<Endpoint, Malformed> {
         let s = s.trim();
-        let bad = || format!("{s:?} is not host[:port]");
+        let bad = || Malformed(format!("{s:?} is not host[:port]"));
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (h, after) = rest.split_once(']').ok_or_else(bad)?;
             match after.strip_prefix(':') {
@@ -193,7 +194,10 @@ impl Client {
         })
     }
 
-    fn open(&self, ep: &Endpoint) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
+    fn open(
+        &self,
+        ep: &Endpoint,
+    ) -> Result<StreamOwned<ClientConnection, TcpStream>, ConnectError> {
         let deadline = Instant::now() + self.timeout;
         let addrs: Vec<_> = (ep.host.as_str(), ep.port)
             .to_socket_addrs()
@@ -224,7 +228,11 @@ impl Client {
                 remaining(deadline).ok_or_else(|| self.timed_out("during the TLS handshake"))?;
             set_timeouts(&stream.sock, left).map_err(|e| format!("socket: {e}"))?;
             if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
-                return Err(self.describe_tls(&e, "during the TLS handshake", ep));
+                return Err(ConnectError(self.describe_tls(
+                    &e,
+                    "during the TLS handshake",
+                    ep,
+                )));
             }
         }
         Ok(stream)
@@ -311,7 +319,7 @@ impl Client {
                     return parse_response(&buf, ops).map_err(|msg| KmipError::Protocol {
                         group: self.group.clone(),
                         host,
-                        msg,
+                        msg: msg.into(),
                     });
                 }
                 Err((e, transient)) => {
@@ -451,7 +459,7 @@ impl Client {
             .into_iter()
             .zip(ids)
             .map(|(r, id)| match r {
-                Ok(p) => parse_attributes(&p, id).map_err(|m| self.unusable(m)),
+                Ok(p) => parse_attributes(&p, id).map_err(|m| self.unusable(m.into())),
                 Err(f) => Err(self.failed(f, Some(id))),
             })
             .collect())
@@ -475,11 +483,11 @@ impl Client {
         ];
         let mut res = self.call(&ops, true)?.into_iter();
         let attrs = match res.next().expect("two results") {
-            Ok(p) => parse_attributes(&p, id).map_err(|m| self.unusable(m))?,
+            Ok(p) => parse_attributes(&p, id).map_err(|m| self.unusable(m.into()))?,
             Err(f) => return Err(self.failed(f, Some(id))),
         };
         let key = match res.next().expect("two results") {
-            Ok(p) => parse_key(&p, id).map_err(|m| self.unusable(m)),
+            Ok(p) => parse_key(&p, id).map_err(|m| self.unusable(m.into())),
             Err(f) => Err(self.failed(f, Some(id))),
         };
         Ok((attrs, key))
@@ -675,13 +683,13 @@ pub fn request(ops: &[Op]) -> Item {
 
 /// Splits a response into one result per requested op (by Unique Batch Item ID when present,
 /// else by position). A single failed item answering a whole batch applies to every op.
-pub fn parse_response(buf: &[u8], ops: &[Op]) -> Result<Vec<Result<Item, Failure>>, String> {
+pub fn parse_response(buf: &[u8], ops: &[Op]) -> Result<Vec<Result<Item, Failure>>, Malformed> {
     let msg = Item::decode(buf).map_err(|e| e.to_string())?;
     if msg.tag != tag::RESPONSE_MESSAGE {
-        return Err(format!(
+        return Err(Malformed(format!(
             "top-level tag {:06X} is not a Response Message",
             msg.tag
-        ));
+        )));
     }
     if msg.child(tag::RESPONSE_HEADER).is_none() {
         return Err("no Response Header".into());
@@ -735,16 +743,16 @@ pub fn parse_response(buf: &[u8], ops: &[Op]) -> Result<Vec<Result<Item, Failure
         }
         match out.get_mut(slot) {
             Some(s @ None) => *s = Some(result),
-            _ => return Err(format!("unexpected Batch Item {slot}")),
+            _ => return Err(Malformed(format!("unexpected Batch Item {slot}"))),
         }
     }
     out.into_iter()
         .enumerate()
-        .map(|(i, r)| r.ok_or_else(|| format!("no answer for batch item {i}")))
+        .map(|(i, r)| r.ok_or_else(|| Malformed(format!("no answer for batch item {i}"))))
         .collect()
 }
 
-pub fn parse_attributes(payload: &Item, id: &str) -> Result<Attributes, String> {
+pub fn parse_attributes(payload: &Item, id: &str) -> Result<Attributes, Malformed> {
     let mut a = Attributes {
         id: payload
             .child(tag::UNIQUE_IDENTIFIER)
@@ -785,7 +793,7 @@ pub fn parse_attributes(payload: &Item, id: &str) -> Result<Attributes, String> 
 }
 
 /// The raw bytes of a Get response's Symmetric Key (Key Format Type Raw, not wrapped).
-pub fn parse_key(payload: &Item, id: &str) -> Result<KeyMaterial, String> {
+pub fn parse_key(payload: &Item, id: &str) -> Result<KeyMaterial, Malformed> {
     let ot = payload.child(tag::OBJECT_TYPE).and_then(Item::as_enum);
     let sk = payload.child(tag::SYMMETRIC_KEY).ok_or_else(|| {
         format!(
@@ -798,9 +806,9 @@ pub fn parse_key(payload: &Item, id: &str) -> Result<KeyMaterial, String> {
         .ok_or_else(|| format!("key {id}: Get answered no Key Block"))?;
     if let Some(f) = kb.child(tag::KEY_FORMAT_TYPE).and_then(Item::as_enum) {
         if f != super::KEY_FORMAT_RAW {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "key {id}: the server sent Key Format Type {f:#x}, not Raw"
-            ));
+            )));
         }
     }
     let kv = kb
@@ -817,18 +825,18 @@ pub fn parse_key(payload: &Item, id: &str) -> Result<KeyMaterial, String> {
         .and_then(Item::as_enum)
     {
         if a != super::ALGORITHM_AES {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "key {id} is a {} key, not AES",
                 super::algorithm_name(a)
-            ));
+            )));
         }
     }
     if let Some(l) = kb.child(tag::CRYPTOGRAPHIC_LENGTH).and_then(Item::as_int) {
         if l as i64 != km.len() as i64 * 8 {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "key {id}: Cryptographic Length {l} but {} bits of key material",
                 km.len() * 8
-            ));
+            )));
         }
     }
     Ok(KeyMaterial::new(km.clone()))

@@ -11,6 +11,7 @@
 //! Relative paths are relative to the file that names them. No password is ever read from the
 //! command line.
 
+use crate::keys::Unreadable;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,7 +66,8 @@ struct TomlGroup {
 
 fn read_text(path: &Path, what: &str) -> Result<String, KmipError> {
     // A regular file only (a FIFO would block the run forever).
-    let (_, bytes) = crate::keys::read_regular(path, what, 4 << 20).map_err(KmipError::Config)?;
+    let (_, bytes) =
+        crate::keys::read_regular(path, what, 4 << 20).map_err(|e| KmipError::Config(e.into()))?;
     String::from_utf8(bytes.to_vec())
         .map_err(|_| KmipError::Config(format!("{what} {}: not UTF-8 text", path.display())))
 }
@@ -313,7 +315,7 @@ impl GroupConfig {
                 self.cert.display()
             )));
         }
-        let key = load_private_key(&self.key).map_err(cfg)?;
+        let key = load_private_key(&self.key).map_err(|e| cfg(e.into()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
@@ -338,28 +340,28 @@ impl GroupConfig {
 }
 
 /// The client's private key: PKCS#8, SEC1 (EC) or PKCS#1 (RSA) PEM, not readable by others.
-fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Unreadable> {
     use std::os::unix::fs::PermissionsExt;
     let (meta, text) = crate::keys::read_regular(path, "key", 1 << 20)?;
     if meta.permissions().mode() & 0o004 != 0 {
-        return Err(format!(
+        return Err(Unreadable(format!(
             "key {}: readable by every user; run `chmod 600 {}` (or 640 with a trusted group)",
             path.display(),
             path.display()
-        ));
+        )));
     }
     if text.windows(9).any(|w| w == b"ENCRYPTED") {
-        return Err(format!(
+        return Err(Unreadable(format!(
             "key {}: the private key is encrypted; make an unencrypted copy readable only by this user: openssl pkey -in {} -out client-plain.key && chmod 600 client-plain.key",
             path.display(),
             path.display()
-        ));
+        )));
     }
     PrivateKeyDer::from_pem_slice(&text).map_err(|e| {
-        format!(
+        Unreadable(format!(
             "key {}: no PEM private key (PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY) in it: {e}",
             path.display()
-        )
+        ))
     })
 }
 

@@ -51,3 +51,15 @@ impl From<KmipError> for crate::Error {
         crate::Error::Key(e.to_string())
     }
 }
+
+/// Why one server of a group could not be connected to (TCP, TLS, timeouts), in words for the
+/// operator; a group's failures are listed together in [`KmipError::Unreachable`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(pub String);
+
+impl From<String> for ConnectError {
+    fn from(s: String) -> Self {
+        ConnectError(s)
+    }
+}
