@@ -123,6 +123,7 @@ struct Conn {
 }
 
 /// A request's operation and payload children.
+#[derive(Clone)]
 pub struct Op {
     pub op: u32,
     pub payload: Vec<Item>,
@@ -294,13 +295,43 @@ impl Client {
         }
     }
 
-    /// Sends one request of `ops` as a batch and returns each item's payload or failure, in order.
+    /// Sends `ops` as one batch and returns each item's payload or failure, in order.
     /// `read_only` requests are re-sent once on a fresh connection if the reused one was dropped.
+    ///
+    /// We ask the server to continue past a failed item, but a server may still stop at the first
+    /// failure (KMIP's default) and leave the rest unanswered; the unanswered items of a read-only
+    /// batch are then sent again (each round answers at least one, so this ends). A batch that
+    /// changes state is never re-sent: its unanswered items are a protocol error.
     pub fn call(
         &mut self,
         ops: &[Op],
         read_only: bool,
     ) -> Result<Vec<Result<Item, Failure>>, KmipError> {
+        let mut answers: Answers = (0..ops.len()).map(|_| None).collect();
+        loop {
+            let pending: Vec<usize> = (0..ops.len()).filter(|&i| answers[i].is_none()).collect();
+            let batch: Vec<Op> = pending.iter().map(|&i| ops[i].clone()).collect();
+            let got = self.send(&batch, read_only)?;
+            let progress = got.iter().any(Option::is_some);
+            for (i, a) in pending.into_iter().zip(got) {
+                answers[i] = a;
+            }
+            if let Some(missing) = answers.iter().position(Option::is_none) {
+                if read_only && progress {
+                    continue;
+                }
+                return Err(KmipError::Protocol {
+                    group: self.group.clone(),
+                    host: self.connected_to().unwrap_or_default().to_string(),
+                    msg: format!("no answer for batch item {missing}"),
+                });
+            }
+            return Ok(answers.into_iter().flatten().collect());
+        }
+    }
+
+    /// One request and its response: per op its answer, `None` where the server gave none.
+    fn send(&mut self, ops: &[Op], read_only: bool) -> Result<Answers, KmipError> {
         let req = request(ops).encode();
         let mut attempt = 0;
         loop {
@@ -654,19 +685,25 @@ fn get_attributes_op(id: &str) -> Op {
 
 /// The request message for a batch of operations (KMIP 1.2).
 pub fn request(ops: &[Op]) -> Item {
-    let mut items = vec![Item::structure(
-        tag::REQUEST_HEADER,
-        vec![
-            Item::structure(
-                tag::PROTOCOL_VERSION,
-                vec![
-                    Item::integer(tag::PROTOCOL_VERSION_MAJOR, 1),
-                    Item::integer(tag::PROTOCOL_VERSION_MINOR, 2),
-                ],
-            ),
-            Item::integer(tag::BATCH_COUNT, ops.len() as i32),
-        ],
-    )];
+    let mut header = vec![
+        Item::structure(
+            tag::PROTOCOL_VERSION,
+            vec![
+                Item::integer(tag::PROTOCOL_VERSION_MAJOR, 1),
+                Item::integer(tag::PROTOCOL_VERSION_MINOR, 2),
+            ],
+        ),
+        Item::integer(tag::BATCH_COUNT, ops.len() as i32),
+    ];
+    if ops.len() > 1 {
+        // Answer every item even when one fails (a key deleted between Locate and Get
+        // Attributes must not hide the others). KMIP allows the option only in batches.
+        header.insert(
+            1,
+            Item::enumeration(tag::BATCH_ERROR_CONTINUATION_OPTION, super::BATCH_CONTINUE),
+        );
+    }
+    let mut items = vec![Item::structure(tag::REQUEST_HEADER, header)];
     for (i, o) in ops.iter().enumerate() {
         let mut bi = vec![Item::enumeration(tag::OPERATION, o.op)];
         if ops.len() > 1 {
@@ -681,9 +718,13 @@ pub fn request(ops: &[Op]) -> Item {
     Item::structure(tag::REQUEST_MESSAGE, items)
 }
 
-/// Splits a response into one result per requested op (by Unique Batch Item ID when present,
-/// else by position). A single failed item answering a whole batch applies to every op.
-pub fn parse_response(buf: &[u8], ops: &[Op]) -> Result<Vec<Result<Item, Failure>>, Malformed> {
+/// Per requested op, the server's answer; `None` where it gave none.
+pub type Answers = Vec<Option<Result<Item, Failure>>>;
+
+/// Splits a response into one answer per requested op (by Unique Batch Item ID when present,
+/// else by position). A single failed item without a Batch Item ID answers the whole batch
+/// (a message-level failure) and applies to every op.
+pub fn parse_response(buf: &[u8], ops: &[Op]) -> Result<Answers, Malformed> {
     let msg = Item::decode(buf).map_err(|e| e.to_string())?;
     if msg.tag != tag::RESPONSE_MESSAGE {
         return Err(Malformed(format!(
@@ -701,7 +742,8 @@ pub fn parse_response(buf: &[u8], ops: &[Op]) -> Result<Vec<Result<Item, Failure
             .child(tag::RESULT_STATUS)
             .and_then(Item::as_enum)
             .ok_or("a Batch Item without a Result Status")?;
-        let slot = match bi.child(tag::UNIQUE_BATCH_ITEM_ID).and_then(Item::as_bytes) {
+        let batch_id = bi.child(tag::UNIQUE_BATCH_ITEM_ID).and_then(Item::as_bytes);
+        let slot = match batch_id {
             Some(b) if b.len() == 4 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
             _ => pos,
         };
@@ -728,15 +770,15 @@ pub fn parse_response(buf: &[u8], ops: &[Op]) -> Result<Vec<Result<Item, Failure
                     .unwrap_or_default(),
             })
         };
-        if items.len() == 1 && ops.len() > 1 {
+        if items.len() == 1 && ops.len() > 1 && batch_id.is_none() {
             if let Err(f) = &result {
                 return Ok(ops
                     .iter()
                     .map(|o| {
-                        Err(Failure {
+                        Some(Err(Failure {
                             op: o.op,
                             ..f.clone()
-                        })
+                        }))
                     })
                     .collect());
             }
@@ -746,10 +788,7 @@ pub fn parse_response(buf: &[u8], ops: &[Op]) -> Result<Vec<Result<Item, Failure
             _ => return Err(Malformed(format!("unexpected Batch Item {slot}"))),
         }
     }
-    out.into_iter()
-        .enumerate()
-        .map(|(i, r)| r.ok_or_else(|| Malformed(format!("no answer for batch item {i}"))))
-        .collect()
+    Ok(out)
 }
 
 pub fn parse_attributes(payload: &Item, id: &str) -> Result<Attributes, Malformed> {
@@ -917,7 +956,16 @@ mod tests {
         let m = request(&ops);
         let h = m.child(tag::REQUEST_HEADER).unwrap();
         assert_eq!(h.child(tag::BATCH_COUNT).unwrap().as_int(), Some(2));
+        assert_eq!(
+            h.child(tag::BATCH_ERROR_CONTINUATION_OPTION)
+                .and_then(Item::as_enum),
+            Some(super::super::BATCH_CONTINUE)
+        );
         assert_eq!(m.all(tag::BATCH_ITEM).count(), 2);
+        // A single op is no batch: no continuation option (KMIP allows it only in batches).
+        let one = request(&ops[..1]);
+        let h = one.child(tag::REQUEST_HEADER).unwrap();
+        assert!(h.child(tag::BATCH_ERROR_CONTINUATION_OPTION).is_none());
         // Round trip through the codec.
         assert_eq!(Item::decode(&m.encode()).unwrap(), m);
     }
@@ -957,15 +1005,30 @@ mod tests {
             ],
         );
         let r = parse_response(&resp.encode(), &ops).unwrap();
-        let a = parse_attributes(r[0].as_ref().unwrap(), "7").unwrap();
+        let a = parse_attributes(r[0].as_ref().unwrap().as_ref().unwrap(), "7").unwrap();
         assert_eq!(a.state, Some(State::Active));
-        assert_eq!(r[1].as_ref().unwrap_err().reason, 1);
-        // Missing answers and duplicates are protocol errors, not panics.
-        let short = Item::structure(
+        assert_eq!(r[1].as_ref().unwrap().as_ref().unwrap_err().reason, 1);
+        // A server that stops at a failed item leaves the rest unanswered: `None`, which the
+        // caller sends again. The failure is the first item's only, not the whole batch's.
+        let stopped = Item::structure(
             tag::RESPONSE_MESSAGE,
-            vec![Item::structure(tag::RESPONSE_HEADER, vec![]), bi(0, true)],
+            vec![Item::structure(tag::RESPONSE_HEADER, vec![]), bi(0, false)],
         );
-        assert!(parse_response(&short.encode(), &ops).is_err());
+        let r = parse_response(&stopped.encode(), &ops).unwrap();
+        assert!(matches!(r[0], Some(Err(_))));
+        assert!(r[1].is_none());
+        // A lone failure without a Batch Item ID is a message-level failure: every op's.
+        let mut whole = bi(0, false);
+        if let Value::Structure(c) = &mut whole.value {
+            c.retain(|i| i.tag != tag::UNIQUE_BATCH_ITEM_ID);
+        }
+        let whole = Item::structure(
+            tag::RESPONSE_MESSAGE,
+            vec![Item::structure(tag::RESPONSE_HEADER, vec![]), whole],
+        );
+        let r = parse_response(&whole.encode(), &ops).unwrap();
+        assert!(r.iter().all(|a| matches!(a, Some(Err(_)))));
+        // Duplicates are protocol errors, not panics.
         let dup = Item::structure(
             tag::RESPONSE_MESSAGE,
             vec![
@@ -1054,10 +1117,10 @@ mod tests {
         }];
         assert_eq!(request(&ops).encode(), unhex(get_request));
         let r = parse_response(&unhex(get_response), &ops).unwrap();
-        let key = parse_key(r[0].as_ref().unwrap(), "42").unwrap();
+        let key = parse_key(r[0].as_ref().unwrap().as_ref().unwrap(), "42").unwrap();
         assert_eq!(key.expose(), (0u8..16).collect::<Vec<_>>());
         let r = parse_response(&unhex(not_found), &ops).unwrap();
-        let f = r[0].as_ref().unwrap_err();
+        let f = r[0].as_ref().unwrap().as_ref().unwrap_err();
         assert_eq!(
             (f.op, f.reason),
             (op::GET, super::super::REASON_ITEM_NOT_FOUND)

@@ -27,6 +27,7 @@ pub mod tag {
     pub const ATTRIBUTE_NAME: u32 = 0x42000A;
     pub const ATTRIBUTE_VALUE: u32 = 0x42000B;
     pub const BATCH_COUNT: u32 = 0x42000D;
+    pub const BATCH_ERROR_CONTINUATION_OPTION: u32 = 0x42000E;
     pub const BATCH_ITEM: u32 = 0x42000F;
     pub const COMPROMISE_OCCURRENCE_DATE: u32 = 0x420021;
     pub const CRYPTOGRAPHIC_ALGORITHM: u32 = 0x420028;
@@ -100,6 +101,8 @@ pub const NAME_TYPE_TEXT: u32 = 1;
 pub const USAGE_ENCRYPT: i32 = 0x4;
 pub const USAGE_DECRYPT: i32 = 0x8;
 pub const RESULT_SUCCESS: u32 = 0;
+/// Batch Error Continuation Option: Continue (KMIP 1.2 9.1.3.2.7).
+pub const BATCH_CONTINUE: u32 = 1;
 pub const REASON_ITEM_NOT_FOUND: u32 = 1;
 
 /// Cryptographic Algorithm names for messages and `kmip list`.
