@@ -160,7 +160,7 @@ fn exercise(buf: &[u8]) {
         },
     ];
     if let Ok(results) = parse_response(buf, &ops) {
-        for p in results.iter().flatten() {
+        for p in results.iter().flatten().flatten() {
             let _ = parse_attributes(p, "17");
             let _ = parse_key(p, "17");
         }
