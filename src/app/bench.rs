@@ -401,12 +401,13 @@ fn data_dbs_of(data: &Path) -> Result<Vec<PathBuf>> {
     let table = data
         .join("bench")
         .join("rows-0123456789abcdef0123456789abcdef");
-    let mut v: Vec<PathBuf> = fs::read_dir(&table)
-        .map_err(|e| Error::io(&table, "list", e))?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("-Data.db"))
-        .map(|e| e.path())
-        .collect();
+    let mut v = Vec::new();
+    for e in fs::read_dir(&table).map_err(|e| Error::io(&table, "list", e))? {
+        let e = e.map_err(|e| Error::io(&table, "list", e))?;
+        if e.file_name().to_string_lossy().ends_with("-Data.db") {
+            v.push(e.path());
+        }
+    }
     v.sort();
     if v.is_empty() {
         return Err(Error::Usage("bench: no Data.db".into()));
@@ -414,6 +415,8 @@ fn data_dbs_of(data: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// The bench, step by step: synthesize the SSTables, measure the one-off baselines, then the
+/// interleaved rounds of `cp` and `rekey`, and derive the ratios.
 fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     errln!(
         "bench: writing a {} encrypted SSTable in {} ...",
@@ -422,38 +425,80 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     );
     let (data, keyring) = synth(root, opts.size, opts.sstables, opts.chunk_kib, opts.bits)?;
     let data_dbs = data_dbs_of(&data)?;
-    let size_of = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let bytes: u64 = data_dbs.iter().map(|p| size_of(p)).sum();
-    let first_bytes = size_of(&data_dbs[0]);
-    let mut measures = Vec::new();
-    let mut push = |name: &str, bytes: u64, secs: Vec<f64>, user: Vec<f64>, rss: Option<u64>| {
+
+    errln!("bench: openssl speed ...");
+    let openssl = openssl_speed(opts.bits, opts.chunk_kib as usize * 1024);
+    errln!("bench: openssl enc (CPU per GB) ...");
+    let mut measures = vec![openssl_enc(opts, root, &data_dbs)?];
+    errln!("bench: naive single-stream rekey ...");
+    measures.push(naive_baseline(opts, root, &data_dbs, &keyring, bytes)?);
+    measures.extend(rounds(opts, root, &data, &keyring, bytes)?);
+
+    let ratios = ratios(opts, &measures, openssl);
+    Ok(BenchReport {
+        machine: cpu_model(),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        dir: opts.dir.display().to_string(),
+        filesystem: filesystem_of(&opts.dir),
+        data_db_bytes: bytes,
+        chunk_kib: opts.chunk_kib,
+        bits: opts.bits,
+        runs: opts.runs,
+        sstables: opts.sstables,
+        kernel: sstable_rekey::crypto::cipher::cbc_kernel(),
+        openssl_cbc_encrypt_1core_gb_s: openssl.map(|b| b / 1e9),
+        measures,
+        ratios,
+    })
+}
+
+fn size_of(p: &Path) -> u64 {
+    fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+impl Measure {
+    /// A measure over `bytes` from its samples: medians, and the best wall time.
+    fn of(name: &str, bytes: u64, secs: Vec<f64>, user: Vec<f64>, rss_kib: Option<u64>) -> Self {
         let min_seconds = secs.iter().copied().fold(f64::INFINITY, f64::min);
         let s = median(secs);
         let u = median(user);
-        measures.push(Measure {
+        Measure {
             name: name.to_string(),
             seconds: s,
             min_seconds,
             gb_per_s: bytes as f64 / 1e9 / s,
             user_cpu_s: u,
             user_cpu_s_per_gb: u / (bytes as f64 / 1e9),
-            peak_rss_mib: rss.map(|k| k as f64 / 1024.0),
-        });
-    };
+            peak_rss_mib: rss_kib.map(|k| k as f64 / 1024.0),
+        }
+    }
+}
 
-    errln!("bench: openssl speed ...");
-    let openssl = openssl_speed(opts.bits, opts.chunk_kib as usize * 1024);
-
-    errln!("bench: openssl enc (CPU per GB) ...");
-    // openssl's start-up would dominate a small file: with small SSTables, encrypt a file of
-    // Data.db files put end to end (up to 512 MiB) instead.
+/// `openssl enc` over the first Data.db, for its CPU per GB. openssl's start-up would dominate a
+/// small file: with small SSTables it encrypts Data.db files put end to end (up to 512 MiB).
+fn openssl_enc(opts: &BenchOptions, root: &Path, data_dbs: &[PathBuf]) -> Result<Measure> {
+    let first_bytes = size_of(&data_dbs[0]);
     let (enc_input, enc_bytes) = if first_bytes >= 256 << 20 || data_dbs.len() == 1 {
         (data_dbs[0].clone(), first_bytes)
     } else {
         let joined = root.join("openssl-input");
         let mut out = File::create(&joined).map_err(|e| Error::io(&joined, "create", e))?;
         let mut n = 0u64;
-        for db in &data_dbs {
+        for db in data_dbs {
             if n >= 512 << 20 {
                 break;
             }
@@ -478,11 +523,25 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     if enc_input != data_dbs[0] {
         let _ = fs::remove_file(&enc_input);
     }
-    push("openssl enc (1 core)", enc_bytes, vec![s], vec![u], None);
+    Ok(Measure::of(
+        "openssl enc (1 core)",
+        enc_bytes,
+        vec![s],
+        vec![u],
+        None,
+    ))
+}
 
-    errln!("bench: naive single-stream rekey ...");
+/// The naive single-stream rekey of every Data.db, `opts.runs` times.
+fn naive_baseline(
+    opts: &BenchOptions,
+    root: &Path,
+    data_dbs: &[PathBuf],
+    keyring: &Path,
+    bytes: u64,
+) -> Result<Measure> {
     let ring_text =
-        Zeroizing::new(fs::read_to_string(&keyring).map_err(|e| Error::io(&keyring, "read", e))?);
+        Zeroizing::new(fs::read_to_string(keyring).map_err(|e| Error::io(keyring, "read", e))?);
     let keys: Vec<Zeroizing<Vec<u8>>> = ring_text
         .lines()
         .map(|l| {
@@ -496,7 +555,7 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     let (mut secs, mut user) = (Vec::new(), Vec::new());
     for _ in 0..opts.runs {
         let (mut s, mut u) = (0.0, 0.0);
-        for db in &data_dbs {
+        for db in data_dbs {
             let out = root.join("naive-Data.db");
             let (s1, u1) = naive_rekey(db, &out, opts.bits, &keys)?;
             s += s1;
@@ -506,19 +565,86 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
         secs.push(s);
         user.push(u);
     }
-    push("naive rekey (1 thread)", bytes, secs, user, None);
+    Ok(Measure::of(
+        "naive rekey (1 thread)",
+        bytes,
+        secs,
+        user,
+        None,
+    ))
+}
 
-    let exe = std::env::current_exe().map_err(|e| Error::Usage(format!("current exe: {e}")))?;
-    let mut to_b = true;
-    let mut rekey = |threads: usize, kernel: &str| {
-        let target = if to_b {
+/// One measure of the interleaved rounds.
+enum Trial {
+    Copy {
+        sync: bool,
+    },
+    Rekey {
+        threads: usize,
+        kernel: &'static str,
+    },
+}
+
+impl Trial {
+    /// The trials of a round: both copies, then the rekey at 1 thread, at all threads, and (when
+    /// the fused kernel runs) at all threads with the two-pass kernel.
+    fn all(threads: usize) -> Vec<Trial> {
+        let mut v = vec![
+            Trial::Copy { sync: false },
+            Trial::Copy { sync: true },
+            Trial::Rekey {
+                threads: 1,
+                kernel: "auto",
+            },
+            Trial::Rekey {
+                threads,
+                kernel: "auto",
+            },
+        ];
+        if sstable_rekey::crypto::cipher::cbc_kernel() == "vaes-fused" {
+            v.push(Trial::Rekey {
+                threads,
+                kernel: "two-pass",
+            });
+        }
+        v
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Trial::Copy { sync: false } => "cp Data.db".into(),
+            Trial::Copy { sync: true } => "cp Data.db + sync".into(),
+            Trial::Rekey { threads, kernel } => format!(
+                "sstable-rekey rekey ({threads} thread{}{})",
+                if *threads == 1 { "" } else { "s" },
+                if *kernel == "auto" {
+                    String::new()
+                } else {
+                    format!(", {kernel} kernel")
+                }
+            ),
+        }
+    }
+}
+
+/// Runs the `rekey` command on the bench data, alternating between the two bench keys.
+struct Rekeyer<'a> {
+    exe: PathBuf,
+    keyring: &'a Path,
+    data: &'a Path,
+    to_b: bool,
+}
+
+impl Rekeyer<'_> {
+    fn run(&mut self, threads: usize, kernel: &str) -> Result<(f64, f64, u64)> {
+        let target = if self.to_b {
             "kmip://bench/bench-b"
         } else {
             "kmip://bench/bench-a"
         };
-        to_b = !to_b;
+        self.to_b = !self.to_b;
         timed_child(
-            Command::new(&exe)
+            Command::new(&self.exe)
                 .env("RAYON_NUM_THREADS", threads.to_string())
                 .env("SSTABLE_REKEY_KERNEL", kernel)
                 .args([
@@ -530,178 +656,147 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
                     target,
                     "--keyring",
                 ])
-                .arg(&keyring)
+                .arg(self.keyring)
                 .arg("--data-dir")
-                .arg(&data),
+                .arg(self.data),
         )
+    }
+}
+
+/// `cp` of every current Data.db into a scratch folder (then fsync of the copies when `sync`:
+/// the durable baseline for a disk), and removal of the copies.
+fn copy_all(data: &Path, copy_dir: &Path, sync: bool) -> Result<(f64, f64, u64)> {
+    fs::create_dir_all(copy_dir).map_err(|e| Error::io(copy_dir, "create folder", e))?;
+    let script = if sync {
+        r#"cp -- "$@" "$D"/ && sync "$D"/*"#
+    } else {
+        r#"cp -- "$@" "$D"/"#
+    };
+    // The rekey runs in between renamed the SSTables (new generations).
+    let current = data_dbs_of(data)?;
+    let r = timed_child(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .args(&current)
+            .env("D", copy_dir),
+    );
+    let _ = fs::remove_dir_all(copy_dir);
+    r
+}
+
+/// Untimed warm-up runs first. Then every trial once per round, rounds interleaved, so that the
+/// baselines and the rekey see the same machine conditions (on a VM that returns freed memory to
+/// its host, allocation speed varies from second to second).
+fn rounds(
+    opts: &BenchOptions,
+    root: &Path,
+    data: &Path,
+    keyring: &Path,
+    bytes: u64,
+) -> Result<Vec<Measure>> {
+    let exe = std::env::current_exe().map_err(|e| Error::Usage(format!("current exe: {e}")))?;
+    let mut rekeyer = Rekeyer {
+        exe,
+        keyring,
+        data,
+        to_b: true,
     };
     let copy_dir = root.join("copy");
-    let copy = |sync: bool| -> Result<(f64, f64, u64)> {
-        fs::create_dir_all(&copy_dir).map_err(|e| Error::io(&copy_dir, "create folder", e))?;
-        let script = if sync {
-            // The durable baseline for a disk: copy, then fsync the copies (`sync FILE`).
-            r#"cp -- "$@" "$D"/ && sync "$D"/*"#
-        } else {
-            r#"cp -- "$@" "$D"/"#
-        };
-        // The rekey runs in between renamed the SSTables (new generations).
-        let current = data_dbs_of(&data)?;
-        let r = timed_child(
-            Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .arg("sh")
-                .args(&current)
-                .env("D", &copy_dir),
-        );
-        let _ = fs::remove_dir_all(&copy_dir);
-        r
-    };
-    // Untimed warm-up runs first. Then every measure once per round, rounds interleaved, so
-    // that the baselines and the rekey see the same machine conditions (on a VM that returns
-    // freed memory to its host, allocation speed varies from second to second).
     errln!("bench: warm-up (cp, rekey) ...");
-    copy(false)?;
-    rekey(opts.threads, "auto")?;
-    let kernel = sstable_rekey::crypto::cipher::cbc_kernel();
-    let mut names: Vec<(String, usize, &str)> = vec![
-        ("cp Data.db".into(), 0, ""),
-        ("cp Data.db + sync".into(), 0, ""),
-    ];
-    let mut variants = vec![(1, "auto"), (opts.threads, "auto")];
-    if kernel == "vaes-fused" {
-        variants.push((opts.threads, "two-pass"));
-    }
-    for (threads, k) in variants {
-        names.push((
-            format!(
-                "sstable-rekey rekey ({threads} thread{}{})",
-                if threads == 1 { "" } else { "s" },
-                if k == "auto" {
-                    String::new()
-                } else {
-                    format!(", {k} kernel")
-                }
-            ),
-            threads,
-            k,
-        ));
-    }
+    copy_all(data, &copy_dir, false)?;
+    rekeyer.run(opts.threads, "auto")?;
+    let trials = Trial::all(opts.threads);
     let mut samples: Vec<(Vec<f64>, Vec<f64>, u64)> =
-        vec![(Vec::new(), Vec::new(), 0); names.len()];
+        vec![(Vec::new(), Vec::new(), 0); trials.len()];
     for round in 1..=opts.runs {
         errln!(
             "bench: round {round} of {} (cp, cp + sync, rekey) ...",
             opts.runs
         );
-        // The order rotates from round to round: whichever measure comes right after a large
+        // The order rotates from round to round: whichever trial comes right after a large
         // delete pays for memory the VM may just have handed back to its host.
-        let n = names.len();
+        let n = trials.len();
         for i in (0..n).map(|j| (j + round - 1) % n) {
-            let (name, threads, k) = &names[i];
-            let (s, u, r) = if name == "cp Data.db" {
-                copy(false)?
-            } else if name == "cp Data.db + sync" {
-                copy(true)?
-            } else {
-                rekey(*threads, k)?
+            let (s, u, r) = match &trials[i] {
+                Trial::Copy { sync } => copy_all(data, &copy_dir, *sync)?,
+                Trial::Rekey { threads, kernel } => rekeyer.run(*threads, kernel)?,
             };
             samples[i].0.push(s);
             samples[i].1.push(u);
             samples[i].2 = samples[i].2.max(r);
         }
     }
-    for ((name, threads, _), (secs, user, rss)) in names.iter().zip(samples) {
-        let rss = (*threads > 0).then_some(rss);
-        push(name, bytes, secs, user, rss);
-    }
+    Ok(trials
+        .iter()
+        .zip(samples)
+        .map(|(t, (secs, user, rss))| {
+            let rss = matches!(t, Trial::Rekey { .. }).then_some(rss);
+            Measure::of(&t.name(), bytes, secs, user, rss)
+        })
+        .collect())
+}
 
-    let get = |n: &str| {
-        measures
-            .iter()
-            .find(|m| m.name.starts_with(n))
-            .map(|m| (m.seconds, m.gb_per_s, m.user_cpu_s_per_gb))
-    };
-    let mut ratios = Vec::new();
+/// The ratios against the baselines, each with its target.
+fn ratios(opts: &BenchOptions, measures: &[Measure], openssl: Option<f64>) -> Vec<(String, f64)> {
+    let find = |n: &str| measures.iter().find(|m| m.name.starts_with(n));
     let all = format!("sstable-rekey rekey ({} thread", opts.threads);
-    if let (Some(r), Some(c)) = (get(&all), get("cp Data.db")) {
-        ratios.push(("rekey wall / cp wall (target <= 1.0)".into(), r.0 / c.0));
-    }
-    let best = |n: &str| {
-        measures
-            .iter()
-            .find(|m| m.name.starts_with(n))
-            .map(|m| m.min_seconds)
+    let rekey = find(&all);
+    let ratio = |name: &str, base: Option<&Measure>, f: fn(&Measure, &Measure) -> f64| {
+        Some((name.to_string(), f(rekey?, base?)))
     };
-    if let (Some(r), Some(c)) = (best(&all), best("cp Data.db")) {
-        ratios.push((
-            "rekey wall / cp wall, best runs (target <= 1.0)".into(),
-            r / c,
-        ));
-    }
-    if let (Some(r), Some(c)) = (get(&all), get("cp Data.db + sync")) {
-        ratios.push((
-            "rekey wall / (cp + sync) wall (target <= 1.1 on a disk)".into(),
-            r.0 / c.0,
-        ));
-    }
-    if let (Some(r), Some(o)) = (get(&all), openssl) {
-        ratios.push((
-            "rekey GB/s / openssl speed AES-CBC encrypt 1 core (target >= 4.0)".into(),
-            r.1 / (o / 1e9),
-        ));
-    }
-    if let (Some(r), Some(o)) = (get(&all), get("openssl enc")) {
-        ratios.push((
-            "rekey user CPU per GB / openssl enc user CPU per GB (target <= 0.25)".into(),
-            r.2 / o.2,
-        ));
-    }
-    if let (Some(r), Some(one)) = (get(&all), get("sstable-rekey rekey (1 thread)")) {
-        ratios.push((
-            format!(
+    let wall: fn(&Measure, &Measure) -> f64 = |r, b| r.seconds / b.seconds;
+    let throughput: fn(&Measure, &Measure) -> f64 = |r, b| r.gb_per_s / b.gb_per_s;
+    [
+        ratio(
+            "rekey wall / cp wall (target <= 1.0)",
+            find("cp Data.db"),
+            wall,
+        ),
+        ratio(
+            "rekey wall / cp wall, best runs (target <= 1.0)",
+            find("cp Data.db"),
+            |r, b| r.min_seconds / b.min_seconds,
+        ),
+        ratio(
+            "rekey wall / (cp + sync) wall (target <= 1.1 on a disk)",
+            find("cp Data.db + sync"),
+            wall,
+        ),
+        rekey.zip(openssl).map(|(r, o)| {
+            (
+                "rekey GB/s / openssl speed AES-CBC encrypt 1 core (target >= 4.0)".to_string(),
+                r.gb_per_s / (o / 1e9),
+            )
+        }),
+        ratio(
+            "rekey user CPU per GB / openssl enc user CPU per GB (target <= 0.25)",
+            find("openssl enc"),
+            |r, b| r.user_cpu_s_per_gb / b.user_cpu_s_per_gb,
+        ),
+        ratio(
+            &format!(
                 "{} threads / 1 thread throughput (target >= 1.8)",
                 opts.threads
             ),
-            r.1 / one.1,
-        ));
-    }
-    if let (Some(r), Some(t)) = (get(&all), get(&format!("{all}s, two-pass"))) {
-        ratios.push((
-            "fused VAES kernel / two-pass kernel throughput (same run)".into(),
-            r.1 / t.1,
-        ));
-    }
-    if let (Some(r), Some(n)) = (get(&all), get("naive rekey")) {
-        ratios.push((
-            "rekey / naive single-stream rekey throughput".into(),
-            r.1 / n.1,
-        ));
-    }
-    Ok(BenchReport {
-        machine: fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| {
-                c.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-            })
-            .unwrap_or_default(),
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        dir: opts.dir.display().to_string(),
-        filesystem: filesystem_of(&opts.dir),
-        data_db_bytes: bytes,
-        chunk_kib: opts.chunk_kib,
-        bits: opts.bits,
-        runs: opts.runs,
-        sstables: opts.sstables,
-        kernel: sstable_rekey::crypto::cipher::cbc_kernel(),
-        openssl_cbc_encrypt_1core_gb_s: openssl.map(|b| b / 1e9),
-        measures,
-        ratios,
-    })
+            find("sstable-rekey rekey (1 thread)"),
+            throughput,
+        ),
+        ratio(
+            "fused VAES kernel / two-pass kernel throughput (same run)",
+            find(&format!("{all}s, two-pass")),
+            throughput,
+        ),
+        ratio(
+            "rekey / naive single-stream rekey throughput",
+            find("naive rekey"),
+            throughput,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 pub fn print_human(r: &BenchReport) {
