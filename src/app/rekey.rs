@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use crate::app::scope::resolve_data_dirs;
 use sstable_rekey::keys::KeyRef;
-use sstable_rekey::rekey::report::{human_bytes, write_json, Status};
+use sstable_rekey::rekey::report::{human_bytes, write_json, RekeyReport, SstableReport, Status};
 use sstable_rekey::rekey::{self, RekeyOptions};
 
 pub fn run(a: &RekeyArgs) -> Result<Exit> {
@@ -63,8 +63,30 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
             report_failed = true;
         }
     }
-    let t = &report.totals;
-    for s in &report.sstables {
+    print_sstables(&report.sstables);
+    print_totals(&report);
+    let unreadable_backups = print_unreadable(&report.backups);
+    if !report.alter_table.is_empty() {
+        outln!("\nRun once per table (on any node) so that new writes use the new key:");
+        for s in &report.alter_table {
+            outln!("  {s}");
+        }
+    }
+    if CANCEL.load(Ordering::SeqCst) {
+        return Ok(Exit::Interrupted);
+    }
+    Ok(
+        if report.totals.failed > 0 || report_failed || unreadable_backups {
+            Exit::Failed
+        } else {
+            Exit::Ok
+        },
+    )
+}
+
+/// One line per SSTable: what happened to it.
+fn print_sstables(sstables: &[SstableReport]) {
+    for s in sstables {
         match s.status {
             Status::Failed => outln!("FAILED   {}: {}", s.old, s.reason.as_deref().unwrap_or("")),
             Status::Planned => outln!(
@@ -96,6 +118,11 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
             ),
         }
     }
+}
+
+/// The totals line and the warnings that concern the whole run.
+fn print_totals(report: &RekeyReport) {
+    let t = &report.totals;
     outln!(
         "{} SSTables: {} rekeyed, {} planned, {} skipped, {} failed{}; {} in {:.2}s ({:.0} MB/s)",
         t.sstables,
@@ -124,19 +151,4 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
             report.backups.len()
         );
     }
-    let unreadable_backups = print_unreadable(&report.backups);
-    if !report.alter_table.is_empty() {
-        outln!("\nRun once per table (on any node) so that new writes use the new key:");
-        for s in &report.alter_table {
-            outln!("  {s}");
-        }
-    }
-    if CANCEL.load(Ordering::SeqCst) {
-        return Ok(Exit::Interrupted);
-    }
-    Ok(if t.failed > 0 || report_failed || unreadable_backups {
-        Exit::Failed
-    } else {
-        Exit::Ok
-    })
 }
