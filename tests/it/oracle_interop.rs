@@ -21,8 +21,7 @@ use serde_json::Value;
 
 const VERSIONS: [&str; 8] = ["ma", "mb", "mc", "md", "na", "nb", "oa", "da"];
 
-mod oracle;
-use oracle::*;
+use crate::support::oracle::*;
 
 // ------------------------------------------------------------------ the real SSTables
 

@@ -20,7 +20,6 @@
 //! indexes), unchanged components byte-identical, no stray file (no partial generation, no log),
 //! snapshots untouched, and `verify --key OLD... --key NEW` exits 0.
 
-mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -28,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::cassandra::*;
-use support::*;
+use crate::support::cassandra::*;
+use crate::support::*;
 
 #[test]
 fn the_startup_model_reads_format_md_examples() {

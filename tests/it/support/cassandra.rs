@@ -6,7 +6,6 @@
 //! numFiles files) and `removeUnfinishedLeftovers` (last record a valid COMMIT: delete the REMOVE
 //! side, else the ADD side).
 
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::fs;

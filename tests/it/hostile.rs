@@ -5,10 +5,6 @@
 //! of Cassandra's startup rule, and the path rules (folders writable by others, symbolic links,
 //! logs naming files outside the data directory, new files' mode and owner).
 
-mod support;
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -19,8 +15,9 @@ use std::time::Instant;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
-use support::cassandra::{cassandra_startup, make_record, Kind, Startup};
-use support::*;
+use crate::support::cassandra::{cassandra_startup, make_record, Kind, Startup};
+use crate::support::alloc::largest_of;
+use crate::support::*;
 
 use sstable_rekey::crypto::envelope::{ClassKind, ProviderKind};
 use sstable_rekey::crypto::{ChunkClass, CipherSpec, Envelope, KeyHeader};
@@ -31,39 +28,6 @@ use sstable_rekey::sstable::{pages, statistics, toc, CompressionInfo, Descriptor
 use sstable_rekey::Error;
 
 // ------------------------------------------------------------------ allocation bound
-
-/// Records the largest single allocation of the current thread.
-struct Counting;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(n: usize) {
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(n)));
-}
-
-// SAFETY: forwards to the system allocator; only observes sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        note(n);
-        System.realloc(p, l, n)
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 /// No parser input here exceeds 64 KiB; a parser trusting a hostile length would ask for more.
 const ALLOCATION_BOUND: usize = 16 << 20;
@@ -111,8 +75,8 @@ impl Tally {
 /// proper error, Err(why) for an error of the wrong kind.
 fn feed(name: &str, inputs: &[Vec<u8>], f: impl Fn(&[u8]) -> Result<bool, String>) -> Tally {
     let mut t = Tally::default();
-    LARGEST.with(|l| l.set(0));
-    for (i, input) in inputs.iter().enumerate() {
+    let ((), largest) = largest_of(|| {
+        for (i, input) in inputs.iter().enumerate() {
         t.cases += 1;
         match catch_unwind(AssertUnwindSafe(|| f(input))) {
             Ok(Ok(true)) => t.ok += 1,
@@ -127,8 +91,9 @@ fn feed(name: &str, inputs: &[Vec<u8>], f: impl Fn(&[u8]) -> Result<bool, String
                     .unwrap_or_default()
             )),
         }
-    }
-    t.largest_alloc = LARGEST.with(|l| l.get());
+        }
+    });
+    t.largest_alloc = largest;
     t
 }
 

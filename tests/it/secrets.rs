@@ -2,7 +2,6 @@
 //! material others can read is refused; every IV is fresh (distinct over a large file and across
 //! rekeys, and taken from the OS generator); a wrong key is never accepted.
 
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
@@ -10,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use base64::Engine;
-use support::shim::shim;
-use support::*;
+use crate::support::shim::shim;
+use crate::support::*;
 
 use sstable_rekey::crypto::{AesKey, ChunkClass, CipherSpec, Envelope, ProviderKind};
 use sstable_rekey::sstable::CompressionInfo;

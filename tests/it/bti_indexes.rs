@@ -8,7 +8,6 @@
 //! computed from the plaintext when the data was generated: never against the tool's own opinion.
 //! Broken input is refused with the originals byte-identical and no stray file.
 
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -18,8 +17,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::tree_strict as tree;
-use support::*;
+use crate::support::tree_strict as tree;
+use crate::support::*;
 
 const INDEX_FILES: [&str; 2] = ["Partitions.db", "Rows.db"];
 /// A KMIP CBC 128-bit and a local-key-file CBC 128-bit table of dd3 (both 128 bits: a provider

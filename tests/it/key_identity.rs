@@ -8,7 +8,6 @@
 //! the independent decryptor of tests/support (which names a KMIP key by the table's `kmip_host`
 //! and the record's header id, as the operator types it: `kmip://GROUP/ID`).
 
-mod support;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 const KMIP_T: &str = "dd1/matrix/t_Encryptor_kmip_CBC_128-";
 const KMIP_T2: &str = "dd1/matrix/t_EncryptingLZ4Compressor_kmip_CBC_128-";

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod support;
 
 const GROUP: &str = "test";
 const SOURCE: &str = "testdata/cassandra/nb/legacy_nb_clust/nb-1-big-Data.db";
@@ -763,7 +762,7 @@ fn a_kmip_key_is_its_group_and_its_id() {
     let cfg = ["--kmip-config", s(&toml)];
     let dd = ["--data-dir", s(&data)];
     let ci_path = data.join(TABLE).join("nb-1-big-CompressionInfo.db");
-    let mut ci = support::Ci::read(&ci_path).unwrap();
+    let mut ci = crate::support::Ci::read(&ci_path).unwrap();
     for (k, v) in ci.options.iter_mut() {
         if k == "kmip_host" {
             assert_eq!(v, GROUP);

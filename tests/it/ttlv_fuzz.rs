@@ -2,9 +2,6 @@
 //! panic, and allocation bounded by the input (a hostile server cannot make the client allocate
 //! gigabytes). Allocation is measured per thread by a counting global allocator.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use proptest::prelude::*;
 use sstable_rekey::keys::kmip::client::{
     attribute, parse_attributes, parse_key, parse_response, request, Op,
@@ -12,51 +9,7 @@ use sstable_rekey::keys::kmip::client::{
 use sstable_rekey::keys::kmip::tag;
 use sstable_rekey::keys::kmip::ttlv::{self, Item, Value};
 
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<usize> = const { Cell::new(0) };
-    static PEAK: Cell<usize> = const { Cell::new(0) };
-}
-
-fn grew(n: usize) {
-    let _ = LIVE.try_with(|l| {
-        let v = l.get() + n;
-        l.set(v);
-        let _ = PEAK.try_with(|p| p.set(p.get().max(v)));
-    });
-}
-
-fn shrank(n: usize) {
-    let _ = LIVE.try_with(|l| l.set(l.get().saturating_sub(n)));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        grew(l.size());
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        shrank(l.size());
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        grew(new);
-        shrank(l.size());
-        System.realloc(p, l, new)
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
-
-/// Peak bytes allocated (above what was live before) while running `f` on this thread.
-fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(base));
-    let r = f();
-    (r, PEAK.with(Cell::get) - base)
-}
+use crate::support::alloc::peak_of;
 
 /// Whatever the input, decoding allocates at most this much: items are at most one per 8 input
 /// bytes, each a few dozen bytes of tree, values copied once.

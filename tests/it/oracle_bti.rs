@@ -29,8 +29,7 @@ use serde_json::Value;
 const WRITE_VERSIONS: [&str; 2] = ["bb", "cc"];
 const INDEX_FILES: [&str; 2] = ["Partitions.db", "Rows.db"];
 
-mod oracle;
-use oracle::*;
+use crate::support::oracle::*;
 
 // ------------------------------------------------------------------ the real BTI SSTables
 

@@ -5,7 +5,6 @@
 //! through tests/support, `lz4_flex` to decompress), against the plaintext digests in testdata/MANIFEST.json, which were
 //! computed from the plaintext when the data was generated: never against the tool's own opinion.
 
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -14,8 +13,8 @@ use std::process::Command;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::tree_strict as tree;
-use support::*;
+use crate::support::tree_strict as tree;
+use crate::support::*;
 
 // ------------------------------------------------------------------ MANIFEST.json
 

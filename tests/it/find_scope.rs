@@ -8,7 +8,6 @@
 //! `data_file_directories` the operator names only in part. Outcomes are judged by the
 //! independent decryptor of tests/support (`check_resolved`) against MANIFEST.json's digests.
 
-mod support;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -17,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 const KMIP_CBC_128: &str = "dd1/matrix/t_Encryptor_kmip_CBC_128";
 const LZ4_CBC_128: &str = "dd1/matrix/t_EncryptingLZ4Compressor_kmip_CBC_128";

@@ -76,9 +76,8 @@
 //!
 //! x86_64 only: the injector drives that system-call ABI (the CI machines are x86_64).
 
-#![cfg(target_arch = "x86_64")]
 
-mod support;
+
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -89,8 +88,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::inject::{pid_namespace, traced, Call, Fault, Traced, FILE_KINDS, PLANTED};
-use support::*;
+use crate::support::inject::{pid_namespace, traced, Call, Fault, Traced, FILE_KINDS, PLANTED};
+use crate::support::*;
 
 /// A run that takes longer is killed and reported as a hang.
 const TIMEOUT: Duration = Duration::from_secs(60);
