@@ -5,15 +5,14 @@
 //! error that names the file, and that every file of the tree is byte-identical afterwards with no
 //! stray file (no new generation, no transaction log).
 
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use base64::Engine;
-use serde_json::Value;
 use crate::support::tree_strict as tree;
 use crate::support::*;
+use base64::Engine;
+use serde_json::Value;
 
 /// A KMIP old-128 EncryptingLZ4Compressor table and a key-file Encryptor table of the matrix.
 const KMIP_T: &str = "t_EncryptingLZ4Compressor_kmip_CBC_128";

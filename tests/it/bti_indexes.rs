@@ -8,17 +8,16 @@
 //! computed from the plaintext when the data was generated: never against the tool's own opinion.
 //! Broken input is refused with the originals byte-identical and no stray file.
 
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 use crate::support::tree_strict as tree;
 use crate::support::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 const INDEX_FILES: [&str; 2] = ["Partitions.db", "Rows.db"];
 /// A KMIP CBC 128-bit and a local-key-file CBC 128-bit table of dd3 (both 128 bits: a provider

@@ -20,7 +20,6 @@
 //! indexes), unchanged components byte-identical, no stray file (no partial generation, no log),
 //! snapshots untouched, and `verify --key OLD... --key NEW` exits 0.
 
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -76,9 +76,6 @@
 //!
 //! x86_64 only: the injector drives that system-call ABI (the CI machines are x86_64).
 
-
-
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;

@@ -8,7 +8,6 @@
 //! byte-identical, no partial output, no transaction log, the other SSTables' results intact, all
 //! judged by the independent decryptor of tests/support against the plaintext digests.
 
-
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
@@ -19,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use crate::support::shim::shim;
 use crate::support::*;
+use serde_json::Value;
 
 /// Three small 128-bit tables of the matrix (both classes, a KMIP and a key-file table).
 fn small_tables() -> Vec<String> {

@@ -8,15 +8,14 @@
 //! `data_file_directories` the operator names only in part. Outcomes are judged by the
 //! independent decryptor of tests/support (`check_resolved`) against MANIFEST.json's digests.
 
-
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde_json::Value;
 use crate::support::*;
+use serde_json::Value;
 
 const KMIP_CBC_128: &str = "dd1/matrix/t_Encryptor_kmip_CBC_128";
 const LZ4_CBC_128: &str = "dd1/matrix/t_EncryptingLZ4Compressor_kmip_CBC_128";

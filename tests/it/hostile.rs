@@ -12,12 +12,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::support::alloc::largest_of;
+use crate::support::cassandra::{cassandra_startup, make_record, Kind, Startup};
+use crate::support::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
-use crate::support::cassandra::{cassandra_startup, make_record, Kind, Startup};
-use crate::support::alloc::largest_of;
-use crate::support::*;
 
 use sstable_rekey::crypto::envelope::{ClassKind, ProviderKind};
 use sstable_rekey::crypto::{ChunkClass, CipherSpec, Envelope, KeyHeader};
@@ -77,20 +77,20 @@ fn feed(name: &str, inputs: &[Vec<u8>], f: impl Fn(&[u8]) -> Result<bool, String
     let mut t = Tally::default();
     let ((), largest) = largest_of(|| {
         for (i, input) in inputs.iter().enumerate() {
-        t.cases += 1;
-        match catch_unwind(AssertUnwindSafe(|| f(input))) {
-            Ok(Ok(true)) => t.ok += 1,
-            Ok(Ok(false)) => t.errors += 1,
-            Ok(Err(why)) => t.bad_errors.push(format!("{name} case {i}: {why}")),
-            Err(p) => t.panics.push(format!(
-                "{name} case {i} ({} bytes): {}",
-                input.len(),
-                p.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default()
-            )),
-        }
+            t.cases += 1;
+            match catch_unwind(AssertUnwindSafe(|| f(input))) {
+                Ok(Ok(true)) => t.ok += 1,
+                Ok(Ok(false)) => t.errors += 1,
+                Ok(Err(why)) => t.bad_errors.push(format!("{name} case {i}: {why}")),
+                Err(p) => t.panics.push(format!(
+                    "{name} case {i} ({} bytes): {}",
+                    input.len(),
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default()
+                )),
+            }
         }
     });
     t.largest_alloc = largest;

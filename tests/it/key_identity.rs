@@ -8,7 +8,6 @@
 //! the independent decryptor of tests/support (which names a KMIP key by the table's `kmip_host`
 //! and the record's header id, as the operator types it: `kmip://GROUP/ID`).
 
-
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -16,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use base64::Engine;
 use serde_json::Value;
-use crate::support::*;
 
 const KMIP_T: &str = "dd1/matrix/t_Encryptor_kmip_CBC_128-";
 const KMIP_T2: &str = "dd1/matrix/t_EncryptingLZ4Compressor_kmip_CBC_128-";

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-
 const GROUP: &str = "test";
 const SOURCE: &str = "testdata/cassandra/nb/legacy_nb_clust/nb-1-big-Data.db";
 const TABLE: &str = "ks/tbl-0123456789abcdef0123456789abcdef";

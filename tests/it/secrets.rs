@@ -2,15 +2,14 @@
 //! material others can read is refused; every IV is fresh (distinct over a large file and across
 //! rekeys, and taken from the OS generator); a wrong key is never accepted.
 
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use base64::Engine;
 use crate::support::shim::shim;
 use crate::support::*;
+use base64::Engine;
 
 use sstable_rekey::crypto::{AesKey, ChunkClass, CipherSpec, Envelope, ProviderKind};
 use sstable_rekey::sstable::CompressionInfo;

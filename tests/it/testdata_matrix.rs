@@ -5,16 +5,15 @@
 //! through tests/support, `lz4_flex` to decompress), against the plaintext digests in testdata/MANIFEST.json, which were
 //! computed from the plaintext when the data was generated: never against the tool's own opinion.
 
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 use crate::support::tree_strict as tree;
 use crate::support::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 // ------------------------------------------------------------------ MANIFEST.json
 

@@ -6,7 +6,6 @@
 //! numFiles files) and `removeUnfinishedLeftovers` (last record a valid COMMIT: delete the REMOVE
 //! side, else the ADD side).
 
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;

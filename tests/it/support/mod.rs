@@ -5,7 +5,6 @@
 //! judging every result against the plaintext digests of testdata/MANIFEST.json, never against
 //! the tool's own opinion. It calls nothing of the crate.
 
-
 pub mod alloc;
 pub mod cassandra;
 #[cfg(target_arch = "x86_64")]

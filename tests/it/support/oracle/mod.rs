@@ -4,7 +4,6 @@
 //! helpers to run the tool, and the tests' keys (keys.rs). When ../shared is missing the tests print a notice and pass, unless
 //! CI=true (then they fail). Python: $ORACLE_PYTHON, else <repo>/.venv/bin/python, else python3.
 
-
 use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
