@@ -10,7 +10,7 @@
 #
 # DIR then holds: venv/, certs/{ca,client,rsa-client,server,rogue-ca,rogue-client}.{crt,key}, server.conf,
 # client.conf (for PyKMIP's own client, tools/kmip_admin.py), kmip.toml (our --kmip-config, group
-# "test"), port, pykmip.db, server.log. tests/kmip.rs reads DIR from the KMIP_TEST_DIR variable.
+# "test"), port, pykmip.db, server.log. tests/it/kmip.rs reads DIR from the KMIP_TEST_DIR variable.
 #
 # PyKMIP facts this relies on: it speaks TLS 1.2 only (auth_suite TLS1.2); objects belong to the
 # client certificate's CN that created them, so every client certificate here has the same CN;

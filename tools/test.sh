@@ -4,9 +4,9 @@
 # venv with the oracle's requirements so that the interop tests can run; without ../shared those
 # tests say so and the rest runs (with CI=true they fail instead).
 # Unless KMIP_TEST_DIR already names a running server, it also starts a real KMIP server (PyKMIP
-# 0.11.0 from PyPI, installed once into .kmip-test/venv) on a free loopback port for tests/kmip.rs,
+# 0.11.0 from PyPI, installed once into .kmip-test/venv) on a free loopback port for tests/it/kmip.rs,
 # and stops it when the tests end. The tests are built with the test-only `failpoints` feature.
-# The fault sweep (tests/fault_sweep.rs) needs root (a private PID namespace) and strace, which is
+# The fault sweep (tests/it/fault_sweep.rs) needs root (a private PID namespace) and strace, which is
 # installed here when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,22 +24,22 @@ if [[ -z ${KMIP_TEST_DIR:-} ]]; then
     export KMIP_TEST_DIR="$PWD/.kmip-test"
     trap 'tools/kmip-server.sh stop "$KMIP_TEST_DIR"' EXIT
   else
-    echo "tools/test.sh: could not start the KMIP server; tests/kmip.rs will say so (and fail with CI=true)" >&2
+    echo "tools/test.sh: could not start the KMIP server; tests/it/kmip.rs will say so (and fail with CI=true)" >&2
   fi
 fi
-# tests/fault_sweep.rs compares its system-call injector's counts with strace's (Debian package
+# tests/it/fault_sweep.rs compares its system-call injector's counts with strace's (Debian package
 # strace); with CI=true it fails when strace is missing.
 if ! command -v strace >/dev/null 2>&1; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "tools/test.sh: installing strace (tests/fault_sweep.rs)" >&2
+    echo "tools/test.sh: installing strace (tests/it/fault_sweep.rs)" >&2
     if ! { apt-get install -y -q strace >&2 || { apt-get update -q >&2 && apt-get install -y -q strace >&2; }; }; then
-      echo "tools/test.sh: could not install strace; tests/fault_sweep.rs says so (and fails with CI=true)" >&2
+      echo "tools/test.sh: could not install strace; tests/it/fault_sweep.rs says so (and fails with CI=true)" >&2
     fi
   else
-    echo "tools/test.sh: strace is missing and cannot be installed here (needs root and apt-get): install the strace package; tests/fault_sweep.rs says so (and fails with CI=true)" >&2
+    echo "tools/test.sh: strace is missing and cannot be installed here (needs root and apt-get): install the strace package; tests/it/fault_sweep.rs says so (and fails with CI=true)" >&2
   fi
 fi
-# `failpoints`: the test-only crash switch (src/rekey/failpoint.rs) that tests/crash.rs drives;
+# `failpoints`: the test-only crash switch (src/rekey/failpoint.rs) that tests/it/crash.rs drives;
 # production builds do not have it. `--no-fail-fast`: a failing test binary does not keep the
 # others from running (and reporting).
 cargo test --release --features failpoints --no-fail-fast "$@"

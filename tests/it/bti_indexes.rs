@@ -4,7 +4,7 @@
 //!
 //! Every test runs the built binary on a scratch copy of `testdata/dd3` and `testdata/keys` and
 //! judges the result with an independent decryptor written here (the `cbc` crate for CBC and the
-//! `aes` block cipher for ECB, through tests/support, `lz4_flex`), against the digests of testdata/MANIFEST.json, which were
+//! `aes` block cipher for ECB, through tests/it/support, `lz4_flex`), against the digests of testdata/MANIFEST.json, which were
 //! computed from the plaintext when the data was generated: never against the tool's own opinion.
 //! Broken input is refused with the originals byte-identical and no stray file.
 

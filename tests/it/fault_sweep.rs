@@ -21,7 +21,7 @@
 //! - `verify --key NEW --report FILE` on four trees: everything under the old key, one table rekeyed and the
 //!   other not (both ways), and every live SSTable rekeyed (the snapshot still under the old key).
 //!
-//! Injection: tests/support/inject.rs (ptrace + seccomp; one fault per run: strace's `when=K`
+//! Injection: tests/it/support/inject.rs (ptrace + seccomp; one fault per run: strace's `when=K`
 //! counts per thread and fails the K-th call of every thread). A counting run lists the tool's
 //! calls per kind (twice: the counts must repeat, and the unfaulted run must itself pass every
 //! check); then, for every kind of `FILE_KINDS` the tool makes and every call index k of that kind,

@@ -1,12 +1,12 @@
 //! Faults and resources: a disk that fills mid-rewrite, read and write errors, fsync errors, a
 //! file truncated while running, a second process on the data directory, Ctrl-C.
 //!
-//! Injected I/O errors come from an LD_PRELOAD shim (tests/support/shim.rs) interposing the libc
+//! Injected I/O errors come from an LD_PRELOAD shim (tests/it/support/shim.rs) interposing the libc
 //! calls of the real binary; the disk-full case uses a real tmpfs mounted with `size=` (CI runs as
 //! root; without the permission to mount, the test says so and returns, and with CI=true fails).
 //! After every fault: the exit status of the contract, an error naming the file, the original
 //! byte-identical, no partial output, no transaction log, the other SSTables' results intact, all
-//! judged by the independent decryptor of tests/support against the plaintext digests.
+//! judged by the independent decryptor of tests/it/support against the plaintext digests.
 
 use std::ffi::CString;
 use std::fs;

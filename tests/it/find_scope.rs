@@ -6,7 +6,7 @@
 //! symlinked `snapshots/` or `backups/` folder, names that are not UTF-8, folders that are not
 //! table folders but hold SSTables, the same data dir given twice, and a JBOD node whose
 //! `data_file_directories` the operator names only in part. Outcomes are judged by the
-//! independent decryptor of tests/support (`check_resolved`) against MANIFEST.json's digests.
+//! independent decryptor of tests/it/support (`check_resolved`) against MANIFEST.json's digests.
 
 use std::ffi::OsStr;
 use std::fs;

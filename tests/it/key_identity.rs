@@ -5,7 +5,7 @@
 //!
 //! Every case runs the built binary over a scratch copy of testdata/, checks the exit status of
 //! the contract, the message, and either a byte-identical tree (refusals) or the result through
-//! the independent decryptor of tests/support (which names a KMIP key by the table's `kmip_host`
+//! the independent decryptor of tests/it/support (which names a KMIP key by the table's `kmip_host`
 //! and the record's header id, as the operator types it: `kmip://GROUP/ID`).
 
 use std::fs;

@@ -2,7 +2,7 @@
 //!
 //! Every test runs the built binary on a scratch copy of testdata/ and judges the result with an
 //! independent decryptor written here (the `cbc` crate for CBC and the `aes` block cipher for ECB,
-//! through tests/support, `lz4_flex` to decompress), against the plaintext digests in testdata/MANIFEST.json, which were
+//! through tests/it/support, `lz4_flex` to decompress), against the plaintext digests in testdata/MANIFEST.json, which were
 //! computed from the plaintext when the data was generated: never against the tool's own opinion.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -492,7 +492,7 @@ fn manifest_describes_every_sstable_and_old_keys_open_them() {
     for e in manifest() {
         let rel = e["data"].as_str().unwrap();
         if !e["refuse"].is_null() {
-            // Made to be refused (tests/bad_input.rs); they do not follow the padding rule.
+            // Made to be refused (tests/it/bad_input.rs); they do not follow the padding rule.
             assert!(rel.starts_with("refuse/"), "{rel}");
             continue;
         }

@@ -1,4 +1,4 @@
-//! A single-fault system-call injector for the real binary (tests/fault_sweep.rs): ptrace with a
+//! A single-fault system-call injector for the real binary (tests/it/fault_sweep.rs): ptrace with a
 //! seccomp filter, driven from the test thread itself.
 //!
 //! Why not `strace -f -e inject=KIND:error=E:when=K`: strace counts invocations "per syscall and per
@@ -23,8 +23,8 @@
 //! loader has mapped the shared libraries. Faults in the loader's own calls would only test
 //! `ld.so` ("error while loading shared libraries", exit 127).
 //!
-//! x86_64 only (it reads and writes the registers of that ABI; tests/support/mod.rs compiles it
-//! only there, and tests/fault_sweep.rs with it).
+//! x86_64 only (it reads and writes the registers of that ABI; tests/it/support/mod.rs compiles it
+//! only there, and tests/it/fault_sweep.rs with it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -40,7 +40,7 @@ use super::{ci_env, Run, BIN};
 
 /// The file-system and I/O system calls the injector can count and fail, by their x86_64 names.
 /// Whichever of them the tool makes are swept. (Memory, thread, signal and process-setup calls
-/// are not: see tests/fault_sweep.rs.)
+/// are not: see tests/it/fault_sweep.rs.)
 pub const FILE_KINDS: &[(&str, libc::c_long)] = &[
     ("read", libc::SYS_read),
     ("write", libc::SYS_write),

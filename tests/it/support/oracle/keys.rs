@@ -1,4 +1,4 @@
-//! Keys of the oracle tests (tests/oracle_interop.rs, tests/oracle_bti.rs): the classes, ciphers
+//! Keys of the oracle tests (tests/it/oracle_interop.rs, tests/it/oracle_bti.rs): the classes, ciphers
 //! and strengths of the combos, a KMIP key or a DSE local key file as the oracle and sstable-rekey
 //! each name it, and the keys of one test (a keyring for KMIP, key files made by the oracle).
 

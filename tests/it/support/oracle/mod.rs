@@ -1,4 +1,4 @@
-//! The oracle harness shared by tests/oracle_interop.rs and tests/oracle_bti.rs: where ../shared
+//! The oracle harness shared by tests/it/oracle_interop.rs and tests/it/oracle_bti.rs: where ../shared
 //! and the oracle's Python are, a pool of long-lived Python workers running the oracle's own
 //! `main(argv)` (one process start per call made the files several times slower), small
 //! helpers to run the tool, and the tests' keys (keys.rs). When ../shared is missing the tests print a notice and pass, unless
@@ -18,7 +18,7 @@ use serde_json::Value;
 mod keys;
 pub use keys::*;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sstable-rekey");
+pub use super::{hex, BIN};
 
 // ------------------------------------------------------------------ environment
 
@@ -238,8 +238,4 @@ pub fn random_key(bits: u32) -> Vec<u8> {
     let mut k = vec![0u8; bits as usize / 8];
     getrandom::fill(&mut k).unwrap();
     k
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
