@@ -3,12 +3,13 @@
 //! (`testdata/dd3/bti`, written by tools/gen_testdata.rs with multi-page index files).
 //!
 //! Every test runs the built binary on a scratch copy of `testdata/dd3` and `testdata/keys` and
-//! judges the result with an independent decryptor written here (the `cbc` crate for CBC and the
-//! `aes` block cipher for ECB, through tests/it/support, `lz4_flex`), against the digests of testdata/MANIFEST.json, which were
-//! computed from the plaintext when the data was generated: never against the tool's own opinion.
+//! judges the result with the independent decryptor of tests/it/support (the `cbc` crate for CBC,
+//! the `aes` block cipher for ECB, `lz4_flex`), against the digests of testdata/MANIFEST.json,
+//! which were computed from the plaintext when the data was generated: never against the tool's
+//! own opinion.
 //! Broken input is refused with the originals byte-identical and no stray file.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +18,6 @@ use std::sync::OnceLock;
 use crate::support::tree_strict as tree;
 use crate::support::*;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 const INDEX_FILES: [&str; 2] = ["Partitions.db", "Rows.db"];
 /// A KMIP CBC 128-bit and a local-key-file CBC 128-bit table of dd3 (both 128 bits: a provider
@@ -63,410 +63,26 @@ fn total_pages(e: &Value) -> u64 {
         .sum()
 }
 
-// ------------------------------------------------------------------ CompressionInfo.db (FORMAT.md 1.2)
-
-#[derive(Debug, Clone, PartialEq)]
-struct Ci {
-    class: String,
-    options: Vec<(String, String)>,
-    chunk_length: u32,
-    max: i32,
-    data_length: u64,
-    offsets: Vec<u64>,
-}
-
-impl Ci {
-    fn option(&self, k: &str) -> Option<&str> {
-        self.options
-            .iter()
-            .find(|(x, _)| x == k)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn plain_len(&self, i: usize) -> usize {
-        (self
-            .data_length
-            .saturating_sub(i as u64 * self.chunk_length as u64))
-        .min(self.chunk_length as u64) as usize
-    }
-
-    /// BTI: maxCompressedLength is always there.
-    fn parse(b: &[u8]) -> Ci {
-        let mut c = Cursor { b, pos: 0 };
-        let class = c.utf();
-        let n = c.i32();
-        let options = (0..n).map(|_| (c.utf(), c.utf())).collect();
-        let chunk_length = c.i32() as u32;
-        let max = c.i32();
-        let data_length = c.i64() as u64;
-        let count = c.i32();
-        let offsets = (0..count).map(|_| c.i64() as u64).collect();
-        assert_eq!(c.pos, b.len(), "trailing bytes in CompressionInfo.db");
-        Ci {
-            class,
-            options,
-            chunk_length,
-            max,
-            data_length,
-            offsets,
-        }
-    }
-}
-
-/// A big-endian cursor (Java `DataInput`) over a well-formed file.
-struct Cursor<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> &[u8] {
-        self.pos += n;
-        &self.b[self.pos - n..self.pos]
-    }
-
-    fn i32(&mut self) -> i32 {
-        i32::from_be_bytes(self.take(4).try_into().unwrap())
-    }
-
-    fn i64(&mut self) -> i64 {
-        i64::from_be_bytes(self.take(8).try_into().unwrap())
-    }
-
-    fn utf(&mut self) -> String {
-        let n = u16::from_be_bytes(self.take(2).try_into().unwrap()) as usize;
-        String::from_utf8(self.take(n).to_vec()).unwrap()
-    }
-}
-
-// ------------------------------------------------------------------ keys
-
-/// Key material the decryptor may use: a keyring (KMIP ids) and one key file.
-#[derive(Default, Clone)]
-struct Keys {
-    ring: HashMap<String, Vec<u8>>,
-    file: HashMap<(String, u32), Vec<u8>>,
-}
-
-impl Keys {
-    /// The KMIP keys of the keyring whose id starts with `prefix` ("old-", "new-"), and a key file.
-    fn load(ring: &Path, prefix: &str, file: &Path) -> Keys {
-        let mut k = Keys::default();
-        for line in fs::read_to_string(ring).unwrap().lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (id, key) = line.rsplit_once(':').unwrap();
-            if id.starts_with(prefix) {
-                k.ring.insert(id.to_string(), b64(key));
-            }
-        }
-        for line in fs::read_to_string(file).unwrap().lines() {
-            let f: Vec<&str> = line.trim().split(':').collect();
-            k.file
-                .insert((f[0].to_string(), f[1].parse().unwrap()), b64(f[2]));
-        }
-        k
-    }
-
-    fn old(root: &Path) -> Keys {
-        Keys::load(
-            &root.join("keys/keyring"),
-            "old-",
-            &root.join("keys/old.key"),
-        )
-    }
-
-    fn new(root: &Path) -> Keys {
-        Keys::load(
-            &root.join("keys/keyring"),
-            "new-",
-            &root.join("keys/new.key"),
-        )
-    }
-
-    /// `name`: "kmip:<id>" or "local".
-    fn get(&self, name: &str, t: &TableCipher) -> Option<Vec<u8>> {
-        match name.strip_prefix("kmip:") {
-            Some(id) => self.ring.get(id).cloned(),
-            None => self.file.get(&(t.cipher.clone(), t.bits)).cloned(),
-        }
-    }
-}
-
 // ------------------------------------------------------------------ the independent decryptor
 
-/// What the options of a table say about its records.
-#[derive(Debug, Clone)]
-struct TableCipher {
-    kmip: bool,
-    cbc: bool,
-    cipher: String,
-    bits: u32,
-    chained: bool,
-}
-
-impl TableCipher {
-    fn of(ci: &Ci) -> TableCipher {
-        let cipher = ci.option("cipher_algorithm").unwrap().to_string();
-        let provider = ci
-            .option("key_provider")
-            .unwrap()
-            .rsplit('.')
-            .next()
-            .unwrap();
-        TableCipher {
-            kmip: match provider {
-                "KmipKeyProviderFactory" => true,
-                "LocalFileSystemKeyProviderFactory" => false,
-                p => panic!("provider {p}"),
-            },
-            cbc: match cipher.as_str() {
-                "AES/CBC/PKCS5Padding" => true,
-                "AES/ECB/PKCS5Padding" => false,
-                c => panic!("cipher {c}"),
-            },
-            bits: ci.option("secret_key_strength").unwrap().parse().unwrap(),
-            chained: match ci.class.rsplit('.').next().unwrap() {
-                "Encryptor" => false,
-                "EncryptingLZ4Compressor" => true,
-                c => panic!("class {c}"),
-            },
-            cipher,
-        }
-    }
-
-    /// maxBytesInPage (FORMAT.md 2.6): header bound (KMIP 5 + 256, local 0) + IV + padded(n) <= 4088.
-    fn max_bytes_in_page(&self) -> usize {
-        let bound = if self.kmip { 261 } else { 0 };
-        let iv = if self.cbc { 16 } else { 0 };
-        let n = (USABLE - bound - iv) / 16 * 16 - 1;
-        let table = match (self.kmip, self.cbc) {
-            (false, true) => 4063,
-            (false, false) => 4079,
-            (true, true) => 3807,
-            (true, false) => 3823,
-        };
-        assert_eq!(n, table, "the FORMAT.md 2.6 table");
-        n
-    }
-}
-
-/// One decrypted record: `H || IV || E(x)` opened.
-#[derive(Debug, Clone)]
-struct Record {
-    what: String,
-    key: String,
-    iv: Vec<u8>,
-    ct: Vec<u8>,
-    plain: Vec<u8>,
-}
-
-fn decrypt_with(t: &TableCipher, key: &[u8], iv: &[u8], ct: &[u8]) -> Result<Vec<u8>, String> {
-    if t.cbc {
-        aes_cbc_decrypt(key, iv, ct)
-    } else {
-        aes_ecb_decrypt(key, ct)
-    }
-}
-
-/// Opens `H || IV || E(x)`: the key header names the key (KMIP), or the table's key file (local).
-fn open_record(t: &TableCipher, keys: &Keys, what: String, blob: &[u8]) -> Result<Record, String> {
-    let (key, hlen) = if t.kmip {
-        if blob.len() < 5 || blob[0] != 0 {
-            return Err(format!("{what}: bad KMIP key header"));
-        }
-        let n = i32::from_be_bytes(blob[1..5].try_into().unwrap());
-        if n < 0 || 5 + n as usize > blob.len() {
-            return Err(format!("{what}: KMIP id length {n}"));
-        }
-        let n = n as usize;
-        (
-            format!("kmip:{}", String::from_utf8_lossy(&blob[5..5 + n])),
-            5 + n,
-        )
-    } else {
-        ("local".to_string(), 0)
-    };
-    let ivlen = if t.cbc { 16 } else { 0 };
-    if blob.len() < hlen + ivlen {
-        return Err(format!("{what}: too short for its IV"));
-    }
-    let (iv, ct) = blob[hlen..].split_at(ivlen);
-    let k = keys
-        .get(&key, t)
-        .ok_or_else(|| format!("{what}: no key for {key}"))?;
-    let plain = decrypt_with(t, &k, iv, ct).map_err(|e| format!("{what} ({key}): {e}"))?;
-    Ok(Record {
-        what,
-        key,
-        iv: iv.to_vec(),
-        ct: ct.to_vec(),
-        plain,
-    })
-}
-
-/// Everything one SSTable holds, decrypted.
-#[derive(Debug)]
-struct Opened {
-    t: TableCipher,
-    data_sha256: String,
-    /// As the oracle's `verify` reports it (`metadata_sha256`).
-    metadata_sha256: BTreeMap<String, String>,
-    chunk_keys: BTreeMap<String, u64>,
-    page_keys: BTreeMap<String, u64>,
-    meta_keys: BTreeMap<String, u64>,
-    /// Index file → plain length of each page.
-    page_plain: BTreeMap<String, Vec<usize>>,
-    /// Statistics.db component types, in file order.
-    meta_types: Vec<i32>,
-    records: Vec<Record>,
-}
-
-fn count(m: &mut BTreeMap<String, u64>, k: &str) {
-    *m.entry(k.to_string()).or_default() += 1;
-}
-
-/// A page-encrypted index file (FORMAT.md 2.6): CRC, length, zero padding, then each blob decrypted;
-/// no page holds more than maxBytesInPage plain bytes.
-fn open_pages(path: &Path, t: &TableCipher, keys: &Keys) -> Result<(Vec<u8>, Vec<Record>), String> {
-    let buf = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    // The component name, without the generation: records compare across generations.
-    let name = path
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .rsplit('-')
-        .next()
-        .unwrap();
-    if buf.is_empty() || buf.len() % PAGE != 0 {
-        return Err(format!("{name}: {} bytes, not whole pages", buf.len()));
-    }
-    let cap = t.max_bytes_in_page();
-    let mut plain = Vec::new();
-    let mut records = Vec::new();
-    for (i, page) in buf.chunks(PAGE).enumerate() {
-        let w = format!("{name} page {i}");
-        if crc32fast::hash(&page[..PAGE - 4]).to_be_bytes() != page[PAGE - 4..] {
-            return Err(format!("{w}: CRC mismatch"));
-        }
-        let l = i32::from_be_bytes(page[USABLE..USABLE + 4].try_into().unwrap());
-        if l < 1 || l as usize > USABLE {
-            return Err(format!("{w}: length {l}"));
-        }
-        let l = l as usize;
-        if page[l..USABLE].iter().any(|&b| b != 0) {
-            return Err(format!("{w}: padding not zero"));
-        }
-        let r = open_record(t, keys, w.clone(), &page[..l])?;
-        if r.plain.len() > cap {
-            return Err(format!("{w}: {} plain bytes > {cap}", r.plain.len()));
-        }
-        plain.extend_from_slice(&r.plain);
-        records.push(r);
-    }
-    Ok((plain, records))
-}
-
-/// Decrypts a whole encrypted-index SSTable from its Data.db path: Data.db (every CRC,
-/// Digest.crc32, chunk structure, LZ4), Partitions.db and Rows.db page by page, and every
-/// Statistics.db component.
+/// An encrypted-index SSTable opened by the decryptor of tests/it/support: Data.db (no chunk
+/// stored raw), Partitions.db and Rows.db page by page, every Statistics.db component; keys named
+/// as the records' headers name them ("kmip:<id>").
 fn open_sstable(data: &Path, keys: &Keys) -> Result<Opened, String> {
-    let name = data.file_name().unwrap().to_str().unwrap();
-    let prefix = name.strip_suffix("Data.db").ok_or("not a Data.db")?;
-    let comp = |c: &str| data.with_file_name(format!("{prefix}{c}"));
-    let ci = Ci::parse(&fs::read(comp("CompressionInfo.db")).map_err(|e| e.to_string())?);
-    let t = TableCipher::of(&ci);
-    let bytes = fs::read(data).map_err(|e| e.to_string())?;
-    let digest = fs::read_to_string(comp("Digest.crc32")).map_err(|e| e.to_string())?;
-    if digest != crc32fast::hash(&bytes).to_string() {
-        return Err("Digest.crc32 does not match Data.db".into());
+    let o = crate::support::open_sstable(data, keys, true)?.by_header_names();
+    match o.raw {
+        0 => Ok(o),
+        n => Err(format!("{n} chunks stored raw (none expected)")),
     }
-    let mut o = Opened {
-        t: t.clone(),
-        data_sha256: String::new(),
-        metadata_sha256: BTreeMap::new(),
-        chunk_keys: BTreeMap::new(),
-        page_keys: BTreeMap::new(),
-        meta_keys: BTreeMap::new(),
-        page_plain: BTreeMap::new(),
-        meta_types: Vec::new(),
-        records: Vec::new(),
-    };
-    let mut sha = Sha256::new();
-    for i in 0..ci.offsets.len() {
-        let start = ci.offsets[i] as usize;
-        let end = ci
-            .offsets
-            .get(i + 1)
-            .map(|&x| x as usize)
-            .unwrap_or(bytes.len());
-        let chunk = &bytes[start..end - 4];
-        if crc32fast::hash(chunk).to_be_bytes() != bytes[end - 4..end] {
-            return Err(format!("chunk {i}: CRC mismatch"));
-        }
-        if chunk.len() >= ci.max as usize {
-            return Err(format!("chunk {i}: raw (none expected)"));
-        }
-        let plain_len = ci.plain_len(i);
-        let (outer, body) = if t.chained {
-            (
-                Some(i32::from_be_bytes(chunk[..4].try_into().unwrap())),
-                &chunk[4..],
-            )
-        } else {
-            (None, chunk)
-        };
-        let r = open_record(&t, keys, format!("Data.db chunk {i}"), body)?;
-        let plain = if t.chained {
-            let p = &r.plain;
-            if outer != Some(p.len() as i32) || p.len() < 8 {
-                return Err(format!("chunk {i}: outer length {outer:?}"));
-            }
-            let inner = i32::from_be_bytes(p[..4].try_into().unwrap()) as usize;
-            let lz = u32::from_le_bytes(p[4..8].try_into().unwrap()) as usize;
-            if inner != plain_len || lz != plain_len {
-                return Err(format!("chunk {i}: length prefixes {inner}/{lz}"));
-            }
-            lz4_flex::block::decompress(&p[8..], plain_len)
-                .map_err(|e| format!("chunk {i}: LZ4: {e}"))?
-        } else {
-            r.plain.clone()
-        };
-        if plain.len() != plain_len {
-            return Err(format!("chunk {i}: {} plain bytes", plain.len()));
-        }
-        sha.update(&plain);
-        count(&mut o.chunk_keys, &r.key);
-        o.records.push(r);
+}
+
+/// How many records each key opens.
+fn counts(keys: &[String]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for k in keys {
+        *m.entry(k.clone()).or_default() += 1;
     }
-    o.data_sha256 = hex(&sha.finalize());
-    for c in INDEX_FILES {
-        let (plain, recs) = open_pages(&comp(c), &t, keys)?;
-        o.metadata_sha256.insert(c.to_string(), sha256(&plain));
-        o.page_plain
-            .insert(c.to_string(), recs.iter().map(|r| r.plain.len()).collect());
-        for r in recs {
-            count(&mut o.page_keys, &r.key);
-            o.records.push(r);
-        }
-    }
-    let stats = fs::read(comp("Statistics.db")).map_err(|e| e.to_string())?;
-    let mut h = Sha256::new();
-    for (ty, body) in split_statistics(&stats).map_err(|e| format!("Statistics.db: {e}"))? {
-        let r = open_record(&t, keys, format!("Statistics.db component {ty}"), &body)?;
-        h.update(ty.to_be_bytes());
-        h.update((r.plain.len() as i32).to_be_bytes());
-        h.update(&r.plain);
-        count(&mut o.meta_keys, &r.key);
-        o.meta_types.push(ty);
-        o.records.push(r);
-    }
-    o.metadata_sha256
-        .insert("Statistics.db".into(), hex(&h.finalize()));
-    Ok(o)
+    m
 }
 
 // ------------------------------------------------------------------ a scratch copy and the binary
@@ -625,28 +241,46 @@ fn groups(env: &Env) -> Vec<(String, Vec<String>)> {
 #[test]
 fn committed_bti_sstables_match_the_manifest() {
     let td = testdata();
-    let old = Keys::old(&td);
-    let new = Keys::new(&td);
+    let old = Keys::testdata(&td, "old");
+    let new = Keys::testdata(&td, "new");
     let mut combos = BTreeSet::new();
     let mut versions = BTreeSet::new();
     for e in bti_entries() {
         let rel = e["data"].as_str().unwrap();
         let o = open_sstable(&td.join(rel), &old).unwrap_or_else(|m| panic!("{rel}: {m}"));
-        assert_eq!(o.data_sha256, e["plaintext_sha256"], "{rel}");
+        assert_eq!(o.sha256, e["plaintext_sha256"], "{rel}");
         let want: BTreeMap<String, String> =
             serde_json::from_value(e["metadata_sha256"].clone()).unwrap();
         assert_eq!(o.metadata_sha256, want, "{rel}");
         assert_eq!(
-            o.t.max_bytes_in_page() as u64,
+            o.cipher.max_bytes_in_page() as u64,
             e["max_bytes_in_page"].as_u64().unwrap(),
             "{rel}"
         );
+        let format_md_table = match (o.cipher.provider.starts_with("Kmip"), o.cipher.cbc) {
+            (false, true) => 4063,
+            (false, false) => 4079,
+            (true, true) => 3807,
+            (true, false) => 3823,
+        };
+        assert_eq!(
+            o.cipher.max_bytes_in_page(),
+            format_md_table,
+            "{rel}: maxBytesInPage of the FORMAT.md 2.6 table"
+        );
         let (old_name, _) = decryptor_names(e);
-        assert_eq!(o.chunk_keys, one(&old_name, e["chunks"].as_u64().unwrap()));
-        assert_eq!(o.page_keys, one(&old_name, total_pages(e)), "{rel}");
-        assert_eq!(o.meta_keys, one(&old_name, 4), "{rel}");
+        assert_eq!(
+            counts(&o.chunk_keys),
+            one(&old_name, e["chunks"].as_u64().unwrap())
+        );
+        assert_eq!(
+            counts(&o.page_keys),
+            one(&old_name, total_pages(e)),
+            "{rel}"
+        );
+        assert_eq!(counts(&o.meta_keys), one(&old_name, 4), "{rel}");
         assert_eq!(o.meta_types, vec![0, 1, 2, 3], "{rel}");
-        let cap = o.t.max_bytes_in_page();
+        let cap = o.cipher.max_bytes_in_page();
         let mut plain_total = 0;
         for c in INDEX_FILES {
             let pages = &o.page_plain[c];
@@ -736,8 +370,8 @@ fn inspect_shows_index_pages_and_metadata_per_key() {
 fn rekey_then_every_page_and_component_is_under_the_new_key_only() {
     let env = Env::new();
     let td = testdata();
-    let old_keys = Keys::old(&env.root);
-    let new_keys = Keys::new(&env.root);
+    let old_keys = Keys::testdata(&env.root, "old");
+    let new_keys = Keys::testdata(&env.root, "new");
     let groups = groups(&env);
     for (i, (to, tables)) in groups.iter().enumerate() {
         let rep_path = env.tmp.path().join(format!("rekey-{i}.json"));
@@ -788,18 +422,25 @@ fn rekey_then_every_page_and_component_is_under_the_new_key_only() {
         assert_eq!(names.len(), 8, "{table}: {names:?}");
         let data = dir.join(format!("{new_prefix}Data.db"));
         let o = open_sstable(&data, &new_keys).unwrap_or_else(|m| panic!("{table}: {m}"));
-        assert_eq!(o.data_sha256, e["plaintext_sha256"], "{table}");
+        assert_eq!(o.sha256, e["plaintext_sha256"], "{table}");
         let want: BTreeMap<String, String> =
             serde_json::from_value(e["metadata_sha256"].clone()).unwrap();
         assert_eq!(o.metadata_sha256, want, "{table}: index/metadata plaintext");
         let (_, new) = decryptor_names(e);
-        assert_eq!(o.chunk_keys, one(&new, e["chunks"].as_u64().unwrap()));
-        assert_eq!(o.page_keys, one(&new, total_pages(e)), "{table}");
-        assert_eq!(o.meta_keys, one(&new, 4), "{table}");
+        assert_eq!(
+            counts(&o.chunk_keys),
+            one(&new, e["chunks"].as_u64().unwrap())
+        );
+        assert_eq!(counts(&o.page_keys), one(&new, total_pages(e)), "{table}");
+        assert_eq!(counts(&o.meta_keys), one(&new, 4), "{table}");
         assert_eq!(o.meta_types, vec![0, 1, 2, 3], "{table}");
         // Nothing moved: the same sizes (the new key header is as long as the old one), the same
         // page count and the same plaintext length in every page.
-        let orig = open_sstable(&td.join(e["data"].as_str().unwrap()), &Keys::old(&td)).unwrap();
+        let orig = open_sstable(
+            &td.join(e["data"].as_str().unwrap()),
+            &Keys::testdata(&td, "old"),
+        )
+        .unwrap();
         assert_eq!(
             o.page_plain, orig.page_plain,
             "{table}: page contents moved"
@@ -817,7 +458,7 @@ fn rekey_then_every_page_and_component_is_under_the_new_key_only() {
             assert_eq!(after, before, "{table}: {c} size");
         }
         // The provider type is kept; the options name the new key.
-        let ci = Ci::parse(&fs::read(dir.join(format!("{new_prefix}CompressionInfo.db"))).unwrap());
+        let ci = Ci::read(&dir.join(format!("{new_prefix}CompressionInfo.db"))).unwrap();
         match e["provider"].as_str().unwrap() {
             "kmip" => {
                 assert_eq!(ci.option("key_provider"), Some("KmipKeyProviderFactory"));
@@ -837,11 +478,13 @@ fn rekey_then_every_page_and_component_is_under_the_new_key_only() {
         // Fresh IVs (CBC), and the old key opens no record: it fails, or gives other bytes.
         for (r, before) in o.records.iter().zip(&orig.records) {
             assert_eq!(r.what, before.what);
-            if o.t.cbc {
+            if o.cipher.cbc {
                 assert_ne!(r.iv, before.iv, "{table} {}: IV reused", r.what);
             }
-            let k = old_keys.get(&before.key, &o.t).unwrap();
-            if let Ok(p) = decrypt_with(&o.t, &k, &r.iv, &r.ct) {
+            let k = old_keys
+                .get(&before.key, &o.cipher.cipher, o.cipher.bits)
+                .unwrap();
+            if let Ok(p) = decrypt_with(&o.cipher, &k, &r.iv, &r.ct) {
                 assert_ne!(p, r.plain, "{table} {}: opens with the old key", r.what);
             }
         }

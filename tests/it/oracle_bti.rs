@@ -29,6 +29,7 @@ use serde_json::Value;
 const WRITE_VERSIONS: [&str; 2] = ["bb", "cc"];
 const INDEX_FILES: [&str; 2] = ["Partitions.db", "Rows.db"];
 
+use crate::support::copy_tree;
 use crate::support::oracle::*;
 
 // ------------------------------------------------------------------ the real BTI SSTables
@@ -350,44 +351,22 @@ fn every_real_bti_sstable_with_encrypted_indexes_bb_and_cc() {
     let all = real_bti_sstables(&shared);
     let tmp = tempfile::tempdir().unwrap();
     let mut keys = Keys::new(&shared, &tmp.path().join("keys"));
-    let MatrixKeys {
-        a128,
-        b128,
-        a256,
-        b256,
-        local_a,
-        local_b,
-        ring,
-    } = keys.matrix();
-
-    let mut kmip128 = Vec::new();
-    let mut kmip256 = Vec::new();
-    let mut local = Vec::new();
+    let mut buckets = Buckets::new(keys.matrix());
     let mut hit: BTreeSet<(&str, usize)> = BTreeSet::new();
     let mut per_table: BTreeMap<String, usize> = BTreeMap::new();
     for (vi, version) in WRITE_VERSIONS.iter().enumerate() {
-        for c in 0..16 {
-            let (class, kmip, cipher, strength) = (
-                CLASSES[c & 1],
-                c & 2 == 0,
-                CIPHERS[(c >> 2) & 1],
-                STRENGTHS[(c >> 3) & 1],
-            );
+        for (c, combo) in combos().into_iter().enumerate() {
             // a different table for each combo, rotating with the version
             let sst = all[(c + c / 4 + vi) % all.len()].clone();
             *per_table.entry(sst.table.clone()).or_default() += 1;
             hit.insert((version, c));
-            let (from, bucket) = match (kmip, strength) {
-                (true, 128) => (a128.clone(), &mut kmip128),
-                (true, _) => (a256.clone(), &mut kmip256),
-                (false, _) => (local_a.clone(), &mut local),
-            };
+            let (from, bucket) = buckets.bucket(&combo);
             bucket.push(Item {
                 sst,
                 version,
-                class,
-                cipher,
-                strength,
+                class: combo.class,
+                cipher: combo.cipher,
+                strength: combo.strength,
                 from,
             });
         }
@@ -399,29 +378,17 @@ fn every_real_bti_sstable_with_encrypted_indexes_bb_and_cc() {
     );
     assert_eq!(hit.len(), 32, "every combo in both versions");
 
+    let ring = &buckets.keys.ring;
     let mut n = 0;
-    n += round_trip(&shared, &tmp.path().join("kmip128"), &ring, &kmip128, &b128);
-    n += round_trip(&shared, &tmp.path().join("kmip256"), &ring, &kmip256, &b256);
-    n += round_trip(&shared, &tmp.path().join("local"), &ring, &local, &local_b);
+    for (dir, items, to) in buckets.runs() {
+        n += round_trip(&shared, &tmp.path().join(dir), ring, items, to);
+    }
     assert_eq!(n, 32);
     println!(
         "oracle BTI interop: {n} rekeys checked = {} real BTI SSTables x 16 combos x bb/cc, encrypted indexes and metadata, in {:.1}s",
         all.len(),
         started.elapsed().as_secs_f64()
     );
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else {
-            fs::copy(e.path(), &dst).unwrap();
-        }
-    }
 }
 
 /// The project's own multi-page test data (testdata/dd3, tools/gen_testdata.rs) read by the oracle:

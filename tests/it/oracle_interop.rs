@@ -300,25 +300,6 @@ fn round_trip(
 
 // ------------------------------------------------------------------ the tests
 
-#[derive(Debug, Clone, Copy)]
-struct Combo {
-    class: &'static str,
-    kmip: bool,
-    cipher: &'static str,
-    strength: u32,
-}
-
-fn combos() -> Vec<Combo> {
-    (0..16)
-        .map(|c| Combo {
-            class: CLASSES[c & 1],
-            kmip: c & 2 == 0,
-            cipher: CIPHERS[(c >> 2) & 1],
-            strength: STRENGTHS[(c >> 3) & 1],
-        })
-        .collect()
-}
-
 /// Every real SSTable × the 16 combos of class, provider, cipher and strength, each combo on every
 /// version once (128 rekeys), in three data dirs: KMIP 128-bit, KMIP 256-bit, local key files.
 #[test]
@@ -328,19 +309,7 @@ fn every_real_sstable_every_combo() {
     let all = real_sstables(&shared);
     let tmp = tempfile::tempdir().unwrap();
     let mut keys = Keys::new(&shared, &tmp.path().join("keys"));
-    let MatrixKeys {
-        a128,
-        b128,
-        a256,
-        b256,
-        local_a,
-        local_b,
-        ring,
-    } = keys.matrix();
-
-    let mut kmip128 = Vec::new();
-    let mut kmip256 = Vec::new();
-    let mut local = Vec::new();
+    let mut buckets = Buckets::new(keys.matrix());
     let mut hit: BTreeSet<(String, usize)> = BTreeSet::new();
     let mut used: BTreeSet<PathBuf> = BTreeSet::new();
     for (vi, v) in VERSIONS.iter().enumerate() {
@@ -350,11 +319,7 @@ fn every_real_sstable_every_combo() {
             let sst = tables[(c + c / 4 + vi) % tables.len()].clone();
             used.insert(sst.data.clone());
             hit.insert((v.to_string(), c));
-            let (from, bucket) = match (combo.kmip, combo.strength) {
-                (true, 128) => (a128.clone(), &mut kmip128),
-                (true, _) => (a256.clone(), &mut kmip256),
-                (false, _) => (local_a.clone(), &mut local),
-            };
+            let (from, bucket) = buckets.bucket(&combo);
             bucket.push(Item {
                 sst,
                 class: combo.class,
@@ -374,14 +339,11 @@ fn every_real_sstable_every_combo() {
 
     // The key-file bucket goes through the two-pass path (decrypt, then multi-buffer encrypt), so
     // that both kernels are checked by the oracle on a CPU with VAES.
-    let buckets = [
-        ("kmip128", &kmip128, &b128, "auto"),
-        ("kmip256", &kmip256, &b256, "auto"),
-        ("local", &local, &local_b, "two-pass"),
-    ];
+    let ring = &buckets.keys.ring;
     let mut n = 0;
-    for (dir, items, to, kernel) in buckets {
-        n += round_trip(&shared, &tmp.path().join(dir), &ring, items, to, kernel).sstables;
+    for (dir, items, to) in buckets.runs() {
+        let kernel = if dir == "local" { "two-pass" } else { "auto" };
+        n += round_trip(&shared, &tmp.path().join(dir), ring, items, to, kernel).sstables;
     }
     assert_eq!(n, 128);
     println!(

@@ -5,7 +5,7 @@
 //! through tests/it/support, `lz4_flex` to decompress), against the plaintext digests in testdata/MANIFEST.json, which were
 //! computed from the plaintext when the data was generated: never against the tool's own opinion.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +13,6 @@ use std::process::Command;
 use crate::support::tree_strict as tree;
 use crate::support::*;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 // ------------------------------------------------------------------ MANIFEST.json
 
@@ -42,237 +41,12 @@ fn entry(ks: &str, table: &str) -> &'static Value {
     v[0]
 }
 
-// ------------------------------------------------------------------ keys
-
-/// Key material the decryptor may use: a keyring (KMIP ids, replicated UUIDs), one key file, or
-/// one key forced for every chunk (to prove that the old key no longer opens anything).
-#[derive(Default, Clone)]
-struct Keys {
-    ring: HashMap<String, Vec<u8>>,
-    file: HashMap<(String, u32), Vec<u8>>,
-    force: Option<Vec<u8>>,
-}
-
-impl Keys {
-    fn keyring(path: &Path) -> Keys {
-        let mut k = Keys::default();
-        for line in fs::read_to_string(path).unwrap().lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (id, key) = line.rsplit_once(':').unwrap();
-            k.ring.insert(id.to_string(), b64(key));
-        }
-        k
-    }
-
-    fn key_file(path: &Path) -> Keys {
-        let mut k = Keys::default();
-        for line in fs::read_to_string(path).unwrap().lines() {
-            let f: Vec<&str> = line.trim().split(':').collect();
-            k.file
-                .insert((f[0].to_string(), f[1].parse().unwrap()), b64(f[2]));
-        }
-        k
-    }
-
-    fn both(ring: &Path, file: &Path) -> Keys {
-        let mut k = Keys::keyring(ring);
-        k.file = Keys::key_file(file).file;
-        k
-    }
-
-    fn forced(key: Vec<u8>) -> Keys {
-        Keys {
-            force: Some(key),
-            ..Keys::default()
-        }
-    }
-
-    fn get(&self, name: &str, cipher: &str, bits: u32) -> Option<Vec<u8>> {
-        if let Some(k) = &self.force {
-            return Some(k.clone());
-        }
-        if name == "local" {
-            return self.file.get(&(cipher.to_string(), bits)).cloned();
-        }
-        let id = name.split_once(':').map(|(_, id)| id).unwrap_or(name);
-        self.ring.get(id).cloned()
-    }
-}
-
 // ------------------------------------------------------------------ the independent decryptor
 
-#[derive(Debug)]
-struct Decrypted {
-    sha256: String,
-    /// Per chunk: "kmip:<id>", "replicated:<uuid>", "local" or "raw".
-    chunk_keys: Vec<String>,
-    raw: usize,
-    ci: Ci,
-}
-
-impl Decrypted {
-    fn key_set(&self) -> BTreeSet<String> {
-        self.chunk_keys
-            .iter()
-            .filter(|k| *k != "raw")
-            .cloned()
-            .collect()
-    }
-}
-
-/// Reads an encrypted SSTable from its Data.db path: every CRC, Digest.crc32, every chunk decrypted,
-/// its structure checked (FORMAT.md 2.3) and decompressed. Returns the plaintext's SHA-256.
-fn decrypt_sstable(data: &Path, keys: &Keys) -> Result<Decrypted, String> {
-    let name = data.file_name().unwrap().to_str().unwrap();
-    let prefix = name.strip_suffix("Data.db").ok_or("not a Data.db")?;
-    let comp = |c: &str| data.with_file_name(format!("{prefix}{c}"));
-    let ci = Ci::read(&comp("CompressionInfo.db"))?;
-    let bytes = fs::read(data).map_err(|e| e.to_string())?;
-    if let Ok(d) = fs::read_to_string(comp("Digest.crc32")) {
-        if d != crc32fast::hash(&bytes).to_string() {
-            return Err(format!(
-                "Digest.crc32 says {d}, Data.db has {}",
-                crc32fast::hash(&bytes)
-            ));
-        }
-    }
-    let class = ci.class.rsplit('.').next().unwrap().to_string();
-    let chained = match class.as_str() {
-        "Encryptor" => false,
-        "EncryptingLZ4Compressor" => true,
-        c => return Err(format!("class {c}")),
-    };
-    let cipher = ci
-        .option("cipher_algorithm")
-        .unwrap_or("AES/CBC/PKCS5Padding")
-        .to_string();
-    let cbc = match cipher.as_str() {
-        "AES/CBC/PKCS5Padding" => true,
-        "AES/ECB/PKCS5Padding" => false,
-        c => return Err(format!("cipher {c}")),
-    };
-    let bits: u32 = ci
-        .option("secret_key_strength")
-        .unwrap_or("128")
-        .parse()
-        .unwrap();
-    let provider = ci
-        .option("key_provider")
-        .unwrap_or("")
-        .rsplit('.')
-        .next()
-        .unwrap()
-        .to_string();
-    let mut sha = Sha256::new();
-    let mut chunk_keys = Vec::new();
-    let mut raw = 0;
-    for i in 0..ci.offsets.len() {
-        let start = ci.offsets[i] as usize;
-        let end = ci
-            .offsets
-            .get(i + 1)
-            .map(|&o| o as usize)
-            .unwrap_or(bytes.len());
-        if end < start + 4 || end > bytes.len() {
-            return Err(format!("chunk {i}: bounds {start}..{end}"));
-        }
-        let chunk = &bytes[start..end - 4];
-        if crc32fast::hash(chunk).to_be_bytes() != bytes[end - 4..end] {
-            return Err(format!("chunk {i}: CRC mismatch"));
-        }
-        let plain_len = ci.plain_len(i);
-        if ci.max.is_some_and(|m| chunk.len() >= m as usize) {
-            // Stored raw by the writer (FORMAT.md 2.5): plaintext, possibly zero-padded.
-            if chunk[plain_len..].iter().any(|&b| b != 0) {
-                return Err(format!("chunk {i}: raw chunk padding is not zero"));
-            }
-            sha.update(&chunk[..plain_len]);
-            chunk_keys.push("raw".to_string());
-            raw += 1;
-            continue;
-        }
-        let (outer, body) = if chained {
-            (
-                Some(i32::from_be_bytes(chunk[..4].try_into().unwrap())),
-                &chunk[4..],
-            )
-        } else {
-            (None, chunk)
-        };
-        let (name, hlen) = match provider.as_str() {
-            "KmipKeyProviderFactory" => {
-                if body[0] != 0 {
-                    return Err(format!("chunk {i}: KMIP header version {}", body[0]));
-                }
-                let n = i32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
-                (
-                    format!("kmip:{}", String::from_utf8_lossy(&body[5..5 + n])),
-                    5 + n,
-                )
-            }
-            "ReplicatedKeyProviderFactory" => {
-                let valid = body.len() >= 33
-                    && body[0] == 0
-                    && md5::Md5::digest(&body[1..17])[..] == body[17..33];
-                if valid {
-                    let h = hex(&body[1..17]);
-                    let (a, b, c, d, e) = (&h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
-                    (format!("replicated:{a}-{b}-{c}-{d}-{e}"), 33)
-                } else {
-                    // No valid header: DSE wrote it with the local key (FORMAT.md 2.2).
-                    ("local".to_string(), 0)
-                }
-            }
-            "LocalFileSystemKeyProviderFactory" => ("local".to_string(), 0),
-            p => return Err(format!("provider {p}")),
-        };
-        let key = keys
-            .get(&name, &cipher, bits)
-            .ok_or_else(|| format!("chunk {i}: no key for {name}"))?;
-        let rest = &body[hlen..];
-        let payload = if cbc {
-            aes_cbc_decrypt(&key, &rest[..16], &rest[16..])
-        } else {
-            aes_ecb_decrypt(&key, rest)
-        }
-        .map_err(|e| format!("chunk {i} ({name}): {e}"))?;
-        let plain = if chained {
-            if outer != Some(payload.len() as i32) || payload.len() < 8 {
-                return Err(format!(
-                    "chunk {i}: outer length {outer:?} != decrypted {}",
-                    payload.len()
-                ));
-            }
-            let inner = i32::from_be_bytes(payload[..4].try_into().unwrap());
-            let lz = u32::from_le_bytes(payload[4..8].try_into().unwrap());
-            if inner as usize != plain_len || lz as usize != plain_len {
-                return Err(format!(
-                    "chunk {i}: length prefixes {inner}/{lz}, expected {plain_len}"
-                ));
-            }
-            lz4_flex::block::decompress(&payload[8..], plain_len)
-                .map_err(|e| format!("chunk {i}: LZ4: {e}"))?
-        } else {
-            payload
-        };
-        if plain.len() != plain_len {
-            return Err(format!(
-                "chunk {i}: {} plain bytes, expected {plain_len}",
-                plain.len()
-            ));
-        }
-        sha.update(&plain);
-        chunk_keys.push(name);
-    }
-    Ok(Decrypted {
-        sha256: hex(&sha.finalize()),
-        chunk_keys,
-        raw,
-        ci,
-    })
+/// The decryptor of tests/it/support over a Data.db, keys named as the chunk headers name them
+/// ("kmip:<id>").
+fn decrypt_sstable(data: &Path, keys: &Keys) -> Result<Opened, String> {
+    Ok(open_sstable(data, keys, false)?.by_header_names())
 }
 
 // ------------------------------------------------------------------ a scratch copy and the binary
@@ -405,7 +179,7 @@ fn check_rekeyed(
     keys: &Keys,
     want_key: &str,
     old: &Keys,
-) -> Decrypted {
+) -> Opened {
     let data = data_files(dir);
     assert_eq!(data.len(), 1, "{}: {data:?}", dir.display());
     let name = data[0].file_name().unwrap().to_str().unwrap();

@@ -147,17 +147,47 @@ impl Ci {
 
 // ------------------------------------------------------------------ keys
 
-/// Key material the decryptor may use: a keyring (KMIP ids, replicated UUIDs) and one key file.
+/// Key material the decryptor may use: a keyring (KMIP ids, replicated UUIDs), one key file, or
+/// one key forced for every record (to prove that the old key no longer opens anything).
 #[derive(Default, Clone)]
 pub struct Keys {
     pub ring: HashMap<String, Vec<u8>>,
     pub file: HashMap<(String, u32), Vec<u8>>,
+    pub force: Option<Vec<u8>>,
 }
 
 impl Keys {
     pub fn keyring(path: &Path) -> Keys {
         let mut k = Keys::default();
         k.add_keyring(path);
+        k
+    }
+
+    pub fn key_file(path: &Path) -> Keys {
+        let mut k = Keys::default();
+        k.add_key_file(path);
+        k
+    }
+
+    pub fn both(ring: &Path, file: &Path) -> Keys {
+        let mut k = Keys::keyring(ring);
+        k.add_key_file(file);
+        k
+    }
+
+    pub fn forced(key: Vec<u8>) -> Keys {
+        Keys {
+            force: Some(key),
+            ..Keys::default()
+        }
+    }
+
+    /// The keys of testdata/ (or a copy at `root`) whose names start with `which` ("old", "new"):
+    /// the keyring's `<which>-*` ids and `keys/<which>.key`.
+    pub fn testdata(root: &Path, which: &str) -> Keys {
+        let mut k = Keys::key_file(&root.join(format!("keys/{which}.key")));
+        k.add_keyring(&root.join("keys/keyring"));
+        k.ring.retain(|id, _| id.starts_with(&format!("{which}-")));
         k
     }
 
@@ -183,6 +213,9 @@ impl Keys {
     /// `name`: "kmip://<group>/<id>", "kmip:<id>" (a table naming no group), "replicated:<uuid>"
     /// or "local". The keyring is by id, as chunk headers name keys.
     pub fn get(&self, name: &str, cipher: &str, bits: u32) -> Option<Vec<u8>> {
+        if let Some(k) = &self.force {
+            return Some(k.clone());
+        }
         if name == "local" {
             return self.file.get(&(cipher.to_string(), bits)).cloned();
         }
@@ -300,11 +333,31 @@ impl TableCipher {
 /// One opened record `H || IV || E(x)`.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// Where: "Data.db chunk 3", "Rows.db page 1", "Statistics.db component 2".
+    pub what: String,
     /// "kmip://<kmip_host>/<id>" ("kmip:<id>" when the table names no group), "replicated:<uuid>"
     /// or "local".
     pub key: String,
     pub iv: Vec<u8>,
+    pub ct: Vec<u8>,
     pub plain: Vec<u8>,
+}
+
+/// The name a record's own header gives its key: "kmip:<id>" for "kmip://<group>/<id>" (the
+/// group comes from the table's options, not from the record), other names unchanged.
+pub fn header_name(key: &str) -> String {
+    match key.strip_prefix("kmip://") {
+        Some(rest) => format!("kmip:{}", rest.split_once('/').map_or(rest, |(_, id)| id)),
+        None => key.to_string(),
+    }
+}
+
+pub fn decrypt_with(t: &TableCipher, key: &[u8], iv: &[u8], ct: &[u8]) -> Result<Vec<u8>, String> {
+    if t.cbc {
+        aes_cbc_decrypt(key, iv, ct)
+    } else {
+        aes_ecb_decrypt(key, ct)
+    }
 }
 
 /// The key header of `blob` (FORMAT.md 2.2): (key name, header length).
@@ -360,28 +413,32 @@ pub fn open_record(
     let k = keys
         .get(&key, &t.cipher, t.bits)
         .ok_or_else(|| format!("{what}: no key for {key}"))?;
-    let plain = if t.cbc {
-        aes_cbc_decrypt(&k, iv, ct)
-    } else {
-        aes_ecb_decrypt(&k, ct)
-    }
-    .map_err(|e| format!("{what} ({key}): {e}"))?;
+    let plain = decrypt_with(t, &k, iv, ct).map_err(|e| format!("{what} ({key}): {e}"))?;
     Ok(Record {
+        what,
         key,
         iv: iv.to_vec(),
+        ct: ct.to_vec(),
         plain,
     })
 }
 
 /// An SSTable decrypted.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Opened {
+    pub ci: Ci,
+    pub cipher: TableCipher,
+    /// SHA-256 of the Data.db plaintext.
     pub sha256: String,
     /// Per chunk: the key name, or "raw".
     pub chunk_keys: Vec<String>,
     pub raw: usize,
-    /// Keys of index pages and metadata components (encrypted BTI indexes only).
-    pub index_keys: BTreeSet<String>,
+    /// Encrypted BTI indexes only: the key of every page (Partitions.db, then Rows.db), the plain
+    /// length of each page per index file, the key and the type of every Statistics.db component.
+    pub page_keys: Vec<String>,
+    pub page_plain: BTreeMap<String, Vec<usize>>,
+    pub meta_keys: Vec<String>,
+    pub meta_types: Vec<i32>,
     /// As MANIFEST.json's `metadata_sha256` (encrypted BTI indexes only).
     pub metadata_sha256: BTreeMap<String, String>,
     /// Every encrypted record: chunks, pages, metadata components.
@@ -389,20 +446,53 @@ pub struct Opened {
 }
 
 impl Opened {
+    fn new(ci: Ci, cipher: TableCipher) -> Opened {
+        Opened {
+            ci,
+            cipher,
+            sha256: String::new(),
+            chunk_keys: Vec::new(),
+            raw: 0,
+            page_keys: Vec::new(),
+            page_plain: BTreeMap::new(),
+            meta_keys: Vec::new(),
+            meta_types: Vec::new(),
+            metadata_sha256: BTreeMap::new(),
+            records: Vec::new(),
+        }
+    }
+
+    /// Every key the SSTable's records use.
     pub fn key_set(&self) -> BTreeSet<String> {
         self.chunk_keys
             .iter()
             .filter(|k| *k != "raw")
+            .chain(&self.page_keys)
+            .chain(&self.meta_keys)
             .cloned()
-            .chain(self.index_keys.iter().cloned())
             .collect()
+    }
+
+    /// The same with every key named as its record's header names it (see [`header_name`]).
+    pub fn by_header_names(mut self) -> Opened {
+        for k in self
+            .chunk_keys
+            .iter_mut()
+            .chain(&mut self.page_keys)
+            .chain(&mut self.meta_keys)
+        {
+            *k = header_name(k);
+        }
+        self
     }
 }
 
 /// A page-encrypted index file (FORMAT.md 2.6).
 fn open_pages(path: &Path, t: &TableCipher, keys: &Keys) -> Result<(Vec<u8>, Vec<Record>), String> {
     let buf = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let name = path.file_name().unwrap().to_str().unwrap().to_string();
+    // The component name without the generation: records compare across generations.
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let name = name.rsplit('-').next().unwrap();
     if buf.is_empty() || buf.len() % PAGE != 0 {
         return Err(format!("{name}: {} bytes, not whole pages", buf.len()));
     }
@@ -486,6 +576,7 @@ pub fn open_sstable(data: &Path, keys: &Keys, indexes_encrypted: bool) -> Result
     let comp = |c: &str| data.with_file_name(format!("{prefix}{c}"));
     let ci = Ci::read(&comp("CompressionInfo.db"))?;
     let t = TableCipher::of(&ci)?;
+    let mut o = Opened::new(ci.clone(), t.clone());
     let bytes = fs::read(data).map_err(|e| e.to_string())?;
     if let Ok(d) = fs::read_to_string(comp("Digest.crc32")) {
         if d != crc32fast::hash(&bytes).to_string() {
@@ -495,7 +586,6 @@ pub fn open_sstable(data: &Path, keys: &Keys, indexes_encrypted: bool) -> Result
             ));
         }
     }
-    let mut o = Opened::default();
     let mut sha = Sha256::new();
     for i in 0..ci.offsets.len() {
         let start = ci.offsets[i] as usize;
@@ -569,8 +659,10 @@ pub fn open_sstable(data: &Path, keys: &Keys, indexes_encrypted: bool) -> Result
         for c in ["Partitions.db", "Rows.db"] {
             let (plain, recs) = open_pages(&comp(c), &t, keys)?;
             o.metadata_sha256.insert(c.to_string(), sha256(&plain));
+            o.page_plain
+                .insert(c.to_string(), recs.iter().map(|r| r.plain.len()).collect());
             for r in recs {
-                o.index_keys.insert(r.key.clone());
+                o.page_keys.push(r.key.clone());
                 o.records.push(r);
             }
         }
@@ -581,7 +673,8 @@ pub fn open_sstable(data: &Path, keys: &Keys, indexes_encrypted: bool) -> Result
             h.update(ty.to_be_bytes());
             h.update((r.plain.len() as i32).to_be_bytes());
             h.update(&r.plain);
-            o.index_keys.insert(r.key.clone());
+            o.meta_keys.push(r.key.clone());
+            o.meta_types.push(ty);
             o.records.push(r);
         }
         o.metadata_sha256

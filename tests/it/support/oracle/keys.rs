@@ -215,6 +215,66 @@ impl Keys {
     }
 }
 
+/// One cell of the 16-cell matrix: class, provider (KMIP or a key file), cipher and strength.
+#[derive(Debug, Clone, Copy)]
+pub struct Combo {
+    pub class: &'static str,
+    pub kmip: bool,
+    pub cipher: &'static str,
+    pub strength: u32,
+}
+
+/// The 16 combos; bit 0 of the index picks the class, bit 1 the provider, bit 2 the cipher, bit 3
+/// the strength.
+pub fn combos() -> Vec<Combo> {
+    (0..16)
+        .map(|c| Combo {
+            class: CLASSES[c & 1],
+            kmip: c & 2 == 0,
+            cipher: CIPHERS[(c >> 2) & 1],
+            strength: STRENGTHS[(c >> 3) & 1],
+        })
+        .collect()
+}
+
+/// The three data dirs of a matrix test (KMIP 128-bit, KMIP 256-bit, local key files), each a
+/// list of items that start under one key of [`MatrixKeys`] and move to another.
+pub struct Buckets<I> {
+    pub keys: MatrixKeys,
+    kmip128: Vec<I>,
+    kmip256: Vec<I>,
+    local: Vec<I>,
+}
+
+impl<I> Buckets<I> {
+    pub fn new(keys: MatrixKeys) -> Self {
+        Buckets {
+            keys,
+            kmip128: Vec::new(),
+            kmip256: Vec::new(),
+            local: Vec::new(),
+        }
+    }
+
+    /// The key an item of `combo` starts under, and the bucket it goes into.
+    pub fn bucket(&mut self, combo: &Combo) -> (Key, &mut Vec<I>) {
+        match (combo.kmip, combo.strength) {
+            (true, 128) => (self.keys.a128.clone(), &mut self.kmip128),
+            (true, _) => (self.keys.a256.clone(), &mut self.kmip256),
+            (false, _) => (self.keys.local_a.clone(), &mut self.local),
+        }
+    }
+
+    /// Each bucket as (folder name, items, target key).
+    pub fn runs(&self) -> [(&'static str, &[I], &Key); 3] {
+        [
+            ("kmip128", &self.kmip128, &self.keys.b128),
+            ("kmip256", &self.kmip256, &self.keys.b256),
+            ("local", &self.local, &self.keys.local_b),
+        ]
+    }
+}
+
 pub fn all_specs() -> Vec<(&'static str, u32)> {
     CIPHERS
         .iter()
