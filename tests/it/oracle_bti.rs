@@ -34,32 +34,13 @@ use crate::support::oracle::*;
 
 // ------------------------------------------------------------------ the real BTI SSTables
 
-#[derive(Debug, Clone)]
-struct Sst {
-    /// legacy_da_clust, ...
-    table: String,
-    data: PathBuf,
-}
-
-/// The real BTI SSTables: every `*-bti-Data.db` under `testdata/cassandra/da`.
+/// The real BTI SSTables: every `*-bti-Data.db` of version `da`.
 fn real_bti_sstables(shared: &Path) -> Vec<Sst> {
-    let root = shared.join("testdata/cassandra/da");
-    let mut out = Vec::new();
-    for t in fs::read_dir(&root).unwrap() {
-        let t = t.unwrap();
-        for f in fs::read_dir(t.path()).unwrap() {
-            let f = f.unwrap();
-            let name = f.file_name().into_string().unwrap();
-            if name.ends_with("-bti-Data.db") {
-                out.push(Sst {
-                    table: t.file_name().into_string().unwrap(),
-                    data: f.path(),
-                });
-            }
-        }
-    }
-    out.sort_by(|a, b| a.table.cmp(&b.table));
-    assert_eq!(out.len(), 4, "real BTI SSTables in {}", root.display());
+    let out: Vec<Sst> = real_sstables(shared)
+        .into_iter()
+        .filter(|s| s.version == "da" && s.data.to_str().unwrap().ends_with("-bti-Data.db"))
+        .collect();
+    assert_eq!(out.len(), 4, "real BTI SSTables in {shared:?}");
     out
 }
 
@@ -110,7 +91,6 @@ struct Before {
 /// the oracle and `sstable-rekey verify` check every result. Returns the number of SSTables.
 fn round_trip(shared: &Path, root: &Path, ring: &Path, items: &[Item], to: &Key) -> usize {
     let data = root.join("data");
-    let report = root.join("rekey-report.json");
     fs::create_dir_all(&data).unwrap();
     let table_dirs: Vec<PathBuf> = (0..items.len())
         .map(|i| {
@@ -141,21 +121,19 @@ fn round_trip(shared: &Path, root: &Path, ring: &Path, items: &[Item], to: &Key)
     let before: Vec<Before> = par_map(&indexed, |(i, it)| {
         let what = describe(it);
         let digest = plain_digest(shared, &it.sst.data);
-        let mut args: Vec<OsString> = vec![
-            "encrypt".into(),
-            it.sst.data.clone().into(),
-            table_dirs[*i].clone().into(),
-            "--class".into(),
-            it.class.into(),
-            "--cipher".into(),
-            it.cipher.into(),
-            "--strength".into(),
-            it.strength.to_string().into(),
+        let mut args = encrypt_args(
+            &it.sst,
+            &table_dirs[*i],
+            it.class,
+            it.cipher,
+            it.strength,
+            &it.from,
+        );
+        args.extend([
             "--encrypt-indexes".into(),
             "--write-version".into(),
             it.version.into(),
-        ];
-        args.extend(it.from.encrypt_args(it.strength));
+        ]);
         let enc = oracle_ok(shared, &args);
         assert_eq!(enc["indexes_encrypted"], true, "{what}: {enc}");
         assert_eq!(enc["raw_chunks"], 0, "{what}: {enc}");
@@ -203,22 +181,7 @@ fn round_trip(shared: &Path, root: &Path, ring: &Path, items: &[Item], to: &Key)
     });
 
     // 2. one rekey run over the whole data dir
-    let out = rekey_tool(&[
-        "rekey".into(),
-        "--to".into(),
-        to.keyref().into(),
-        "--keyring".into(),
-        ring.into(),
-        "--data-dir".into(),
-        data.clone().into(),
-        "--report".into(),
-        report.clone().into(),
-        "--quiet".into(),
-    ]);
-    expect_exit(&out, 0, &format!("rekey --to {}", to.keyref()));
-    let rep: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
-    assert_eq!(rep["totals"]["rekeyed"], items.len(), "{}", rep["totals"]);
-    assert_eq!(rep["totals"]["failed"], 0);
+    let rep = rekey_data_dir(root, &data, ring, to, &[], &[], items.len());
     let entries = rep["sstables"].as_array().unwrap();
 
     // 3. the oracle checks every rekeyed SSTable
@@ -226,13 +189,7 @@ fn round_trip(shared: &Path, root: &Path, ring: &Path, items: &[Item], to: &Key)
         let what = describe(it);
         let b = &before[*i];
         let dir = &table_dirs[*i];
-        let mine: Vec<&Value> = entries
-            .iter()
-            .filter(|e| Path::new(e["old"].as_str().unwrap()) == b.data)
-            .collect();
-        assert_eq!(mine.len(), 1, "{what}: report entries");
-        let entry = mine[0];
-        assert_eq!(entry["status"], "rekeyed", "{what}: {entry}");
+        let (entry, new_data) = rekeyed_entry(entries, &b.data, dir, &what);
         // the report counts index pages and metadata components per key, before and after
         let (old_r, new_r) = (it.from.report_ref(), to.report_ref());
         let pages_before = counts(&entry["index_pages_before"]);
@@ -257,26 +214,15 @@ fn round_trip(shared: &Path, root: &Path, ring: &Path, items: &[Item], to: &Key)
             "{what}: pages"
         );
 
-        let new_data = PathBuf::from(entry["new"].as_str().unwrap());
-        assert_eq!(new_data.parent(), Some(dir.as_path()), "{what}");
-        let new_prefix = new_data
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end_matches("Data.db")
-            .to_string();
         assert!(
-            new_prefix.starts_with(&format!("{}-", it.version)) && new_data != b.data,
-            "{what}: {new_prefix}"
-        );
-        let names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert!(
-            names.iter().all(|n| n.starts_with(&new_prefix)),
-            "{what}: only {new_prefix}* may remain, found {names:?}"
+            new_data
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("{}-", it.version)),
+            "{what}: {}",
+            new_data.display()
         );
         assert_eq!(index_sizes(&new_data), b.sizes, "{what}: index file sizes");
 

@@ -19,50 +19,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-const VERSIONS: [&str; 8] = ["ma", "mb", "mc", "md", "na", "nb", "oa", "da"];
-
 use crate::support::oracle::*;
 
 // ------------------------------------------------------------------ the real SSTables
-
-#[derive(Debug, Clone)]
-struct Sst {
-    version: String,
-    /// legacy_<v>_clust, ...
-    table: String,
-    data: PathBuf,
-}
-
-fn real_sstables(shared: &Path) -> Vec<Sst> {
-    let root = shared.join("testdata/cassandra");
-    let mut out = Vec::new();
-    for v in fs::read_dir(&root).unwrap() {
-        let v = v.unwrap();
-        for t in fs::read_dir(v.path()).unwrap() {
-            let t = t.unwrap();
-            for f in fs::read_dir(t.path()).unwrap() {
-                let f = f.unwrap();
-                if f.file_name().to_str().unwrap().ends_with("-Data.db") {
-                    out.push(Sst {
-                        version: v.file_name().into_string().unwrap(),
-                        table: t.file_name().into_string().unwrap(),
-                        data: f.path(),
-                    });
-                }
-            }
-        }
-    }
-    out.sort_by(|a, b| (&a.version, &a.table).cmp(&(&b.version, &b.table)));
-    let versions: BTreeSet<&str> = out.iter().map(|s| s.version.as_str()).collect();
-    assert_eq!(
-        versions,
-        VERSIONS.iter().copied().collect(),
-        "versions in {}",
-        root.display()
-    );
-    assert_eq!(out.len(), 32, "real SSTables in {}", root.display());
-    out
-}
 
 fn sst(all: &[Sst], version: &str, table: &str) -> Sst {
     all.iter()
@@ -102,7 +61,6 @@ fn round_trip(
     kernel: &str,
 ) -> Checked {
     let data = root.join("data");
-    let report = root.join("rekey-report.json");
     fs::create_dir_all(&data).unwrap();
     let table_dirs: Vec<PathBuf> = (0..items.len())
         .map(|i| {
@@ -118,18 +76,14 @@ fn round_trip(
     // 1. digests of the originals, encrypted copies under the old keys
     let encrypted = par_map(&indexed, |(i, it)| {
         let digest = plain_digest(shared, &it.sst.data);
-        let mut args: Vec<OsString> = vec![
-            "encrypt".into(),
-            it.sst.data.clone().into(),
-            table_dirs[*i].clone().into(),
-            "--class".into(),
-            it.class.into(),
-            "--cipher".into(),
-            it.cipher.into(),
-            "--strength".into(),
-            it.strength.to_string().into(),
-        ];
-        args.extend(it.from.encrypt_args(it.strength));
+        let mut args = encrypt_args(
+            &it.sst,
+            &table_dirs[*i],
+            it.class,
+            it.cipher,
+            it.strength,
+            &it.from,
+        );
         if let Some(r) = it.min_compress_ratio {
             args.extend(["--min-compress-ratio".into(), r.to_string().into()]);
         }
@@ -142,31 +96,13 @@ fn round_trip(
 
     // 2. one rekey run over the whole data dir (offline, tables under a local key file move to
     // the KMIP group only when that is said explicitly)
-    let mut args: Vec<OsString> = vec![
-        "rekey".into(),
-        "--to".into(),
-        to.keyref().into(),
-        "--keyring".into(),
-        ring.into(),
-        "--data-dir".into(),
-        data.clone().into(),
-        "--report".into(),
-        report.clone().into(),
-        "--quiet".into(),
-    ];
+    let mut extra: Vec<OsString> = Vec::new();
     if matches!(to, Key::Kmip { .. }) && items.iter().any(|it| matches!(it.from, Key::Local { .. }))
     {
-        args.push("--move-kmip-group".into());
+        extra.push("--move-kmip-group".into());
     }
-    let out = rekey_tool_env(&args, &[("SSTABLE_REKEY_KERNEL", kernel)]);
-    expect_exit(
-        &out,
-        0,
-        &format!("rekey --to {} ({kernel} kernel)", to.keyref()),
-    );
-    let rep: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
-    assert_eq!(rep["totals"]["rekeyed"], items.len(), "{}", rep["totals"]);
-    assert_eq!(rep["totals"]["failed"], 0);
+    let env = [("SSTABLE_REKEY_KERNEL", kernel)];
+    let rep = rekey_data_dir(root, &data, ring, to, &extra, &env, items.len());
     if kernel == "two-pass" {
         assert_ne!(rep["kernel"], "vaes-fused", "SSTABLE_REKEY_KERNEL=two-pass");
     }
@@ -192,39 +128,7 @@ fn round_trip(
                 .file_name()
                 .unwrap(),
         );
-        let mine: Vec<&Value> = entries
-            .iter()
-            .filter(|e| Path::new(e["old"].as_str().unwrap()) == old_data)
-            .collect();
-        assert_eq!(
-            mine.len(),
-            1,
-            "{what}: report entries for {}",
-            old_data.display()
-        );
-        let entry = mine[0];
-        assert_eq!(entry["status"], "rekeyed", "{what}: {entry}");
-        let new_data = PathBuf::from(entry["new"].as_str().unwrap());
-        assert_eq!(new_data.parent(), Some(dir.as_path()), "{what}");
-        assert_ne!(new_data, old_data, "{what}");
-
-        // the folder holds exactly the new SSTable: the old generation and the log are gone
-        let names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        let new_prefix = new_data
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end_matches("Data.db")
-            .to_string();
-        assert!(
-            names.iter().all(|n| n.starts_with(&new_prefix)),
-            "{what}: only {new_prefix}* may remain, found {names:?}"
-        );
-        assert!(!old_data.exists(), "{what}");
+        let (entry, new_data) = rekeyed_entry(entries, &old_data, dir, &what);
 
         let mut args: Vec<OsString> = vec!["verify".into(), new_data.clone().into()];
         args.extend(to.verify_args());

@@ -4,6 +4,7 @@
 //! helpers to run the tool, and the tests' keys (keys.rs). When ../shared is missing the tests print a notice and pass, unless
 //! CI=true (then they fail). Python: $ORACLE_PYTHON, else <repo>/.venv/bin/python, else python3.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -238,4 +239,153 @@ pub fn random_key(bits: u32) -> Vec<u8> {
     let mut k = vec![0u8; bits as usize / 8];
     getrandom::fill(&mut k).unwrap();
     k
+}
+
+// ------------------------------------------------------------------ the real SSTables
+
+/// The versions of the real SSTables in ../shared/testdata/cassandra (Cassandra 3.0 to 5.0).
+pub const VERSIONS: [&str; 8] = ["ma", "mb", "mc", "md", "na", "nb", "oa", "da"];
+
+/// A real SSTable written by Apache Cassandra.
+#[derive(Debug, Clone)]
+pub struct Sst {
+    pub version: String,
+    /// legacy_<v>_clust, ...
+    pub table: String,
+    pub data: PathBuf,
+}
+
+/// Every real SSTable: each `*-Data.db` under `testdata/cassandra/<version>/<table>/`.
+pub fn real_sstables(shared: &Path) -> Vec<Sst> {
+    let root = shared.join("testdata/cassandra");
+    let mut out = Vec::new();
+    for v in fs::read_dir(&root).unwrap() {
+        let v = v.unwrap();
+        for t in fs::read_dir(v.path()).unwrap() {
+            let t = t.unwrap();
+            for f in fs::read_dir(t.path()).unwrap() {
+                let f = f.unwrap();
+                if f.file_name().to_str().unwrap().ends_with("-Data.db") {
+                    out.push(Sst {
+                        version: v.file_name().into_string().unwrap(),
+                        table: t.file_name().into_string().unwrap(),
+                        data: f.path(),
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.version, &a.table).cmp(&(&b.version, &b.table)));
+    let versions: BTreeSet<&str> = out.iter().map(|s| s.version.as_str()).collect();
+    assert_eq!(
+        versions,
+        VERSIONS.iter().copied().collect(),
+        "versions in {}",
+        root.display()
+    );
+    assert_eq!(out.len(), 32, "real SSTables in {}", root.display());
+    out
+}
+
+// ------------------------------------------------------------------ one data dir, one rekey run
+
+/// The oracle's `encrypt` arguments: the real SSTable `sst` as a DSE/HCD-style encrypted copy in
+/// `dir`, with `class`, `cipher` and `strength`, under the key `from`.
+pub fn encrypt_args(
+    sst: &Sst,
+    dir: &Path,
+    class: &str,
+    cipher: &str,
+    strength: u32,
+    from: &Key,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "encrypt".into(),
+        sst.data.clone().into(),
+        dir.into(),
+        "--class".into(),
+        class.into(),
+        "--cipher".into(),
+        cipher.into(),
+        "--strength".into(),
+        strength.to_string().into(),
+    ];
+    args.extend(from.encrypt_args(strength));
+    args
+}
+
+/// One `sstable-rekey rekey --to <to>` over `data` with the keyring `ring` (plus `extra` arguments
+/// and `env`), which must exit 0 and rekey `expected` SSTables; returns its JSON report.
+pub fn rekey_data_dir(
+    root: &Path,
+    data: &Path,
+    ring: &Path,
+    to: &Key,
+    extra: &[OsString],
+    env: &[(&str, &str)],
+    expected: usize,
+) -> Value {
+    let report = root.join("rekey-report.json");
+    let mut args: Vec<OsString> = vec![
+        "rekey".into(),
+        "--to".into(),
+        to.keyref().into(),
+        "--keyring".into(),
+        ring.into(),
+        "--data-dir".into(),
+        data.into(),
+        "--report".into(),
+        report.clone().into(),
+        "--quiet".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    let out = rekey_tool_env(&args, env);
+    expect_exit(&out, 0, &format!("rekey --to {} ({env:?})", to.keyref()));
+    let rep: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(rep["totals"]["rekeyed"], expected, "{}", rep["totals"]);
+    assert_eq!(rep["totals"]["failed"], 0);
+    rep
+}
+
+/// The report entry of the SSTable that was `old_data`: rekeyed, into a new Data.db in the same
+/// folder `dir`, which now holds that new SSTable's files and nothing else. Returns the entry and
+/// the new Data.db.
+pub fn rekeyed_entry<'a>(
+    entries: &'a [Value],
+    old_data: &Path,
+    dir: &Path,
+    what: &str,
+) -> (&'a Value, PathBuf) {
+    let mine: Vec<&Value> = entries
+        .iter()
+        .filter(|e| Path::new(e["old"].as_str().unwrap()) == old_data)
+        .collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "{what}: report entries for {}",
+        old_data.display()
+    );
+    let entry = mine[0];
+    assert_eq!(entry["status"], "rekeyed", "{what}: {entry}");
+    let new_data = PathBuf::from(entry["new"].as_str().unwrap());
+    assert_eq!(new_data.parent(), Some(dir), "{what}");
+    assert_ne!(new_data, old_data, "{what}");
+    let new_prefix = new_data
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches("Data.db")
+        .to_string();
+    let names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.starts_with(&new_prefix)),
+        "{what}: only {new_prefix}* may remain, found {names:?}"
+    );
+    assert!(!old_data.exists(), "{what}");
+    (entry, new_data)
 }
