@@ -13,7 +13,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,15 +77,7 @@ fn spawn(ds: &DataSet, args: &[String], env: &[(&str, &str)]) -> Child {
 }
 
 fn finish(child: Child) -> Run {
-    let o = child.wait_with_output().unwrap();
-    Run {
-        code: o
-            .status
-            .code()
-            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0)),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    Run::from(child.wait_with_output().unwrap())
 }
 
 /// Waits until `path` exists (true) or the child has exited or 20 s passed (false).

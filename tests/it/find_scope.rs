@@ -69,12 +69,7 @@ fn run(cwd: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> Run {
     for (k, v) in env {
         c.env(k, v);
     }
-    let o = c.output().expect("run sstable-rekey");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    Run::of(&mut c)
 }
 
 fn s(p: &Path) -> &str {

@@ -220,12 +220,7 @@ fn run_bounded(cwd: &Path, args: &[String], limit: Duration) -> Run {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let o = child.wait_with_output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    Run::from(child.wait_with_output().unwrap())
 }
 
 /// The binary run as `uid:gid` (the tests run as root; std drops the supplementary groups).
@@ -251,19 +246,14 @@ fn rekey_as(ds: &DataSet, uid: u32, gid: u32, to: &str) -> Run {
 }
 
 fn run_as(ds: &DataSet, uid: u32, gid: u32, args: &[&str]) -> Run {
-    let o = Command::new(BIN)
-        .args(args)
-        .current_dir(&ds.root)
-        .stdin(Stdio::null())
-        .uid(uid)
-        .gid(gid)
-        .output()
-        .unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    Run::of(
+        Command::new(BIN)
+            .args(args)
+            .current_dir(&ds.root)
+            .stdin(Stdio::null())
+            .uid(uid)
+            .gid(gid),
+    )
 }
 
 /// These tests chown files to test uids and run the binary as them: root only. Without root they

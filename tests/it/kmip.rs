@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::{Ci, Run};
+
 const GROUP: &str = "test";
 const SOURCE: &str = "testdata/cassandra/nb/legacy_nb_clust/nb-1-big-Data.db";
 const TABLE: &str = "ks/tbl-0123456789abcdef0123456789abcdef";
@@ -83,28 +85,11 @@ fn env() -> Option<Env> {
     })
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
+fn run(cmd: &mut Command) -> Run {
+    Run::of(cmd)
 }
 
-impl Out {
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-fn run(cmd: &mut Command) -> Out {
-    let o = cmd.output().unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
-}
-
-fn json(o: &Out) -> Value {
+fn json(o: &Run) -> Value {
     assert_eq!(o.code, 0, "{}", o.all());
     serde_json::from_str(o.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", o.all()))
 }
@@ -181,7 +166,7 @@ impl Env {
     }
 }
 
-fn tool(args: &[&str]) -> Out {
+fn tool(args: &[&str]) -> Run {
     run(Command::new(env!("CARGO_BIN_EXE_sstable-rekey")).args(args))
 }
 
@@ -476,7 +461,7 @@ fn failures_are_clear_and_write_nothing() {
         ]);
         (o, t0.elapsed())
     };
-    let check = |what: &str, (o, _): &(Out, Duration), want: &[&str]| {
+    let check = |what: &str, (o, _): &(Run, Duration), want: &[&str]| {
         eprintln!("[{what}] {}", o.stderr.trim());
         assert_eq!(o.code, 2, "{what}: {}", o.all());
         for w in want {
@@ -761,7 +746,7 @@ fn a_kmip_key_is_its_group_and_its_id() {
     let cfg = ["--kmip-config", s(&toml)];
     let dd = ["--data-dir", s(&data)];
     let ci_path = data.join(TABLE).join("nb-1-big-CompressionInfo.db");
-    let mut ci = crate::support::Ci::read(&ci_path).unwrap();
+    let mut ci = Ci::read(&ci_path).unwrap();
     for (k, v) in ci.options.iter_mut() {
         if k == "kmip_host" {
             assert_eq!(v, GROUP);

@@ -656,13 +656,7 @@ fn chunks_of(data: &Path) -> Vec<(Envelope, usize, Vec<u8>)> {
     };
     let bytes = fs::read(data).unwrap();
     let mut out = Vec::new();
-    for i in 0..ci.offsets.len() {
-        let a = ci.offsets[i] as usize;
-        let b = ci
-            .offsets
-            .get(i + 1)
-            .map(|&o| o as usize)
-            .unwrap_or(bytes.len());
+    for (i, (a, b)) in chunk_bounds(&ci.offsets, bytes.len()).enumerate() {
         let chunk = &bytes[a..b - 4];
         if ci
             .max_compressed_length

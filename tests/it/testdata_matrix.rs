@@ -86,16 +86,7 @@ impl Env {
 
     /// Runs the binary (from outside the tree, so that nothing resolves relative to it).
     fn run(&self, args: &[String]) -> Run {
-        let o = Command::new(BIN)
-            .args(args)
-            .current_dir(self.tmp.path())
-            .output()
-            .expect("run sstable-rekey");
-        Run {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        Run::of(Command::new(BIN).args(args).current_dir(self.tmp.path()))
     }
 
     /// `rekey -q --keyring keys/keyring` plus `args`.
@@ -119,18 +110,7 @@ impl Env {
     /// The table folder `<rel>/<table>-<hex id>`.
     fn table(&self, ks_rel: &str, table: &str) -> PathBuf {
         let dir = self.p(ks_rel);
-        let found: Vec<PathBuf> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                let n = p.file_name().unwrap().to_str().unwrap();
-                n.strip_prefix(table)
-                    .and_then(|r| r.strip_prefix('-'))
-                    .is_some_and(|id| id.len() == 32)
-            })
-            .collect();
-        assert_eq!(found.len(), 1, "table {table} in {}", dir.display());
-        found[0].clone()
+        table_dir(&dir, table)
     }
 
     fn report(&self, path: &Path) -> Value {
@@ -669,12 +649,8 @@ fn chunk_bytes(data: &Path, i: usize) -> Vec<u8> {
     )
     .unwrap();
     let bytes = fs::read(data).unwrap();
-    let end = ci
-        .offsets
-        .get(i + 1)
-        .map(|&o| o as usize)
-        .unwrap_or(bytes.len());
-    bytes[ci.offsets[i] as usize..end].to_vec()
+    let (start, end) = chunk_bounds(&ci.offsets, bytes.len()).nth(i).unwrap();
+    bytes[start..end].to_vec()
 }
 
 #[test]

@@ -567,6 +567,15 @@ pub fn split_statistics(b: &[u8]) -> Result<Vec<(i32, Vec<u8>)>, String> {
     Ok(out)
 }
 
+/// Where each chunk of a Data.db of `len` bytes starts and ends (its 4-byte CRC included), from
+/// the offsets of its CompressionInfo.db.
+pub fn chunk_bounds(offsets: &[u64], len: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    offsets.iter().enumerate().map(move |(i, &start)| {
+        let end = offsets.get(i + 1).map_or(len, |&o| o as usize);
+        (start as usize, end)
+    })
+}
+
 /// Decrypts an SSTable from its Data.db path: every CRC, Digest.crc32, every chunk decrypted, its
 /// structure checked (FORMAT.md 2.3) and decompressed; with `indexes_encrypted`, Partitions.db and
 /// Rows.db page by page and every Statistics.db component too.
@@ -587,13 +596,7 @@ pub fn open_sstable(data: &Path, keys: &Keys, indexes_encrypted: bool) -> Result
         }
     }
     let mut sha = Sha256::new();
-    for i in 0..ci.offsets.len() {
-        let start = ci.offsets[i] as usize;
-        let end = ci
-            .offsets
-            .get(i + 1)
-            .map(|&o| o as usize)
-            .unwrap_or(bytes.len());
+    for (i, (start, end)) in chunk_bounds(&ci.offsets, bytes.len()).enumerate() {
         if end < start + 4 || end > bytes.len() {
             return Err(format!("chunk {i}: bounds {start}..{end}"));
         }

@@ -193,3 +193,19 @@ pub fn absolute_key_files(dir: &Path, tree_root: &Path) {
         }
     }
 }
+
+/// The one table folder `<table>-<32 hex digits>` in the keyspace folder `dir`.
+pub fn table_dir(dir: &Path, table: &str) -> PathBuf {
+    let found: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_str().unwrap();
+            n.strip_prefix(table)
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|id| id.len() == 32)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "table {table} in {}", dir.display());
+    found[0].clone()
+}
