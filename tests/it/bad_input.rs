@@ -7,7 +7,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::tree_strict as tree;
 use crate::support::*;
@@ -21,10 +20,9 @@ const LOCAL_T: &str = "t_Encryptor_local_CBC_128";
 
 // ------------------------------------------------------------------ scratch copy and runs
 
-struct Env {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-}
+/// A scratch copy of testdata/dd1, refuse and keys.
+
+crate::scratch_env!(Env);
 
 fn write_private(p: &Path, text: &str) {
     fs::write(p, text).unwrap();
@@ -34,21 +32,7 @@ fn write_private(p: &Path, text: &str) {
 impl Env {
     /// dd1/, refuse/ and keys/ of testdata/, key files 0600, relative `secret_key_file` made absolute.
     fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap().join("td");
-        let td = testdata();
-        for d in ["dd1", "refuse", "keys"] {
-            copy_tree(&td.join(d), &root.join(d));
-        }
-        for e in fs::read_dir(root.join("keys")).unwrap() {
-            chmod(&e.unwrap().path(), 0o600);
-        }
-        absolute_key_files(&root, &root);
-        Env { tmp, root }
-    }
-
-    fn s(&self, rel: &str) -> String {
-        self.root.join(rel).display().to_string()
+        Env(Scratch::of(&["dd1", "refuse", "keys"]))
     }
 
     /// The live folder of a matrix table.
@@ -70,14 +54,6 @@ impl Env {
 
     fn file(&self, table: &str, component: &str) -> PathBuf {
         self.table(table).join(format!("nb-1-big-{component}"))
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        Run::of(Command::new(BIN).args(args).current_dir(self.tmp.path()))
-    }
-
-    fn report_path(&self) -> PathBuf {
-        self.tmp.path().join("report.json")
     }
 
     /// `rekey -q --to TO --keyring KEYRING --data-dir dd1 --report R matrix TABLES`.

@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::support::tree_strict as tree;
@@ -87,41 +86,13 @@ fn counts(keys: &[String]) -> BTreeMap<String, u64> {
 
 // ------------------------------------------------------------------ a scratch copy and the binary
 
-/// A scratch copy of testdata/dd3 and testdata/keys: key files 0600, relative `secret_key_file`
-/// options pointed at the copy (testdata/README.md).
-struct Env {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-}
+// A scratch copy of testdata/dd3 and testdata/keys: key files 0600, relative `secret_key_file`
+// options pointed at the copy (testdata/README.md).
+crate::scratch_env!(Env);
 
 impl Env {
     fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap().join("td");
-        for d in ["dd3", "keys"] {
-            copy_tree(&testdata().join(d), &root.join(d));
-        }
-        for e in fs::read_dir(root.join("keys")).unwrap() {
-            chmod(&e.unwrap().path(), 0o600);
-        }
-        absolute_key_files(&root, &root);
-        Env { tmp, root }
-    }
-
-    fn s(&self, rel: &str) -> String {
-        self.root.join(rel).display().to_string()
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        Run::of(Command::new(BIN).args(args).current_dir(self.tmp.path()))
-    }
-
-    fn report_path(&self) -> PathBuf {
-        self.tmp.path().join("report.json")
-    }
-
-    fn report(&self, path: &Path) -> Value {
-        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+        Env(Scratch::of(&["dd3", "keys"]))
     }
 
     /// The folder of a dd3 table.

@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::tree_strict as tree;
 use crate::support::*;
@@ -51,42 +50,13 @@ fn decrypt_sstable(data: &Path, keys: &Keys) -> Result<Opened, String> {
 
 // ------------------------------------------------------------------ a scratch copy and the binary
 
-/// A scratch copy of testdata/ with key files made private and relative `secret_key_file`
-/// options pointed at the copy (see testdata/README.md).
-struct Env {
-    tmp: tempfile::TempDir,
-    root: PathBuf,
-}
+// A scratch copy of testdata/ with key files made private and relative `secret_key_file`
+// options pointed at the copy (see testdata/README.md).
+crate::scratch_env!(Env);
 
 impl Env {
     fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap().join("td");
-        copy_tree(&testdata(), &root);
-        for keys in [root.join("keys"), root.join("demo/keys")] {
-            for e in fs::read_dir(&keys).unwrap() {
-                // git does not keep file modes; the tool refuses key files others can read.
-                chmod(&e.unwrap().path(), 0o600);
-            }
-        }
-        // demo/ resolves its relative key files against itself (done first: the second pass
-        // leaves what is already absolute), everything else against the copy's root.
-        absolute_key_files(&root.join("demo"), &root.join("demo"));
-        absolute_key_files(&root, &root);
-        Env { tmp, root }
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-
-    fn s(&self, rel: &str) -> String {
-        self.p(rel).display().to_string()
-    }
-
-    /// Runs the binary (from outside the tree, so that nothing resolves relative to it).
-    fn run(&self, args: &[String]) -> Run {
-        Run::of(Command::new(BIN).args(args).current_dir(self.tmp.path()))
+        Env(Scratch::of(&[]))
     }
 
     /// `rekey -q --keyring keys/keyring` plus `args`.
@@ -111,10 +81,6 @@ impl Env {
     fn table(&self, ks_rel: &str, table: &str) -> PathBuf {
         let dir = self.p(ks_rel);
         table_dir(&dir, table)
-    }
-
-    fn report(&self, path: &Path) -> Value {
-        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
     }
 }
 

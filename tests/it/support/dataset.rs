@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use aes::Aes128;
 use cbc::cipher::KeyIvInit;
@@ -18,7 +19,79 @@ use super::files::{
     absolute_key_files, chmod, copy_tree, diff, dirs, fast_tempdir, tree, walk, FastDir,
 };
 use super::run::{run_in, strings, Run};
-use super::{hex, manifest, sha256, testdata, Rng, UUID};
+use super::{hex, manifest, sha256, testdata, Rng, BIN, UUID};
+
+// ------------------------------------------------------------------ a scratch copy of testdata/
+
+/// A scratch copy of parts of testdata/ at `<tmp>/td`: key files 0600 (git keeps no modes; the
+/// tool refuses key files others can read), relative `secret_key_file` options pointed at the
+/// copy (testdata/README.md; demo/ resolves against itself). The binary runs from `<tmp>`,
+/// outside the tree, so that nothing resolves relative to it.
+pub struct Scratch {
+    pub tmp: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Scratch {
+    /// A copy of the folders `parts` of testdata/, or of all of it when `parts` is empty.
+    pub fn of(parts: &[&str]) -> Scratch {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap().join("td");
+        if parts.is_empty() {
+            copy_tree(&testdata(), &root);
+        }
+        for d in parts {
+            copy_tree(&testdata().join(d), &root.join(d));
+        }
+        for keys in [root.join("keys"), root.join("demo/keys")] {
+            for e in fs::read_dir(&keys).into_iter().flatten() {
+                chmod(&e.unwrap().path(), 0o600);
+            }
+        }
+        // demo/ first: the second pass leaves what is already absolute.
+        if root.join("demo").is_dir() {
+            absolute_key_files(&root.join("demo"), &root.join("demo"));
+        }
+        absolute_key_files(&root, &root);
+        Scratch { tmp, root }
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn s(&self, rel: &str) -> String {
+        self.p(rel).display().to_string()
+    }
+
+    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
+        Run::of(Command::new(BIN).args(args).current_dir(self.tmp.path()))
+    }
+
+    pub fn report_path(&self) -> PathBuf {
+        self.tmp.path().join("report.json")
+    }
+
+    pub fn report(&self, path: &Path) -> Value {
+        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+    }
+}
+
+/// `struct $name(Scratch)`, dereferencing to the [`Scratch`]: a suite's own view of its scratch
+/// copy, to which it adds its methods.
+#[macro_export]
+macro_rules! scratch_env {
+    ($name:ident) => {
+        struct $name($crate::support::Scratch);
+
+        impl std::ops::Deref for $name {
+            type Target = $crate::support::Scratch;
+            fn deref(&self) -> &$crate::support::Scratch {
+                &self.0
+            }
+        }
+    };
+}
 
 // ------------------------------------------------------------------ a data set of several tables
 
