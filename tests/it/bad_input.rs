@@ -20,7 +20,7 @@ const LOCAL_T: &str = "t_Encryptor_local_CBC_128";
 
 // ------------------------------------------------------------------ scratch copy and runs
 
-/// A scratch copy of testdata/dd1, refuse and keys.
+// A scratch copy of testdata/dd1, refuse and keys.
 
 crate::scratch_env!(Env);
 
@@ -58,23 +58,9 @@ impl Env {
 
     /// `rekey -q --to TO --keyring KEYRING --data-dir dd1 --report R matrix TABLES`.
     fn rekey(&self, to: &str, keyring: &str, tables: &[&str]) -> Run {
-        let dd = self.s("dd1");
         let rep = self.report_path();
-        let mut args = vec![
-            "rekey",
-            "-q",
-            "--to",
-            to,
-            "--keyring",
-            keyring,
-            "--data-dir",
-            &dd,
-            "--report",
-            rep.to_str().unwrap(),
-            "matrix",
-        ];
-        args.extend(tables);
-        self.run(&args)
+        let rest = [&["--report", rep.to_str().unwrap(), "matrix"], tables].concat();
+        self.run(&rekey_cmd(to, keyring, &self.s("dd1"), &rest))
     }
 
     fn rekey_kmip(&self, tables: &[&str]) -> Run {
@@ -369,18 +355,12 @@ fn a_longer_kmip_id_that_would_reach_max_compressed_length_is_refused() {
     ];
     check(&env, |e| e.run(&args), 1, &data, "maxCompressedLength");
     // The same chunk stays below it under an id of the same length.
-    let r = env.run(&[
-        "rekey",
-        "-q",
-        "--to",
+    let r = env.run(&rekey_cmd(
         "kmip://kmip1/new-128",
-        "--keyring",
         &ring,
-        "--data-dir",
         &dd,
-        "edge",
-        "t_near_max",
-    ]);
+        &["edge", "t_near_max"],
+    ));
     assert_eq!(r.code, 0, "{}", r.all());
 }
 
@@ -572,20 +552,12 @@ fn unwritable_report_path_does_not_hide_work_behind_exit_2() {
     let env = Env::new();
     let before = tree(&env.root);
     let report = env.tmp.path().join("no/such/folder/report.json");
-    let r = env.run(&[
-        "rekey",
-        "-q",
-        "--to",
+    let r = env.run(&rekey_cmd(
         "kmip://kmip1/new-128",
-        "--keyring",
         &env.s("keys/keyring"),
-        "--data-dir",
         &env.s("dd1"),
-        "--report",
-        report.to_str().unwrap(),
-        "matrix",
-        KMIP_T,
-    ]);
+        &["--report", report.to_str().unwrap(), "matrix", KMIP_T],
+    ));
     assert!(
         r.all().contains("no/such/folder"),
         "the error does not name the report path: {}",

@@ -109,24 +109,13 @@ impl Env {
 
     /// `rekey -q --to TO --keyring keys/keyring --data-dir dd3 --report R bti TABLES`.
     fn rekey(&self, to: &str, report: &Path, tables: &[&str]) -> Run {
-        let ring = self.s("keys/keyring");
-        let dd = self.s("dd3");
-        let rep = report.display().to_string();
-        let mut args = vec![
-            "rekey",
-            "-q",
-            "--to",
+        let rest = [&["--report", report.to_str().unwrap(), "bti"], tables].concat();
+        self.run(&rekey_cmd(
             to,
-            "--keyring",
-            &ring,
-            "--data-dir",
-            &dd,
-            "--report",
-            &rep,
-            "bti",
-        ];
-        args.extend(tables);
-        self.run(&args)
+            &self.s("keys/keyring"),
+            &self.s("dd3"),
+            &rest,
+        ))
     }
 
     /// The target key of a table's group: same provider type and strength.

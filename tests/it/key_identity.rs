@@ -79,21 +79,8 @@ fn rekey(ds: &DataSet, to: &str, extra: &[&str]) -> Run {
     let ring = ds.keyring.display().to_string();
     let data = ds.data.display().to_string();
     let report = report_path(ds).display().to_string();
-    let mut args = vec![
-        "rekey",
-        "-q",
-        "--to",
-        to,
-        "--keyring",
-        &ring,
-        "--data-dir",
-        &data,
-        "--report",
-        &report,
-    ];
-    args.extend(extra);
-    args.push("matrix");
-    tool(ds, &args)
+    let rest = [&["--report", report.as_str()], extra, &["matrix"]].concat();
+    run_in(&ds.root, &rekey_cmd(to, &ring, &data, &rest), &[])
 }
 
 fn verify(ds: &DataSet, keys: &[&str]) -> Run {

@@ -58,6 +58,22 @@ pub fn run_in(cwd: &Path, args: &[String], env: &[(&str, &str)]) -> Run {
     Run::of(&mut c)
 }
 
+/// `rekey -q --to TO --keyring RING --data-dir DATA`, then `rest` (more options, the scope).
+pub fn rekey_cmd(to: &str, ring: &str, data: &str, rest: &[&str]) -> Vec<String> {
+    let mut args = strings(&[
+        "rekey",
+        "-q",
+        "--to",
+        to,
+        "--keyring",
+        ring,
+        "--data-dir",
+        data,
+    ]);
+    args.extend(strings(rest));
+    args
+}
+
 pub fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
