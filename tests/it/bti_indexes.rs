@@ -64,10 +64,16 @@ fn total_pages(e: &Value) -> u64 {
 
 // ------------------------------------------------------------------ the independent decryptor
 
-/// An encrypted-index SSTable opened by the decryptor of tests/it/support: Data.db (no chunk
-/// stored raw), Partitions.db and Rows.db page by page, every Statistics.db component; keys named
-/// as the records' headers name them ("kmip:<id>").
+/// An encrypted-index SSTable opened by the decryptor of tests/it/support: Digest.crc32 (present
+/// and matching), Data.db (no chunk stored raw), Partitions.db and Rows.db page by page, every
+/// Statistics.db component; keys named as the records' headers name them ("kmip:<id>").
 fn open_sstable(data: &Path, keys: &Keys) -> Result<Opened, String> {
+    let digest = data.to_str().unwrap().replace("-Data.db", "-Digest.crc32");
+    if !Path::new(&digest).is_file() {
+        return Err(format!(
+            "{digest}: missing (the generator writes one per SSTable)"
+        ));
+    }
     let o = crate::support::open_sstable(data, keys, true)?.by_header_names();
     match o.raw {
         0 => Ok(o),
