@@ -46,6 +46,9 @@ impl FileId {
 pub struct Created {
     files: Vec<(PathBuf, FileId)>,
     held: Vec<File>,
+    /// Files moved in from a staging entry (see [`Created::adopt`]): (their staged path, their
+    /// path here, the inode). A rollback moves them back; it never removes them.
+    adopted: Vec<(PathBuf, PathBuf, FileId)>,
 }
 
 impl Created {
@@ -119,6 +122,23 @@ impl Created {
         Ok(())
     }
 
+    /// Moves the staged file `from` to the new name `to` (which must not exist: an existing name
+    /// is never replaced) and remembers it. A rollback moves it back to `from`, so that a staged
+    /// copy outlives a failed commit; it is never removed. Both names must be on one file system.
+    pub fn adopt(&mut self, from: &Path, to: &Path) -> Result<()> {
+        let meta = fs::symlink_metadata(from).map_err(|e| Error::io(from, "stat", e))?;
+        if !meta.is_file() {
+            return Err(Error::corrupt(
+                from,
+                "not a regular file: refusing to move it",
+            ));
+        }
+        rename_noreplace(from, to).map_err(|e| Error::io(to, "create", e))?;
+        self.adopted
+            .push((from.to_path_buf(), to.to_path_buf(), FileId::of(&meta)));
+        Ok(())
+    }
+
     /// Records a file just created at `path` (open as `f`), holding its inode. If its inode cannot
     /// be read, the name is removed at once: it was created exclusively a moment ago, and a name
     /// that cannot be recorded must not outlive the error.
@@ -161,6 +181,16 @@ impl Created {
             }
             self.files.pop();
         }
+        while let Some((staged, path, id)) = self.adopted.last().cloned() {
+            match fs::symlink_metadata(&path) {
+                Ok(m) if FileId::of(&m) == id => rename_noreplace(&path, &staged)
+                    .map_err(|e| Error::io(&staged, "move back staged file", e))?,
+                Ok(_) => replaced.push(path.display().to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, "stat staged file", e)),
+            }
+            self.adopted.pop();
+        }
         if replaced.is_empty() {
             self.held.clear();
             Ok(())
@@ -176,6 +206,7 @@ impl Created {
     pub fn keep(&mut self) {
         self.files.clear();
         self.held.clear();
+        self.adopted.clear();
     }
 }
 
@@ -284,6 +315,53 @@ fn copy_xattrs(from: &Path, to: &File, to_path: &Path) -> Result<()> {
                 std::io::Error::last_os_error(),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Renames `from` to `to` only if `to` does not exist (`renameat2` with `RENAME_NOREPLACE`).
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    let (f, t) = (c_path_io(from)?, c_path_io(to)?);
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn c_path_io(p: &Path) -> std::io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL byte in path"))
+}
+
+/// Makes this process polite to a node serving traffic on the same disks: CPU nice 10 and the
+/// lowest best-effort I/O priority (class BE, level 7), or the idle I/O class with `idle`.
+pub fn lower_priority(idle: bool) -> std::io::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    const IOPRIO_CLASS_BE: libc::c_long = 2;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    let prio = match idle {
+        true => IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        false => (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 7,
+    };
+    // SAFETY: ioprio_set on this process (who = 0) with a valid priority value.
+    if unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, prio) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: setpriority on this process; raising its own nice value is always allowed.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

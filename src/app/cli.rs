@@ -42,6 +42,17 @@ pub enum Command {
     /// Re-encrypt every chunk of the selected SSTables under a new key, atomically per SSTable
     #[command(after_help = KEYREF_HELP)]
     Rekey(RekeyArgs),
+    /// While the node serves: rewrite the SSTables into a staging folder, for the next rekey
+    /// (node stopped) to commit in seconds
+    #[command(
+        long_about = "While the node serves: rewrite every selected SSTable still under an old key into <data_dir>/.sstable-rekey-staging/ (never touching a table folder), so that the `rekey` of the maintenance window only renames the staged files in (seconds, whatever the data size).
+
+Procedure per node: `sstable-rekey stage --to NEW` (node running, throttled with --rate); then in the window: nodetool drain, stop the node, `sstable-rekey rekey --to NEW` (commits every staged copy whose source is unchanged, rewrites the rest), `sstable-rekey verify --key NEW`, start the node.
+
+A killed stage leaves files only in the staging folder; the next stage removes the incomplete entries and keeps the valid ones. `stage --discard` removes the staging folders.",
+        after_help = KEYREF_HELP
+    )]
+    Stage(StageArgs),
     /// Decrypt every chunk and prove which keys the live SSTables are under
     #[command(after_help = KEYREF_HELP)]
     Verify(VerifyArgs),
@@ -180,6 +191,43 @@ pub struct RekeyArgs {
     /// node's dse.yaml has that kmip_hosts group
     #[arg(long)]
     pub move_kmip_group: bool,
+    /// Rewrite every SSTable now: leave the staged copies of `stage` unused (they stay)
+    #[arg(long)]
+    pub ignore_staged: bool,
+    /// No progress output
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub scope: Scope,
+}
+
+#[derive(Args, Debug)]
+pub struct StageArgs {
+    /// The new key (the same --to the rekey will be given)
+    #[arg(long, value_name = "KEYREF", required_unless_present = "discard")]
+    pub to: Option<String>,
+    /// Only stage SSTables under these keys (default: every chunk not already under --to)
+    #[arg(long, value_name = "KEYREF")]
+    pub from: Vec<String>,
+    /// SSTables staged at once
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
+    /// At most this many MB/s of reads plus writes (default: unthrottled)
+    #[arg(long, value_name = "MB/s")]
+    pub rate: Option<f64>,
+    /// I/O priority: best-effort level 7 (`be`, default) or the idle class (`idle`); the CPU nice
+    /// value is 10 either way
+    #[arg(long, value_parser = ["be", "idle"], default_value = "be")]
+    pub ionice: String,
+    /// With --to kmip://GROUP/active: as for rekey
+    #[arg(long)]
+    pub create_key: bool,
+    /// As for rekey
+    #[arg(long)]
+    pub move_kmip_group: bool,
+    /// Remove the staging folders (every staged copy) and stop
+    #[arg(long, conflicts_with_all = ["to", "from"])]
+    pub discard: bool,
     /// No progress output
     #[arg(long, short = 'q')]
     pub quiet: bool,

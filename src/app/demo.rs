@@ -114,6 +114,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         dry_run: false,
         create_key: false,
         move_kmip_group: false,
+        ignore_staged: false,
         quiet: true,
         scope: scope(Some(report.clone())),
     })?;
@@ -131,6 +132,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         dry_run: false,
         create_key: false,
         move_kmip_group: false,
+        ignore_staged: false,
         quiet: true,
         scope: scope(None),
     })?;

@@ -11,6 +11,7 @@ pub mod progress;
 pub mod recover;
 pub mod rekey;
 pub mod scope;
+pub mod stage;
 pub mod verify;
 
 use cli::{Cli, Command};
@@ -20,6 +21,7 @@ use sstable_rekey::error::Error;
 pub fn run(cli: Cli) -> Exit {
     let r = match cli.command {
         Command::Rekey(a) => rekey::run(&a),
+        Command::Stage(a) => stage::run(&a),
         Command::Verify(a) => verify::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Recover(a) => recover::run(&a),

@@ -41,6 +41,7 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
         selection: selection(&a.scope),
         jobs: a.jobs,
         dry_run: a.dry_run,
+        ignore_staged: a.ignore_staged,
     };
     if let Some(p) = &a.scope.report {
         check_report_path(p)?;
@@ -85,7 +86,7 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
 }
 
 /// One line per SSTable: what happened to it.
-fn print_sstables(sstables: &[SstableReport]) {
+pub fn print_sstables(sstables: &[SstableReport]) {
     for s in sstables {
         match s.status {
             Status::Failed => outln!("FAILED   {}: {}", s.old, s.reason.as_deref().unwrap_or("")),
@@ -105,11 +106,18 @@ fn print_sstables(sstables: &[SstableReport]) {
                     s.reason.as_deref().unwrap_or("")
                 )
             }
+            Status::Staged => outln!(
+                "staged   {} -> {} ({} chunks)",
+                s.old,
+                s.new.as_deref().unwrap_or(""),
+                s.rekeyed_chunks
+            ),
             Status::Rekeyed => outln!(
-                "rekeyed  {} -> {} ({} chunks{})",
+                "rekeyed  {} -> {} ({} chunks{}{})",
                 s.old,
                 s.new.as_deref().unwrap_or(""),
                 s.rekeyed_chunks,
+                if s.from_staged { ", staged copy" } else { "" },
                 if s.raw_chunks > 0 {
                     format!(", {} PLAINTEXT chunks copied as they were", s.raw_chunks)
                 } else {
@@ -139,6 +147,14 @@ fn print_totals(report: &RekeyReport) {
         t.seconds,
         t.throughput_mb_s
     );
+    if t.staged_committed + t.staged_discarded > 0 {
+        outln!(
+            "staged copies: {} committed, {} rewritten now, {} stale copies discarded",
+            t.staged_committed,
+            t.rekeyed_now,
+            t.staged_discarded
+        );
+    }
     if t.raw_chunks > 0 {
         outln!(
             "warning: {} chunks are stored in plaintext on disk (min_compress_ratio); no key protects them",

@@ -39,6 +39,25 @@ pub fn discover(
     sel: &Selection,
     fallback: Option<&KeyId>,
 ) -> Result<Discovery> {
+    discover_with(data_dirs, sel, fallback, Logs::Refuse)
+}
+
+/// What a leftover transaction log means to a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logs {
+    /// The node is stopped: a log is an interrupted compaction or rekey, to recover first.
+    Refuse,
+    /// The node runs (`stage`): a log is a compaction in progress.
+    Allow,
+}
+
+/// [`discover`], with leftover transaction logs treated as `logs` says.
+pub fn discover_with(
+    data_dirs: &[PathBuf],
+    sel: &Selection,
+    fallback: Option<&KeyId>,
+    logs: Logs,
+) -> Result<Discovery> {
     let scan = find::tables(data_dirs, sel)?;
     if scan.tables.is_empty() && scan.unseen.is_empty() {
         return Err(Error::Usage(format!(
@@ -58,12 +77,15 @@ pub fn discover(
     let (mut unseen, mut notes) = (scan.unseen, scan.notes);
     let mut found = Vec::new();
     for t in &scan.tables {
-        let logs = find::leftover_logs(t)?;
-        if !logs.is_empty() {
+        let leftover = match logs {
+            Logs::Refuse => find::leftover_logs(t)?,
+            Logs::Allow => Vec::new(),
+        };
+        if !leftover.is_empty() {
             return Err(Error::Usage(format!(
                 "{} has unfinished transaction logs ({}): a compaction or rekey was interrupted. Run `sstable-rekey recover` (with Cassandra stopped) first",
                 t.qualified(),
-                logs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                leftover.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
             )));
         }
         let c = find::sstables_of(t)?;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -19,6 +19,7 @@ use crate::rekey::generation::Generations;
 use crate::rekey::plan::{self, Job, Target};
 use crate::rekey::report::{SstableReport, Status};
 use crate::rekey::rewrite::{self, ChunkOpener, Counts, DataChunks, Files, IndexPages, Rekeying};
+use crate::rekey::staging::{self, Entry};
 use crate::rekey::Progress;
 use crate::sstable::data::format_digest;
 use crate::sstable::Descriptor;
@@ -35,11 +36,31 @@ pub fn execute(
     cancel: &AtomicBool,
     progress: &dyn Progress,
 ) -> Vec<SstableReport> {
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.loaded.data_len));
+    // Staged copies first (each a few renames), then the largest rewrites.
+    jobs.sort_by_key(|j| (j.staged.is_none(), std::cmp::Reverse(j.loaded.data_len)));
     let total_bytes: u64 = jobs.iter().map(|j| j.loaded.data_len).sum();
     progress.start(total_bytes, jobs.len());
     let gens = Generations::new();
-    let queue = Mutex::new(jobs.into_iter());
+    let (mut done, never) = pool(jobs, threads, cancel, |job| {
+        let r = run_job(job, target, &gens, progress, cancel);
+        progress.finished(&r);
+        r
+    });
+    progress.end();
+    done.extend(never.into_iter().map(not_started));
+    done.sort_by(|a, b| a.old.cmp(&b.old));
+    done
+}
+
+/// Runs `work` on `items` in their order, `threads` at a time. After Ctrl-C (`cancel`) nothing
+/// new starts: returns the results, and the items never started.
+pub fn pool<T: Send, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    cancel: &AtomicBool,
+    work: impl Fn(T) -> R + Sync,
+) -> (Vec<R>, Vec<T>) {
+    let queue = Mutex::new(items.into_iter());
     let results = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
@@ -48,18 +69,14 @@ pub fn execute(
                     break; // Ctrl-C: start nothing new
                 }
                 let next = queue.lock().unwrap().next();
-                let Some(job) = next else { break };
-                let r = run_job(job, target, &gens, progress, cancel);
-                progress.finished(&r);
+                let Some(item) = next else { break };
+                let r = work(item);
                 results.lock().unwrap().push(r);
             });
         }
     });
-    progress.end();
-    let mut done = results.into_inner().unwrap();
-    done.extend(queue.into_inner().unwrap().map(not_started));
-    done.sort_by(|a, b| a.old.cmp(&b.old));
-    done
+    let never = queue.into_inner().unwrap().collect();
+    (results.into_inner().unwrap(), never)
 }
 
 /// An SSTable the interrupted run never started: untouched, still under its old keys.
@@ -86,6 +103,7 @@ fn run_job(
     match rewrite_and_commit(&job, target, gens, progress, cancel) {
         Ok((new_path, counts, bytes_out)) => {
             r.status = Status::Rekeyed;
+            r.from_staged = job.staged.is_some();
             r.new = Some(new_path.display().to_string());
             r.rekeyed_chunks = counts.rekeyed;
             r.unchanged_chunks = counts.unchanged;
@@ -100,6 +118,11 @@ fn run_job(
             r.keys_after = after(counts.rekeyed + counts.unchanged);
             r.index_pages_after = after(r.index_pages_before.values().sum());
             r.metadata_after = after(r.metadata_before.values().sum());
+            // The staged copy is used up: its manifest (and folder) go. Failing that is harmless:
+            // a manifest without its files is stale, and the next run discards it.
+            if let Some(Err(e)) = job.staged.as_ref().map(|e| staging::remove_entry(&e.dir)) {
+                r.reason = Some(format!("committed; the used staging entry remains: {e}"));
+            }
         }
         Err(e) => r.fail(&e),
     }
@@ -122,7 +145,7 @@ fn rewrite_and_commit(
     let old = &l.found.desc;
     let new_size = plan::sum_new_len(&job.new_lens);
     let (free, _) = free_space(&old.dir)?;
-    if free < new_size + (1 << 20) {
+    if job.staged.is_none() && free < new_size + (1 << 20) {
         return Err(Error::io(
             &old.dir,
             "check free space",
@@ -136,7 +159,7 @@ fn rewrite_and_commit(
         let w = NewSstable {
             job,
             target,
-            new: &new,
+            out: Out::Generation(&new),
             cancel,
         };
         let e = match w.write(txn.created(), progress) {
@@ -161,55 +184,145 @@ fn rewrite_and_commit(
     }
 }
 
-/// The new generation of one SSTable, written file by file: Data.db, CompressionInfo.db,
-/// encrypted index pages, Statistics.db, Digest.crc32, then hard links for the rest.
-struct NewSstable<'a> {
-    job: &'a Job,
-    target: &'a Target,
-    new: &'a Descriptor,
-    cancel: &'a AtomicBool,
+/// Where the rewritten files of an SSTable go.
+pub enum Out<'a> {
+    /// A table folder, under a new generation (rekey).
+    Generation(&'a Descriptor),
+    /// A staging entry: a folder of its own, files named by component (stage).
+    Entry(&'a Path),
+}
+
+impl Out<'_> {
+    fn path(&self, component: &str) -> PathBuf {
+        match self {
+            Out::Generation(d) => d.path(component),
+            Out::Entry(dir) => dir.join(component),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        match self {
+            Out::Generation(d) => &d.dir,
+            Out::Entry(dir) => dir,
+        }
+    }
+}
+
+/// What a staged or rekeyed SSTable's rewrite produced: chunk counts, and per rewritten file its
+/// component, size and CRC32.
+pub struct Rewritten {
+    pub counts: Counts,
+    pub files: Vec<(String, u64, u32)>,
+}
+
+/// The new files of one SSTable, written file by file: Data.db, CompressionInfo.db, encrypted
+/// index pages, Statistics.db, Digest.crc32, then hard links for the rest ([`NewSstable::write`]
+/// in a table folder); or only the files a staging entry holds ([`NewSstable::write_staged`]).
+pub struct NewSstable<'a> {
+    pub job: &'a Job,
+    pub target: &'a Target,
+    pub out: Out<'a>,
+    pub cancel: &'a AtomicBool,
 }
 
 impl NewSstable<'_> {
-    /// Writes every file of the new generation (all durable, the folder too); returns the chunk
-    /// counts and the new Data.db size.
+    /// Writes every file of the new generation (all durable, the folder too), or moves in the
+    /// job's staged copies of the rewritten files; returns the chunk counts and the new Data.db
+    /// size.
     fn write(&self, created: &mut Created, progress: &dyn Progress) -> Result<(Counts, u64)> {
         let l = &self.job.loaded;
-        let new_env = Envelope {
-            provider: self.target.provider,
-            ..l.envelope.clone()
+        let (counts, mut written) = match &self.job.staged {
+            Some(entry) => {
+                progress.advance(l.data_len);
+                (self.adopt(created, entry)?, entry.components())
+            }
+            None => {
+                let r = self.rewrite(created, progress)?;
+                let names = r.files.iter().map(|(c, _, _)| c.clone()).collect();
+                (r.counts, names)
+            }
         };
-        let key_names: Vec<String> = l.keys.iter().map(|k| k.to_string()).collect();
-        let rk = || Rekeying {
+        if let Some(comps) = &l.statistics {
+            // From the current file: a running node may have rewritten it since staging.
+            let from = l.found.desc.path("Statistics.db");
+            let (env, names) = (self.envelope(), l.key_names());
+            let bytes = rewrite::rekey_statistics(&from, comps, &self.rekeying(&env, &names))?;
+            self.small(created, "Statistics.db", &bytes)?;
+            written.push("Statistics.db".into());
+        }
+        self.link_unchanged(created, &written)?;
+        sync_dir(self.out.dir())?;
+        Ok((counts, plan::sum_new_len(&self.job.new_lens)))
+    }
+
+    /// Writes what a staging entry holds (all durable, the folder too): the new Data.db,
+    /// CompressionInfo.db, encrypted index pages and Digest.crc32.
+    pub fn write_staged(
+        &self,
+        created: &mut Created,
+        progress: &dyn Progress,
+    ) -> Result<Rewritten> {
+        let r = self.rewrite(created, progress)?;
+        sync_dir(self.out.dir())?;
+        Ok(r)
+    }
+
+    /// The files the new key changes, except Statistics.db: Data.db, CompressionInfo.db, the
+    /// page-encrypted index files, Digest.crc32.
+    fn rewrite(&self, created: &mut Created, progress: &dyn Progress) -> Result<Rewritten> {
+        let l = &self.job.loaded;
+        let env = self.envelope();
+        let names = l.key_names();
+        let (crc, counts) = self.data(created, self.rekeying(&env, &names), &names, progress)?;
+        let mut files = vec![(
+            "Data.db".to_string(),
+            plan::sum_new_len(&self.job.new_lens),
+            crc,
+        )];
+        files.push(self.compression_info(created)?);
+        for pf in &l.paged {
+            files.push(self.index_pages(created, pf, self.rekeying(&env, &names))?);
+        }
+        if l.found.present.iter().any(|c| c == "Digest.crc32") {
+            files.push(self.small(created, "Digest.crc32", format_digest(crc).as_bytes())?);
+            failpoint::hit("component.linked")?;
+        }
+        Ok(Rewritten { counts, files })
+    }
+
+    /// Moves the staged files of `entry` in under the new generation.
+    fn adopt(&self, created: &mut Created, entry: &Entry) -> Result<Counts> {
+        for c in entry.components() {
+            created.adopt(&entry.dir.join(&c), &self.out.path(&c))?;
+            failpoint::hit("component.linked")?;
+        }
+        let m = &entry.manifest;
+        Ok(Counts {
+            rekeyed: m.rekeyed_chunks,
+            unchanged: m.unchanged_chunks,
+            raw: m.raw_chunks,
+        })
+    }
+
+    /// The SSTable's envelope with the target's provider.
+    fn envelope(&self) -> Envelope {
+        Envelope {
+            provider: self.target.provider,
+            ..self.job.loaded.envelope.clone()
+        }
+    }
+
+    fn rekeying<'b>(&'b self, new_env: &'b Envelope, key_names: &'b [String]) -> Rekeying<'b> {
+        let l = &self.job.loaded;
+        Rekeying {
             old: &l.envelope,
-            new: &new_env,
+            new: new_env,
             keys: &self.job.keys,
-            key_names: &key_names,
+            key_names,
             target_idx: self.job.target_idx,
             target_key: &self.job.target_key,
             target_header: &self.target.header,
-        };
-        let (crc, counts) = self.data(created, rk(), &key_names, progress)?;
-        self.compression_info(created)?;
-        let mut written = vec!["Data.db", "CompressionInfo.db"];
-        for pf in &l.paged {
-            self.index_pages(created, pf, rk())?;
-            written.push(pf.component.as_str());
         }
-        if let Some(comps) = &l.statistics {
-            let from = l.found.desc.path("Statistics.db");
-            let bytes = rewrite::rekey_statistics(&from, comps, &rk())?;
-            self.small(created, "Statistics.db", &bytes)?;
-            written.push("Statistics.db");
-        }
-        if l.found.present.iter().any(|c| c == "Digest.crc32") {
-            self.small(created, "Digest.crc32", format_digest(crc).as_bytes())?;
-            failpoint::hit("component.linked")?;
-            written.push("Digest.crc32");
-        }
-        self.link_unchanged(created, &written)?;
-        sync_dir(&self.new.dir)?;
-        Ok((counts, plan::sum_new_len(&self.job.new_lens)))
     }
 
     fn cancelled(&self) -> bool {
@@ -241,7 +354,7 @@ impl NewSstable<'_> {
                 ),
             });
         }
-        let dst_path = self.new.data_path();
+        let dst_path = self.out.path("Data.db");
         let dst = created.create_like(&dst_path, &src_path, &src_meta)?;
         dst.set_len(plan::sum_new_len(&self.job.new_lens))
             .map_err(|e| Error::io(&dst_path, "allocate", e))?;
@@ -269,7 +382,7 @@ impl NewSstable<'_> {
     }
 
     /// The new CompressionInfo.db: the new key's options and the new chunk offsets.
-    fn compression_info(&self, created: &mut Created) -> Result<()> {
+    fn compression_info(&self, created: &mut Created) -> Result<(String, u64, u32)> {
         let l = &self.job.loaded;
         let mut ci = l.ci.clone();
         self.target.rewrite_options(&mut ci);
@@ -278,9 +391,14 @@ impl NewSstable<'_> {
     }
 
     /// One page-encrypted index file, rewritten page by page (same size, same positions).
-    fn index_pages(&self, created: &mut Created, pf: &plan::PagedFile, rk: Rekeying) -> Result<()> {
+    fn index_pages(
+        &self,
+        created: &mut Created,
+        pf: &plan::PagedFile,
+        rk: Rekeying,
+    ) -> Result<(String, u64, u32)> {
         let from = self.job.loaded.found.desc.path(&pf.component);
-        let to = self.new.path(&pf.component);
+        let to = self.out.path(&pf.component);
         let src = File::open(&from).map_err(|e| Error::io(&from, "open", e))?;
         let meta = src.metadata().map_err(|e| Error::io(&from, "stat", e))?;
         let dst = created.create_like(&to, &from, &meta)?;
@@ -297,26 +415,38 @@ impl NewSstable<'_> {
             dst: &dst,
             dst_path: &to,
         };
-        rewrite::rewrite_file(&files, &pf.spans(), &layout, &|_| {}, &|| self.cancelled())?;
+        let (crc, _) =
+            rewrite::rewrite_file(&files, &pf.spans(), &layout, &|_| {}, &|| self.cancelled())?;
         dst.sync_all().map_err(|e| Error::io(&to, "fsync", e))?;
-        failpoint::hit("index.written")
+        failpoint::hit("index.written")?;
+        Ok((pf.component.clone(), meta.len(), crc))
     }
 
     /// A small new component with `bytes`, made like the old one (mode, owner, attributes).
-    fn small(&self, created: &mut Created, component: &str, bytes: &[u8]) -> Result<()> {
+    fn small(
+        &self,
+        created: &mut Created,
+        component: &str,
+        bytes: &[u8],
+    ) -> Result<(String, u64, u32)> {
         let from = self.job.loaded.found.desc.path(component);
         let meta = fs::metadata(&from).map_err(|e| Error::io(&from, "stat", e))?;
-        created.write_small(&self.new.path(component), &from, &meta, bytes)
+        created.write_small(&self.out.path(component), &from, &meta, bytes)?;
+        Ok((
+            component.to_string(),
+            bytes.len() as u64,
+            crc32fast::hash(bytes),
+        ))
     }
 
     /// Every component not rewritten is unchanged: hard-linked under the new generation.
-    fn link_unchanged(&self, created: &mut Created, written: &[&str]) -> Result<()> {
+    fn link_unchanged(&self, created: &mut Created, written: &[String]) -> Result<()> {
         let old = &self.job.loaded.found.desc;
         for c in &self.job.loaded.found.present {
-            if written.contains(&c.as_str()) {
+            if written.contains(c) {
                 continue;
             }
-            created.hard_link(&old.path(c), &self.new.path(c))?;
+            created.hard_link(&old.path(c), &self.out.path(c))?;
             failpoint::hit("component.linked")?;
         }
         Ok(())

@@ -375,7 +375,13 @@ pub fn tables(data_dirs: &[PathBuf], sel: &Selection) -> Result<Scan> {
                     .push(unseen(&shown, Location::Live, ks.path, LINK));
                 continue;
             }
-            if ks.kind != Kind::Dir || ks.name.as_deref() == Some("lost+found") {
+            // sstable-rekey's own staging folder holds no live SSTable (see `stage`).
+            if ks.kind != Kind::Dir
+                || matches!(
+                    ks.name.as_deref(),
+                    Some("lost+found" | super::staging::STAGING)
+                )
+            {
                 continue;
             }
             let Some(ks_name) = ks.name.clone() else {

@@ -2,7 +2,9 @@
 //! are) → [`admit`] (per SSTable: skip, fail, or a job with every key resolved) → [`evidence`]
 //! (every old key proven by trial decryption) → [`plan::check_space`] → [`execute`] (rewrite in
 //! parallel and commit with Cassandra's transaction log, [`commit`]) → [`report`]. Beside it:
-//! [`verify`] (the proof before destroying a key) and [`inspect`]. [`rekey`] is the driver.
+//! [`stage`] (the same rewrite into [`staging`] folders while the node serves, which a rekey then
+//! commits with renames), [`verify`] (the proof before destroying a key) and [`inspect`].
+//! [`rekey`] is the driver.
 
 pub mod admit;
 pub mod commit;
@@ -18,6 +20,8 @@ pub mod node_config;
 pub mod plan;
 pub mod report;
 pub mod rewrite;
+pub mod stage;
+pub mod staging;
 pub mod verify;
 
 use std::sync::atomic::AtomicBool;
@@ -45,6 +49,8 @@ pub struct RekeyOptions {
     /// `--move-kmip-group`: tables may move to the `--to` group from another one (or from a
     /// local key file) without a KMIP configuration confirming it.
     pub move_kmip_group: bool,
+    /// Rewrite every SSTable now, leaving the staged copies of `stage` where they are.
+    pub ignore_staged: bool,
 }
 
 /// Runs a rekey. Returns `Err` only for errors before any work (configuration, keys, space):
@@ -95,12 +101,32 @@ pub fn rekey(
     admit::owners(jobs.iter().map(|j| &j.loaded.found), &target)?;
     let (jobs, refused) = evidence::confirm(jobs);
     report.sstables.extend(refused);
-    plan::check_space(&jobs, opts.jobs)?;
+    let mut jobs = jobs;
+    let stale = match opts.ignore_staged {
+        true => Vec::new(),
+        false => stage::attach(
+            &mut jobs,
+            staging::load(&opts.data_dirs.dirs)?,
+            &target.id.to_string(),
+            &opts.selection,
+        ),
+    };
+    let unstaged: Vec<&plan::Job> = jobs.iter().filter(|j| j.staged.is_none()).collect();
+    plan::check_space(&unstaged, opts.jobs)?;
     if opts.dry_run {
         report.planned(jobs.into_iter().map(|j| j.report), &target.id);
         return Ok(report.finish(started));
     }
 
+    // Stale staged copies go first: never committed, they only take room.
+    report.totals.staged_discarded = stale.len();
+    for (e, why) in stale {
+        staging::remove_entry(&e.dir)?;
+        report.notes.push(format!(
+            "discarded the staged copy of {} ({why})",
+            e.manifest.source.display()
+        ));
+    }
     // Rewrite and commit.
     let statements = plan::alter_statements(&jobs, &target);
     let done = execute::execute(jobs, &target, opts.jobs, cancel, progress);

@@ -102,11 +102,13 @@ pub struct Job {
     /// New chunk lengths (without CRC) and offsets, known before any encryption.
     pub new_lens: Vec<u32>,
     pub new_offsets: Vec<u64>,
+    /// A staged copy of the rewritten files, checked against this SSTable (see [`super::stage`]).
+    pub staged: Option<Box<super::staging::Entry>>,
 }
 
 /// Free space for the largest `threads` new SSTables in flight at once, per file system: too
 /// little is an error before any work.
-pub fn check_space(jobs: &[Job], threads: usize) -> Result<()> {
+pub fn check_space(jobs: &[&Job], threads: usize) -> Result<()> {
     let threads = threads.max(1);
     let mut per_fs: HashMap<u64, (u64, Vec<u64>, std::path::PathBuf)> = HashMap::new();
     for j in jobs {
@@ -143,6 +145,11 @@ pub enum Load {
 }
 
 impl Loaded {
+    /// Each key's name, by key index.
+    pub fn key_names(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.to_string()).collect()
+    }
+
     pub fn raw_chunks(&self) -> usize {
         self.chunks.iter().filter(|c| c.key == RAW).count()
     }

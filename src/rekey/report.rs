@@ -24,6 +24,8 @@ pub enum Status {
     Failed,
     /// Interrupted (Ctrl-C) before its turn: untouched, still under its old key.
     NotStarted,
+    /// `stage`: its rewritten files are in the staging folder, for the next rekey to commit.
+    Staged,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +56,8 @@ pub struct SstableReport {
     /// Encrypted Statistics.db components per key, before and after.
     pub metadata_before: BTreeMap<String, usize>,
     pub metadata_after: BTreeMap<String, usize>,
+    /// Rekeyed by moving in the copy an earlier `stage` wrote (no rewrite in this run).
+    pub from_staged: bool,
     pub seconds: f64,
 }
 
@@ -79,6 +83,7 @@ impl SstableReport {
             index_pages_after: BTreeMap::new(),
             metadata_before: BTreeMap::new(),
             metadata_after: BTreeMap::new(),
+            from_staged: false,
             seconds: 0.0,
         }
     }
@@ -115,6 +120,13 @@ pub struct Totals {
     pub failed: usize,
     /// Left untouched because the run was interrupted before their turn.
     pub not_started: usize,
+    /// `stage`: SSTables whose rewritten copy is now staged.
+    pub staged: usize,
+    /// `rekey`: rekeyed from a staged copy, rekeyed by rewriting now, and staged copies found
+    /// stale and discarded.
+    pub staged_committed: usize,
+    pub rekeyed_now: usize,
+    pub staged_discarded: usize,
     pub chunks_rekeyed: usize,
     pub raw_chunks: usize,
     pub bytes_in: u64,
@@ -230,6 +242,13 @@ impl RekeyReport {
                 Status::Skipped => t.skipped += 1,
                 Status::Failed => t.failed += 1,
                 Status::NotStarted => t.not_started += 1,
+                Status::Staged => t.staged += 1,
+            }
+            if s.status == Status::Rekeyed {
+                match s.from_staged {
+                    true => t.staged_committed += 1,
+                    false => t.rekeyed_now += 1,
+                }
             }
             t.chunks_rekeyed += s.rekeyed_chunks;
             t.raw_chunks += s.raw_chunks;
@@ -237,6 +256,7 @@ impl RekeyReport {
             t.bytes_out += s.bytes_out;
         }
         t.seconds = self.totals.seconds;
+        t.staged_discarded = self.totals.staged_discarded;
         if t.seconds > 0.0 {
             t.throughput_mb_s = t.bytes_in as f64 / 1e6 / t.seconds;
         }

@@ -12,6 +12,7 @@ mod support;
 mod find_scope;
 mod key_identity;
 mod recover;
+mod staged;
 mod testdata_matrix;
 // Encrypted BTI indexes.
 mod bti_indexes;

@@ -1,0 +1,545 @@
+//! Staged rekey: the expensive rewrite done before the maintenance window, while the node serves.
+//!
+//! `stage` writes, for every live SSTable still under an old key, its rewritten files (Data.db,
+//! CompressionInfo.db, page-encrypted Partitions.db/Rows.db, Digest.crc32) into an entry of the
+//! staging folder of its data directory, `<data_dir>/.sstable-rekey-staging/`, which must be on
+//! the tables' file system. It never writes, renames, links or deletes anything in a table
+//! folder. An entry's manifest, written last (temp file, fsync, rename, folder fsync), records
+//! the source files' identities (device, inode, size, mtime) and each staged file's size and
+//! CRC32: no manifest, no entry. Staged files carry no generation.
+//!
+//! The `rekey` that follows (node stopped) takes every entry whose sources are unchanged and
+//! moves its files in with renames under a fresh generation, inside Cassandra's transaction; an
+//! encrypted Statistics.db is re-encrypted from the current file and the other components are
+//! hard-linked, as in an ordinary rekey ([`super::execute`]). Stale entries (a source gone or
+//! changed, another target) are discarded; SSTables without a valid entry are rewritten then.
+//!
+//! The staging folders themselves (entries, manifests, what may be deleted) are [`super::staging`].
+//! The staging folder belongs to this tool: `stage` removes the entries an earlier, interrupted
+//! `stage` left without a manifest, and any file there it does not know stops it (never deleted).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::fsio::{self, free_space, sync_dir, Created};
+use crate::keys::{KeyRef, KeyStore};
+use crate::rekey::admit::{self, Admission, KeyProblems};
+use crate::rekey::discover::{discover_with, fallback_file, Logs};
+use crate::rekey::execute::{pool, NewSstable, Out, Rewritten};
+use crate::rekey::find::Selection;
+use crate::rekey::plan::{self, Job, Target};
+use crate::rekey::report::{human_bytes, RekeyReport, SstableReport, Status};
+use crate::rekey::staging::{
+    load, remove_empty_up, remove_entry, staging_dir, Entry, Manifest, SourceFile, StagedFile,
+    Staging, MANIFEST, MANIFEST_FORMAT, MANIFEST_TMP,
+};
+use crate::rekey::{evidence, exclusive, node_config, Progress};
+
+/// The files an entry of `job` holds, in the order they are written.
+fn files_of(job: &Job) -> Vec<&str> {
+    let l = &job.loaded;
+    let mut v = vec!["Data.db", "CompressionInfo.db"];
+    v.extend(l.paged.iter().map(|p| p.component.as_str()));
+    if l.found.present.iter().any(|c| c == "Digest.crc32") {
+        v.push("Digest.crc32");
+    }
+    v
+}
+
+/// For a rekey: attaches to each job the valid entry of its SSTable, and returns the entries
+/// that can no longer be used (their source gone or changed, or another target), with why.
+/// Entries of tables outside `sel` are left alone.
+pub fn attach(
+    jobs: &mut [Job],
+    staging: Staging,
+    target: &str,
+    sel: &Selection,
+) -> Vec<(Entry, String)> {
+    let mut entries: Vec<Option<Entry>> = staging.entries.into_iter().map(Some).collect();
+    let mut stale = Vec::new();
+    for j in jobs.iter_mut() {
+        let data = j.loaded.found.desc.data_path();
+        for slot in entries.iter_mut() {
+            if !slot.as_ref().is_some_and(|e| e.is_for(&data)) {
+                continue;
+            }
+            let e = slot.take().expect("checked");
+            let expected = files_of(j);
+            match e.stale_for(&j.loaded.found.desc, &expected, target) {
+                None if j.staged.is_none() => j.staged = Some(Box::new(e)),
+                None => stale.push((e, "a second entry for the same SSTable".into())),
+                Some(why) => stale.push((e, why)),
+            }
+        }
+    }
+    for e in entries.into_iter().flatten() {
+        let (ks, t) = e.manifest.table.split_once('.').unwrap_or(("", ""));
+        if sel.keyspace.as_deref().is_none_or(|k| k == ks)
+            && (sel.tables.is_empty() || sel.tables.iter().any(|x| x == t))
+        {
+            let why = "its SSTable is no longer live or no longer under an old key".to_string();
+            stale.push((e, why));
+        }
+    }
+    stale
+}
+
+// ------------------------------------------------------------------ the stage command
+
+pub struct StageOptions {
+    pub to: KeyRef,
+    pub from: Vec<KeyRef>,
+    pub data_dirs: node_config::DataDirs,
+    pub selection: Selection,
+    pub jobs: usize,
+    /// Read plus write bytes per second, at most (`--rate`, MB/s).
+    pub rate: Option<f64>,
+    /// The idle I/O class instead of best-effort level 7.
+    pub idle_io: bool,
+    pub kmip_configured: bool,
+    pub move_kmip_group: bool,
+}
+
+/// Stages every selected live SSTable still under an old key (node running). Returns `Err` only
+/// for errors before any work; per-SSTable outcomes are in the report (`staged`, `skipped` with
+/// "already staged", `failed`).
+pub fn stage(
+    opts: &StageOptions,
+    store: &KeyStore,
+    cancel: &AtomicBool,
+    progress: &dyn Progress,
+) -> Result<RekeyReport> {
+    let started = Instant::now();
+    admit::refs(&opts.to, &opts.from)?;
+    let target = Target::new(&opts.to)?;
+    let dirs = &opts.data_dirs.dirs;
+    // Never while a rekey or recover works on the data directories; verify may run.
+    let _locks = exclusive::lock_data_dirs_shared(dirs)?;
+    let (mut report, jobs) = admitted(opts, store, &target)?;
+    let staging = lock_staging(dirs)?;
+    let todo = match reconcile(dirs, jobs, &target, &opts.selection, &mut report)
+        .and_then(|todo| check_staging_space(dirs, &todo).map(|()| todo))
+    {
+        Ok(todo) => todo,
+        Err(e) => {
+            staging.remove_if_new_and_empty();
+            return Err(e);
+        }
+    };
+    if let Err(e) = fsio::lower_priority(opts.idle_io) {
+        report
+            .notes
+            .push(format!("could not lower the process's priority: {e}"));
+    }
+    write_entries(todo, opts, &target, cancel, progress, &mut report);
+    Ok(report.finish(started))
+}
+
+/// Discovery, admission and the old keys' evidence, as for a rekey: the report so far and the
+/// jobs to stage. The tables may be in use: a compaction's transaction log is no obstacle.
+fn admitted(
+    opts: &StageOptions,
+    store: &KeyStore,
+    target: &Target,
+) -> Result<(RekeyReport, Vec<Job>)> {
+    let dirs = &opts.data_dirs.dirs;
+    let fallback = fallback_file(&opts.from);
+    let found = discover_with(dirs, &opts.selection, fallback.as_ref(), Logs::Allow)?;
+    let mut report = RekeyReport::begin(
+        &opts.to,
+        &opts.from,
+        false,
+        &opts.data_dirs,
+        &found.unseen,
+        Vec::new(),
+        found.notes.clone(),
+    );
+    report.command = "stage";
+    let cx = admit::Context {
+        target,
+        from: opts.from.iter().map(KeyRef::id).collect(),
+        store,
+        kmip_configured: opts.kmip_configured,
+        move_kmip_group: opts.move_kmip_group,
+    };
+    let mut jobs = Vec::new();
+    let mut problems = KeyProblems::default();
+    for (f, load) in found.live {
+        match admit::admit(f, load, &cx) {
+            Admission::Skip(r) | Admission::Fail(r) => report.sstables.push(r),
+            Admission::KeyProblem(p) => problems.push(p),
+            Admission::Ready(job) => jobs.push(*job),
+        }
+    }
+    problems.check(&opts.to)?;
+    admit::owners(jobs.iter().map(|j| &j.loaded.found), target)?;
+    same_file_system(dirs, &jobs)?;
+    let (jobs, refused) = evidence::confirm(jobs);
+    report.sstables.extend(refused);
+    Ok((report, jobs))
+}
+
+/// What earlier stages left: incomplete and stale entries go, valid ones are kept (their
+/// SSTables reported as already staged). Returns the jobs still to stage.
+fn reconcile(
+    dirs: &[PathBuf],
+    mut jobs: Vec<Job>,
+    target: &Target,
+    sel: &Selection,
+    report: &mut RekeyReport,
+) -> Result<Vec<Job>> {
+    let mut staging = load(dirs)?;
+    for d in std::mem::take(&mut staging.incomplete) {
+        remove_entry(&d)?;
+        report.notes.push(format!(
+            "removed an incomplete staging entry {}",
+            d.display()
+        ));
+    }
+    for (e, why) in attach(&mut jobs, staging, &target.id.to_string(), sel) {
+        remove_entry(&e.dir)?;
+        report.notes.push(format!(
+            "removed the stale staging entry of {} ({why})",
+            e.manifest.source.display()
+        ));
+    }
+    let (kept, todo): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.staged.is_some());
+    for j in kept {
+        let mut r = j.report;
+        r.status = Status::Skipped;
+        r.reason = Some("already staged (valid entry kept)".into());
+        r.keep_counts();
+        report.sstables.push(r);
+    }
+    Ok(todo)
+}
+
+/// Stages `todo`, `--jobs` at a time under `--rate`; after Ctrl-C nothing new starts.
+fn write_entries(
+    todo: Vec<Job>,
+    opts: &StageOptions,
+    target: &Target,
+    cancel: &AtomicBool,
+    progress: &dyn Progress,
+    report: &mut RekeyReport,
+) {
+    let throttle = Throttle::new(opts.rate, progress);
+    let total: u64 = todo.iter().map(|j| j.loaded.data_len).sum();
+    progress.start(total, todo.len());
+    let (done, never) = pool(todo, opts.jobs, cancel, |job| {
+        let r = stage_one(&job, &opts.data_dirs.dirs, target, cancel, &throttle);
+        progress.finished(&r);
+        r
+    });
+    progress.end();
+    report.sstables.extend(done);
+    report.sstables.extend(never.into_iter().map(|j| {
+        let mut r = j.report;
+        r.status = Status::NotStarted;
+        r.reason = Some("not started: the stage was interrupted; run it again".into());
+        r
+    }));
+    report.sstables.sort_by(|a, b| a.old.cmp(&b.old));
+}
+
+/// `stage --discard`: removes every staging entry of `data_dirs` and the staging folders.
+pub fn discard(data_dirs: &[PathBuf]) -> Result<usize> {
+    let _locks = exclusive::lock_data_dirs_shared(data_dirs)?;
+    let _staging_locks = lock_staging(data_dirs)?;
+    let st = load(data_dirs)?;
+    let n = st.entries.len() + st.incomplete.len();
+    for e in st.entries {
+        remove_entry(&e.dir)?;
+    }
+    for d in st.incomplete {
+        remove_entry(&d)?;
+    }
+    for dd in data_dirs {
+        let root = staging_dir(dd);
+        match fs::remove_dir(&root) {
+            Ok(()) => sync_dir(dd)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&root, "remove staging folder", e)),
+        }
+    }
+    Ok(n)
+}
+
+/// The staging folders, locked for this run; those it created are remembered.
+struct StagingLocks {
+    _held: Vec<File>,
+    created: Vec<PathBuf>,
+}
+
+impl StagingLocks {
+    /// An early error leaves no trace: the staging folders this run made go while still empty.
+    fn remove_if_new_and_empty(&self) {
+        for d in &self.created {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+/// Creates the staging folders (owned like their data directory) and takes an exclusive lock on
+/// each: one `stage` at a time.
+fn lock_staging(data_dirs: &[PathBuf]) -> Result<StagingLocks> {
+    let mut locks = StagingLocks {
+        _held: Vec::new(),
+        created: Vec::new(),
+    };
+    for dd in data_dirs {
+        let root = staging_dir(dd);
+        match fs::create_dir(&root) {
+            Ok(()) => {
+                locks.created.push(root.clone());
+                let m = fs::metadata(dd).map_err(|e| Error::io(dd, "stat", e))?;
+                std::os::unix::fs::chown(&root, Some(m.uid()), Some(m.gid()))
+                    .map_err(|e| Error::io(&root, "chown", e))?;
+                sync_dir(dd)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(&root, "create staging folder", e)),
+        }
+        let f = File::open(&root).map_err(|e| Error::io(&root, "open staging folder", e))?;
+        match fsio::try_lock(&f, true) {
+            Ok(true) => locks._held.push(f),
+            Ok(false) => {
+                return Err(Error::Usage(format!(
+                    "another sstable-rekey stage is working on {}; wait for it to finish",
+                    root.display()
+                )))
+            }
+            Err(e) => return Err(Error::io(&root, "lock staging folder", e)),
+        }
+    }
+    Ok(locks)
+}
+
+/// The data directory of an SSTable folder.
+fn data_dir_of<'a>(dirs: &'a [PathBuf], sstable_dir: &Path) -> Result<&'a PathBuf> {
+    dirs.iter()
+        .find(|d| sstable_dir.starts_with(d))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{} is in none of the data directories",
+                sstable_dir.display()
+            ))
+        })
+}
+
+/// Committing is a rename: every table folder must be on its staging folder's file system.
+fn same_file_system(dirs: &[PathBuf], jobs: &[Job]) -> Result<()> {
+    for j in jobs {
+        let dir = &j.loaded.found.desc.dir;
+        let dd = data_dir_of(dirs, dir)?;
+        // The staging folder is made in the data directory, or is there already.
+        let root = match staging_dir(dd) {
+            r if r.exists() => r,
+            _ => dd.clone(),
+        };
+        let a = fs::metadata(dir).map_err(|e| Error::io(dir, "stat", e))?;
+        let b = fs::metadata(&root).map_err(|e| Error::io(&root, "stat", e))?;
+        if a.dev() != b.dev() {
+            return Err(Error::Usage(format!(
+                "{} is on another file system than {}: a staged copy could not be renamed in. Stage with the data directory that holds it (--data-dir), or rekey that table offline",
+                dir.display(),
+                root.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Room for every staged copy at once (they stay until the rekey), per file system.
+fn check_staging_space(dirs: &[PathBuf], jobs: &[Job]) -> Result<()> {
+    let mut per_fs: BTreeMap<u64, (u64, u64, PathBuf)> = BTreeMap::new();
+    for j in jobs {
+        let root = staging_dir(data_dir_of(dirs, &j.loaded.found.desc.dir)?);
+        let (free, fsid) = free_space(&root)?;
+        let e = per_fs.entry(fsid).or_insert((free, 0, root));
+        e.1 += plan::sum_new_len(&j.new_lens) + 64 * 1024;
+    }
+    for (free, need, root) in per_fs.into_values() {
+        if need > free {
+            return Err(Error::Usage(format!(
+                "not enough free space for the staged copies in {}: {} needed, {} free. Stage fewer tables at a time (KEYSPACE TABLE...) and rekey in between, or free some space",
+                root.display(),
+                human_bytes(need),
+                human_bytes(free)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The entry folder of an SSTable: its folder's path below the data directory, then its prefix.
+fn entry_dir(dirs: &[PathBuf], job: &Job) -> Result<PathBuf> {
+    let desc = &job.loaded.found.desc;
+    let dd = data_dir_of(dirs, &desc.dir)?;
+    let rel = desc.dir.strip_prefix(dd).expect("checked");
+    Ok(staging_dir(dd)
+        .join(rel)
+        .join(desc.prefix().trim_end_matches('-')))
+}
+
+/// Stages one SSTable: its entry written and its manifest last; on failure, what this run wrote
+/// of it is removed.
+fn stage_one(
+    job: &Job,
+    dirs: &[PathBuf],
+    target: &Target,
+    cancel: &AtomicBool,
+    progress: &dyn Progress,
+) -> SstableReport {
+    let t0 = Instant::now();
+    let mut r = job.report.clone();
+    let mut created = Created::new();
+    let mut made_dir = None;
+    let outcome = (|| {
+        let dir = entry_dir(dirs, job)?;
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create staging entry", e))?;
+        made_dir = Some(dir.clone());
+        let sources = sources_of(job)?;
+        let w = NewSstable {
+            job,
+            target,
+            out: Out::Entry(&dir),
+            cancel,
+        };
+        let written = w.write_staged(&mut created, progress)?;
+        if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Interrupted);
+        }
+        // The sources must not have moved while they were read.
+        if sources_of(job)? != sources {
+            return Err(Error::Changed {
+                path: job.loaded.found.desc.data_path(),
+                what: "changed while it was staged (compacted away?); stage again".into(),
+            });
+        }
+        write_manifest(&dir, job, sources, target, &written)?;
+        Ok(written)
+    })();
+    match outcome {
+        Ok(w) => {
+            created.keep();
+            r.status = Status::Staged;
+            r.new = made_dir.map(|d| d.display().to_string());
+            r.rekeyed_chunks = w.counts.rekeyed;
+            r.unchanged_chunks = w.counts.unchanged;
+            r.raw_chunks = w.counts.raw;
+            r.bytes_in = job.loaded.data_len;
+            r.bytes_out = plan::sum_new_len(&job.new_lens);
+        }
+        Err(e) => {
+            let cleanup = created
+                .remove_all()
+                .and_then(|()| made_dir.as_deref().map_or(Ok(()), remove_empty_up));
+            match cleanup {
+                Ok(()) => r.fail(&e),
+                Err(e2) => r.fail(&Error::rollback_failed(e, e2)),
+            }
+        }
+    }
+    r.seconds = t0.elapsed().as_secs_f64();
+    r
+}
+
+/// The identities of the source files a staged file is made from.
+fn sources_of(job: &Job) -> Result<Vec<SourceFile>> {
+    let desc = &job.loaded.found.desc;
+    let mut v = vec!["Data.db", "CompressionInfo.db"];
+    v.extend(job.loaded.paged.iter().map(|p| p.component.as_str()));
+    v.iter().map(|c| SourceFile::of(&desc.path(c), c)).collect()
+}
+
+/// The manifest, last: a temp file, fsync, rename, folder fsync.
+fn write_manifest(
+    dir: &Path,
+    job: &Job,
+    sources: Vec<SourceFile>,
+    target: &Target,
+    w: &Rewritten,
+) -> Result<()> {
+    let data = job.loaded.found.desc.data_path();
+    let m = Manifest {
+        format: MANIFEST_FORMAT,
+        table: job.loaded.found.table.qualified(),
+        source: fs::canonicalize(&data).map_err(|e| Error::io(&data, "resolve path", e))?,
+        sources,
+        target: target.id.to_string(),
+        files: w
+            .files
+            .iter()
+            .map(|(c, size, crc32)| StagedFile {
+                component: c.clone(),
+                size: *size,
+                crc32: *crc32,
+            })
+            .collect(),
+        rekeyed_chunks: w.counts.rekeyed,
+        unchanged_chunks: w.counts.unchanged,
+        raw_chunks: w.counts.raw,
+    };
+    let text = serde_json::to_string_pretty(&m).expect("manifests serialize") + "\n";
+    let tmp = dir.join(MANIFEST_TMP);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, "create", e))?;
+    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| Error::io(&tmp, "write", e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, "fsync", e))?;
+    let dst = dir.join(MANIFEST);
+    fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, "rename", e))?;
+    sync_dir(dir)
+}
+
+/// `--rate`: a token bucket over read plus write bytes (one second of burst), wrapped around
+/// the caller's progress.
+struct Throttle<'a> {
+    rate: Option<f64>,
+    state: Mutex<(f64, Instant)>,
+    inner: &'a dyn Progress,
+}
+
+impl<'a> Throttle<'a> {
+    fn new(rate_mb_s: Option<f64>, inner: &'a dyn Progress) -> Self {
+        let rate = rate_mb_s.map(|r| r * 1e6);
+        Throttle {
+            rate,
+            state: Mutex::new((rate.unwrap_or(0.0), Instant::now())),
+            inner,
+        }
+    }
+}
+
+impl Progress for Throttle<'_> {
+    fn advance(&self, bytes: u64) {
+        if let Some(rate) = self.rate {
+            let wait = {
+                let mut s = self.state.lock().unwrap();
+                let now = Instant::now();
+                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * rate).min(rate);
+                s.1 = now;
+                // Read once, written once.
+                s.0 -= 2.0 * bytes as f64;
+                if s.0 < 0.0 {
+                    -s.0 / rate
+                } else {
+                    0.0
+                }
+            };
+            if wait > 0.0 {
+                std::thread::sleep(Duration::from_secs_f64(wait));
+            }
+        }
+        self.inner.advance(bytes);
+    }
+}

@@ -1,0 +1,257 @@
+//! The staging folders of `stage` (see [`super::stage`]): `<data_dir>/.sstable-rekey-staging/`,
+//! one entry folder per staged SSTable, named after the SSTable's folder and prefix, holding the
+//! rewritten files by component name and, written last, `manifest.json`. This file reads and
+//! removes entries; it knows nothing of jobs or keys. Any listing error, and any file an entry
+//! cannot hold, is an error: nothing is decided on a partial view, nothing unknown is deleted.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsio::sync_dir;
+use crate::sstable::Descriptor;
+
+/// The staging folder's name in a data directory (no keyspace name starts with a dot).
+pub const STAGING: &str = ".sstable-rekey-staging";
+pub const MANIFEST: &str = "manifest.json";
+pub const MANIFEST_TMP: &str = "manifest.json.tmp";
+/// The files an entry may hold; anything else in the staging folder stops `stage`.
+const ENTRY_FILES: [&str; 7] = [
+    "Data.db",
+    "CompressionInfo.db",
+    "Partitions.db",
+    "Rows.db",
+    "Digest.crc32",
+    MANIFEST,
+    MANIFEST_TMP,
+];
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// The staging folder of `data_dir`.
+pub fn staging_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(STAGING)
+}
+
+/// A source file as it was when it was staged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFile {
+    pub component: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl SourceFile {
+    pub fn of(path: &Path, component: &str) -> Result<SourceFile> {
+        let m = fs::symlink_metadata(path).map_err(|e| Error::io(path, "stat", e))?;
+        Ok(SourceFile {
+            component: component.to_string(),
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        })
+    }
+}
+
+/// A staged file: its size and CRC32.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagedFile {
+    pub component: String,
+    pub size: u64,
+    pub crc32: u32,
+}
+
+/// What an entry holds and what it was made from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// `keyspace.table`.
+    pub table: String,
+    /// The source Data.db (canonical path).
+    pub source: PathBuf,
+    /// Every source file a staged file was made from.
+    pub sources: Vec<SourceFile>,
+    /// The key the staged files are under.
+    pub target: String,
+    pub files: Vec<StagedFile>,
+    pub rekeyed_chunks: usize,
+    pub unchanged_chunks: usize,
+    pub raw_chunks: usize,
+}
+
+/// A staging entry with its manifest.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl Entry {
+    /// The components the entry replaces.
+    pub fn components(&self) -> Vec<String> {
+        self.manifest
+            .files
+            .iter()
+            .map(|f| f.component.clone())
+            .collect()
+    }
+
+    /// Why this entry cannot stand for the SSTable `desc`, rekeyed to `target` by rewriting the
+    /// components `expected`, if it cannot.
+    pub fn stale_for(&self, desc: &Descriptor, expected: &[&str], target: &str) -> Option<String> {
+        let m = &self.manifest;
+        if m.format != MANIFEST_FORMAT {
+            return Some(format!("manifest format {}", m.format));
+        }
+        if m.target != target {
+            return Some(format!("staged for {}, not {target}", m.target));
+        }
+        for s in &m.sources {
+            match SourceFile::of(&desc.path(&s.component), &s.component) {
+                Ok(now) if now == *s => {}
+                Ok(_) => return Some(format!("{} changed since it was staged", s.component)),
+                Err(e) => return Some(e.to_string()),
+            }
+        }
+        let staged: Vec<&str> = m.files.iter().map(|f| f.component.as_str()).collect();
+        if staged != expected {
+            return Some(format!("holds {staged:?}, the SSTable needs {expected:?}"));
+        }
+        for f in &m.files {
+            let p = self.dir.join(&f.component);
+            match fs::symlink_metadata(&p) {
+                Ok(meta) if meta.is_file() && meta.len() == f.size => {}
+                Ok(meta) => {
+                    return Some(format!(
+                        "{}: {} bytes, the manifest says {}",
+                        p.display(),
+                        meta.len(),
+                        f.size
+                    ))
+                }
+                Err(e) => return Some(format!("{}: {e}", p.display())),
+            }
+        }
+        None
+    }
+
+    /// Does `data`, the Data.db of an SSTable, name this entry's source?
+    pub fn is_for(&self, data: &Path) -> bool {
+        fs::canonicalize(data).is_ok_and(|p| p == self.manifest.source)
+    }
+}
+
+/// What the staging folders of a run hold.
+#[derive(Debug, Default)]
+pub struct Staging {
+    pub entries: Vec<Entry>,
+    /// Entry folders without a (readable) manifest: left by an interrupted `stage`.
+    pub incomplete: Vec<PathBuf>,
+}
+
+/// Reads the staging folders of `data_dirs` (a missing one holds nothing). Any listing error, and
+/// any file an entry cannot hold, is an error: nothing is decided on a partial view.
+pub fn load(data_dirs: &[PathBuf]) -> Result<Staging> {
+    let mut st = Staging::default();
+    for dd in data_dirs {
+        let root = staging_dir(dd);
+        match fs::symlink_metadata(&root) {
+            Ok(m) if m.is_dir() => walk(&root, &mut st)?,
+            Ok(_) => {
+                return Err(Error::Usage(format!(
+                "{} is not a folder: move it away (sstable-rekey keeps its staged copies there)",
+                root.display()
+            )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&root, "stat staging folder", e)),
+        }
+    }
+    Ok(st)
+}
+
+/// One folder of the staging tree: a folder holding files is an entry; others are walked.
+fn walk(dir: &Path, st: &mut Staging) -> Result<()> {
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, "list staging folder", e))? {
+        let e = e.map_err(|e| Error::io(dir, "list staging folder", e))?;
+        let t = e.file_type().map_err(|x| Error::io(e.path(), "stat", x))?;
+        let name = e.file_name();
+        if t.is_dir() {
+            dirs.push(e.path());
+        } else if t.is_file() && ENTRY_FILES.iter().any(|f| name == *f) {
+            files.push(name);
+        } else {
+            return Err(Error::Usage(format!(
+                "{}: not something sstable-rekey stages; move it out of the staging folder (nothing there is deleted that the tool does not know)",
+                e.path().display()
+            )));
+        }
+    }
+    if !files.is_empty() {
+        if !dirs.is_empty() {
+            return Err(Error::Usage(format!(
+                "{}: a staging entry with sub-folders; move them out",
+                dir.display()
+            )));
+        }
+        match read_manifest(dir) {
+            Some(manifest) => st.entries.push(Entry {
+                dir: dir.to_path_buf(),
+                manifest,
+            }),
+            None => st.incomplete.push(dir.to_path_buf()),
+        }
+        return Ok(());
+    }
+    for d in dirs {
+        walk(&d, st)?;
+    }
+    Ok(())
+}
+
+/// The entry's manifest, when there is one that parses.
+fn read_manifest(dir: &Path) -> Option<Manifest> {
+    let text = fs::read_to_string(dir.join(MANIFEST)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Removes an entry folder (only the files an entry holds; the folder, then its empty parents up
+/// to the staging folder). An entry is the tool's own output: this is how a stale or incomplete
+/// one goes.
+pub fn remove_entry(dir: &Path) -> Result<()> {
+    for f in ENTRY_FILES {
+        let p = dir.join(f);
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&p, "remove staged file", e)),
+        }
+    }
+    remove_empty_up(dir)
+}
+
+/// Removes `dir` and its parents while they are empty, stopping below the staging folder.
+pub fn remove_empty_up(dir: &Path) -> Result<()> {
+    let mut d = dir.to_path_buf();
+    loop {
+        if d.file_name().is_some_and(|n| n == STAGING) {
+            return sync_dir(&d);
+        }
+        match fs::remove_dir(&d) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => return sync_dir(&d),
+            Err(e) => return Err(Error::io(&d, "remove staging folder", e)),
+        }
+        match d.parent() {
+            Some(p) => d = p.to_path_buf(),
+            None => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Staged rekey (issue 12): `stage`, run while the node serves, writes only into
+//! `<data_dir>/.sstable-rekey-staging/`; the `rekey` of the maintenance window commits every
+//! staged copy whose source is unchanged (renames inside Cassandra's transaction) and rewrites
+//! the rest. Over a scratch copy of testdata/dd1 and dd3 (two data directories, an index folder,
+//! a snapshot, BTI SSTables with page-encrypted indexes), every result is judged by the
+//! independent decryptor of tests/it/support against the plaintext digests of MANIFEST.json.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const TO: &str = "kmip://kmip1/new-128";
+const FROM: &str = "kmip://kmip1/old-128";
+const STAGING: &str = ".sstable-rekey-staging";
+
+fn env() -> Scratch {
+    Scratch::of(&["dd1", "dd3", "keys"])
+}
+
+/// `VERB -q --to TO --from FROM --keyring keys/keyring --data-dir dd1 --data-dir dd3 EXTRA...`.
+fn cmd(env: &Scratch, verb: &str, extra: &[&str]) -> Vec<String> {
+    let mut v = strings(&[verb, "-q", "--to", TO, "--from", FROM, "--keyring"]);
+    v.extend([env.s("keys/keyring"), "--data-dir".into(), env.s("dd1")]);
+    v.extend(["--data-dir".into(), env.s("dd3")]);
+    v.extend(strings(extra));
+    v
+}
+
+/// Runs `verb` with a report; its exit must be `code`. Returns the report.
+fn run_with_report(env: &Scratch, verb: &str, extra: &[&str], code: i32) -> Value {
+    let report = env.tmp.path().join(format!("{verb}-report.json"));
+    let mut args = cmd(env, verb, extra);
+    args.extend(["--report".into(), report.display().to_string()]);
+    let r = env.run(&args);
+    assert_eq!(r.code, code, "{verb}: {}", r.all());
+    env.report(&report)
+}
+
+/// The live SSTables (index folders included) of dd1 and dd3 under the old key, by Data.db path
+/// relative to the copy's root.
+fn under_old() -> BTreeMap<String, &'static Value> {
+    manifest()
+        .iter()
+        .filter(|e| {
+            let d = e["data"].as_str().unwrap();
+            (d.starts_with("dd1/") || d.starts_with("dd3/"))
+                && !e["location"].as_str().unwrap().starts_with("snapshot")
+                && e["key"] == "kmip:old-128"
+        })
+        .map(|e| (e["data"].as_str().unwrap().to_string(), e))
+        .collect()
+}
+
+/// Every file of the copy outside the staging folders: path → SHA-256.
+fn tables_tree(env: &Scratch) -> BTreeMap<String, String> {
+    let mut t = tree_strict(&env.root);
+    t.retain(|p, _| !p.contains(STAGING));
+    t
+}
+
+/// Every file in the staging folders.
+fn staged_files(env: &Scratch) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for dd in ["dd1", "dd3"] {
+        let s = env.p(dd).join(STAGING);
+        if s.exists() {
+            walk(&s, &mut v);
+        }
+    }
+    v
+}
+
+/// The report's SSTables by status, their old Data.db relative to the copy's root.
+fn by_status(env: &Scratch, rep: &Value, status: &str) -> BTreeSet<String> {
+    rep["sstables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == status)
+        .map(|s| rel(env, s["old"].as_str().unwrap()))
+        .collect()
+}
+
+fn rel(env: &Scratch, p: &str) -> String {
+    Path::new(p)
+        .strip_prefix(&env.root)
+        .unwrap_or_else(|_| panic!("{p} is outside the copy"))
+        .display()
+        .to_string()
+}
+
+/// Every SSTable the report says was rekeyed opens with the new keys only, to its original
+/// plaintext (and index and metadata plaintext); the old SSTable is gone.
+fn check_rekeyed(env: &Scratch, rep: &Value) -> usize {
+    let keys = Keys::testdata(&env.root, "new");
+    let olds = under_old();
+    let mut n = 0;
+    for s in rep["sstables"].as_array().unwrap() {
+        if s["status"] != "rekeyed" {
+            continue;
+        }
+        let old = rel(env, s["old"].as_str().unwrap());
+        let e = olds[&old];
+        let new = PathBuf::from(s["new"].as_str().unwrap());
+        let indexes = e["indexes_encrypted"] == true;
+        let o = open_sstable(&new, &keys, indexes).unwrap_or_else(|m| panic!("{old}: {m}"));
+        assert_eq!(o.sha256, e["plaintext_sha256"], "{old}: plaintext");
+        if indexes {
+            let want: BTreeMap<String, String> =
+                serde_json::from_value(e["metadata_sha256"].clone()).unwrap();
+            assert_eq!(
+                o.metadata_sha256, want,
+                "{old}: index and metadata plaintext"
+            );
+        }
+        let expect = BTreeSet::from([TO.to_string()]);
+        if o.raw < o.chunk_keys.len() {
+            assert_eq!(o.key_set(), expect, "{old}: keys");
+        }
+        assert!(!env.p(&old).exists(), "{old}: still there");
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn stage_writes_only_its_staging_folder_and_rekey_commits_every_copy() {
+    let env = env();
+    let before = tables_tree(&env);
+    let olds = under_old();
+    assert_eq!(olds.len(), 18, "the data set");
+
+    let rep = run_with_report(&env, "stage", &[], 0);
+    assert_eq!(rep["command"], "stage");
+    assert_eq!(
+        by_status(&env, &rep, "staged"),
+        olds.keys().cloned().collect()
+    );
+    assert_eq!(rep["totals"]["staged"], olds.len());
+    assert_eq!(
+        diff(&before, &tables_tree(&env)),
+        Vec::<String>::new(),
+        "stage changed a table folder"
+    );
+    let manifests = staged_files(&env)
+        .into_iter()
+        .filter(|p| p.ends_with("manifest.json"))
+        .count();
+    assert_eq!(manifests, olds.len());
+
+    // A second stage keeps every valid entry and writes nothing.
+    let staged_before = tree_strict(&env.root);
+    let again = run_with_report(&env, "stage", &[], 0);
+    assert_eq!(again["totals"]["staged"], 0, "{}", again["totals"]);
+    assert_eq!(
+        diff(&staged_before, &tree_strict(&env.root)),
+        Vec::<String>::new()
+    );
+
+    let rep = run_with_report(&env, "rekey", &[], 0);
+    assert_eq!(
+        rep["totals"]["staged_committed"],
+        olds.len(),
+        "{}",
+        rep["totals"]
+    );
+    assert_eq!(rep["totals"]["rekeyed_now"], 0);
+    assert_eq!(check_rekeyed(&env, &rep), olds.len());
+    assert_eq!(
+        staged_files(&env),
+        Vec::<PathBuf>::new(),
+        "staging not empty"
+    );
+    // The snapshot was not touched.
+    for (p, h) in &before {
+        if p.contains("/snapshots/") {
+            assert_eq!(tables_tree(&env).get(p), Some(h), "{p}");
+        }
+    }
+    // verify agrees: the rekeyed tables are under the new key only.
+    let v = env.run(&[
+        "verify",
+        "--key",
+        TO,
+        "--keyring",
+        &env.s("keys/keyring"),
+        "--data-dir",
+        &env.s("dd1"),
+        "matrix",
+        "t_Encryptor_kmip_CBC_128",
+        "t_EncryptingLZ4Compressor_kmip_ECB_128",
+    ]);
+    assert_eq!(v.code, 0, "{}", v.all());
+}
+
+#[test]
+fn a_source_changed_after_staging_is_rewritten_now_and_its_copy_discarded() {
+    let env = env();
+    run_with_report(&env, "stage", &[], 0);
+    // As a running node might: the SSTable's Data.db is another file now (same bytes, new inode).
+    let changed =
+        "dd1/matrix/t_Encryptor_kmip_CBC_128-8bd2b646fdae2968a8379b6e64857dea/nb-1-big-Data.db";
+    let p = env.p(changed);
+    let bytes = fs::read(&p).unwrap();
+    fs::remove_file(&p).unwrap();
+    fs::write(&p, bytes).unwrap();
+
+    let rep = run_with_report(&env, "rekey", &[], 0);
+    let t = &rep["totals"];
+    assert_eq!(t["staged_committed"], under_old().len() - 1, "{t}");
+    assert_eq!(t["rekeyed_now"], 1, "{t}");
+    assert_eq!(t["staged_discarded"], 1, "{t}");
+    let now: Vec<&Value> = rep["sstables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "rekeyed" && s["from_staged"] == false)
+        .collect();
+    assert_eq!(now.len(), 1);
+    assert_eq!(rel(&env, now[0]["old"].as_str().unwrap()), changed);
+    assert_eq!(check_rekeyed(&env, &rep), under_old().len());
+    assert_eq!(staged_files(&env), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_killed_stage_leaves_the_tables_alone_and_the_next_stage_resumes() {
+    require_failpoints();
+    let env = env();
+    let before = tables_tree(&env);
+    // A crash (abort) after the third staged Data.db is written: entries without a manifest.
+    let r = run_in(
+        env.tmp.path(),
+        &cmd(&env, "stage", &["--jobs", "1"]),
+        &[("SSTABLE_REKEY_TEST_FAILPOINT", "data.fsynced@3")],
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert_eq!(diff(&before, &tables_tree(&env)), Vec::<String>::new());
+    assert!(
+        staged_files(&env).iter().any(|p| p.ends_with("Data.db")),
+        "the crash left partial staging entries"
+    );
+
+    let rep = run_with_report(&env, "stage", &[], 0);
+    let notes = rep["notes"].to_string();
+    assert!(
+        notes.contains("removed an incomplete staging entry"),
+        "{notes}"
+    );
+    let kept = rep["sstables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("already staged"))
+        })
+        .count();
+    assert_eq!(
+        kept, 2,
+        "the two entries complete before the crash are kept"
+    );
+    assert_eq!(rep["totals"]["staged"], under_old().len() - 2);
+    assert_eq!(diff(&before, &tables_tree(&env)), Vec::<String>::new());
+
+    let rep = run_with_report(&env, "rekey", &[], 0);
+    assert_eq!(rep["totals"]["staged_committed"], under_old().len());
+    assert_eq!(check_rekeyed(&env, &rep), under_old().len());
+}
+
+#[test]
+fn a_failed_commit_puts_the_staged_copy_back_for_the_next_rekey() {
+    require_failpoints();
+    let env = env();
+    run_with_report(&env, "stage", &[], 0);
+    // The first SSTable's COMMIT fails: its transaction rolls back, its staged files go back.
+    let report = env.tmp.path().join("failed.json");
+    let mut args = cmd(&env, "rekey", &["--jobs", "1"]);
+    args.extend(["--report".into(), report.display().to_string()]);
+    let r = run_in(
+        env.tmp.path(),
+        &args,
+        &[("SSTABLE_REKEY_TEST_FAILPOINT", "txn.committing:error")],
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    let rep = env.report(&report);
+    let failed = by_status(&env, &rep, "failed");
+    assert_eq!(failed.len(), 1, "{}", rep["totals"]);
+    let failed = failed.into_iter().next().unwrap();
+    assert!(env.p(&failed).exists(), "{failed}: the original must stay");
+    assert_eq!(
+        staged_files(&env)
+            .iter()
+            .filter(|p| p.ends_with("manifest.json"))
+            .count(),
+        1,
+        "the failed SSTable's entry is back, whole"
+    );
+    assert_eq!(check_rekeyed(&env, &rep), under_old().len() - 1);
+
+    let rep = run_with_report(&env, "rekey", &[], 0);
+    assert_eq!(rep["totals"]["staged_committed"], 1, "{}", rep["totals"]);
+    assert_eq!(by_status(&env, &rep, "rekeyed"), BTreeSet::from([failed]));
+    assert_eq!(check_rekeyed(&env, &rep), 1);
+    assert_eq!(staged_files(&env), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_stage_refused_before_any_work_leaves_no_trace() {
+    let env = env();
+    let before = tree_strict(&env.root);
+    // A 256-bit target for 128-bit tables: a key problem, found before anything is written.
+    let mut args = cmd(&env, "stage", &[]);
+    let to = args.iter().position(|a| a == TO).unwrap();
+    args[to] = "kmip://kmip1/new-256".into();
+    let r = env.run(&args);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("secret_key_strength"), "{}", r.all());
+    assert_eq!(diff(&before, &tree_strict(&env.root)), Vec::<String>::new());
+    assert!(
+        !env.p("dd1").join(STAGING).exists(),
+        "a staging folder was left"
+    );
+}
+
+#[test]
+fn a_foreign_file_in_the_staging_folder_stops_stage_and_rekey_and_stays() {
+    let env = env();
+    run_with_report(&env, "stage", &[], 0);
+    let foreign = env.p("dd1").join(STAGING).join("edge/notes.txt");
+    fs::write(&foreign, b"an operator's file").unwrap();
+    let before = tree_strict(&env.root);
+    for verb in ["stage", "rekey"] {
+        let r = env.run(&cmd(&env, verb, &[]));
+        assert_eq!(r.code, 2, "{verb}: {}", r.all());
+        assert!(r.stderr.contains("notes.txt"), "{verb}: {}", r.all());
+        assert_eq!(diff(&before, &tree_strict(&env.root)), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn ignore_staged_rewrites_now_and_discard_removes_the_staging_folders() {
+    let env = env();
+    run_with_report(&env, "stage", &[], 0);
+    let staged = staged_files(&env);
+    let rep = run_with_report(&env, "rekey", &["--ignore-staged"], 0);
+    assert_eq!(rep["totals"]["staged_committed"], 0);
+    assert_eq!(rep["totals"]["rekeyed_now"], under_old().len());
+    assert_eq!(check_rekeyed(&env, &rep), under_old().len());
+    assert_eq!(
+        staged_files(&env),
+        staged,
+        "--ignore-staged leaves the copies"
+    );
+
+    let r = env.run(&[
+        "stage",
+        "--discard",
+        "--data-dir",
+        &env.s("dd1"),
+        "--data-dir",
+        &env.s("dd3"),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for dd in ["dd1", "dd3"] {
+        assert!(!env.p(dd).join(STAGING).exists(), "{dd}: {}", r.all());
+    }
+}
