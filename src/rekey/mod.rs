@@ -129,7 +129,15 @@ pub fn rekey(
     }
     // Rewrite and commit.
     let statements = plan::alter_statements(&jobs, &target);
+    let had_staged = jobs.iter().any(|j| j.staged.is_some()) || report.totals.staged_discarded > 0;
     let done = execute::execute(jobs, &target, opts.jobs, cancel, progress);
     report.done(done, &statements);
+    if had_staged {
+        for dd in &opts.data_dirs.dirs {
+            if let Err(e) = staging::remove_root_if_empty(dd) {
+                report.notes.push(e.to_string());
+            }
+        }
+    }
     Ok(report.finish(started))
 }

@@ -237,6 +237,17 @@ pub fn remove_entry(dir: &Path) -> Result<()> {
     remove_empty_up(dir)
 }
 
+/// Removes the staging folder of `data_dir` when nothing is left in it (it was the tool's own).
+pub fn remove_root_if_empty(data_dir: &Path) -> Result<()> {
+    let root = staging_dir(data_dir);
+    match fs::remove_dir(&root) {
+        Ok(()) => sync_dir(data_dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
+        Err(e) => Err(Error::io(&root, "remove staging folder", e)),
+    }
+}
+
 /// Removes `dir` and its parents while they are empty, stopping below the staging folder.
 pub fn remove_empty_up(dir: &Path) -> Result<()> {
     let mut d = dir.to_path_buf();

@@ -18,6 +18,10 @@
 //! - `rekey --jobs 1 --report FILE`;
 //! - `recover` on a log without COMMIT and on one with COMMIT, left by a rekey crashed at the
 //!   failpoint `txn.remove` / `txn.commit` (test-only `failpoints` feature);
+//! - `stage --jobs 1 --report FILE` (the rewrite before the window): it must write nothing outside
+//!   its staging folder, and whatever the fault left there, an unfaulted `stage` then `rekey` must
+//!   end with every SSTable once under the new key and the staging folder gone (a name planted in
+//!   the staging folder is the tool's to remove: the folder is its own);
 //! - `verify --key NEW --report FILE` on four trees: everything under the old key, one table rekeyed and the
 //!   other not (both ways), and every live SSTable rekeyed (the snapshot still under the old key).
 //!
@@ -600,6 +604,12 @@ fn check_report(kind: CmdKind, path: &Path, live: usize) -> Result<(), String> {
             }
         }
         CmdKind::Recover { .. } => return Ok(()),
+        CmdKind::Stage => {
+            return match n(&v["totals"]["staged"]) == live && n(&v["totals"]["failed"]) == 0 {
+                true => Ok(()),
+                false => Err(format!("totals {}", v["totals"])),
+            }
+        }
     }
     let backups = v["backups"].as_array().cloned().unwrap_or_default();
     let named = backups
@@ -629,6 +639,18 @@ enum CmdKind {
     Verify {
         old_live: bool,
     },
+    /// `stage` (node running): then an unfaulted `stage` and `rekey` must finish the job.
+    Stage,
+}
+
+/// The staging folder `stage` writes in (inside the data directory).
+const STAGING: &str = ".sstable-rekey-staging";
+
+/// `rekey_args` as a `stage` command line.
+fn stage_args(sw: &Sweep, data: &Path) -> Vec<String> {
+    let mut args = rekey_args(&sw.ds, data, 1);
+    args[0] = "stage".into();
+    args
 }
 
 struct Cmd {
@@ -652,6 +674,7 @@ impl Cmd {
                 return strings(&["recover", "--data-dir", data.to_str().unwrap()])
             }
             CmdKind::Verify { .. } => sw.verify_args(data),
+            CmdKind::Stage => stage_args(sw, data),
         };
         args.push("--report".into());
         args.push(report_path(data).display().to_string());
@@ -715,7 +738,13 @@ impl Cmd {
             let rel = p.strip_prefix(&data).unwrap_or(p).display().to_string();
             written.retain(|d| d != &format!("added {rel}"));
         }
-        if dirs(&data) != ready_dirs {
+        let outside_staging = |d: &PathBuf| !d.components().any(|c| c.as_os_str() == STAGING);
+        if dirs(&data)
+            .into_iter()
+            .filter(outside_staging)
+            .collect::<BTreeSet<_>>()
+            != ready_dirs.into_iter().filter(outside_staging).collect()
+        {
             written.push("folders added or removed".into());
         }
         if let (Some(f), Some(c)) = (fault, &t.injected) {
@@ -731,6 +760,42 @@ impl Cmd {
             }
         }
         match self.kind {
+            CmdKind::Stage => {
+                written.retain(|d| !d.contains(STAGING));
+                if !written.is_empty() {
+                    j.add("stage wrote in a table folder", written.join(", "));
+                }
+                if eintr && code != 0 {
+                    j.add(
+                        "EINTR not retried",
+                        format!("exit {code}: {}", last_line(&t.run)),
+                    );
+                }
+                // Whatever the fault left in the staging folder, the next stage and the rekey
+                // finish the job: every SSTable once, under the new key, staging empty. A name
+                // "another process" planted in the staging folder is the tool's to remove there.
+                for args in [stage_args(sw, &data), rekey_args(&sw.ds, &data, 1)] {
+                    let r = run_in(&sw.ds.root, &args, ENV);
+                    if r.code != 0 {
+                        j.add(
+                            "stage then rekey after the fault failed",
+                            format!("{}: exit {}: {}", args[0], r.code, last_line(&r)),
+                        );
+                    }
+                }
+                let planted = planted.filter(|p| !p.to_string_lossy().contains(STAGING));
+                judge_tree(sw, &data, &before, planted, &mut j);
+                if j.tally.is_some_and(|t| t.new != sw.live) {
+                    j.add("not done after stage and rekey", format!("{:?}", j.tally));
+                }
+                let mut left = Vec::new();
+                if data.join(STAGING).exists() {
+                    walk(&data.join(STAGING), &mut left);
+                }
+                if !left.is_empty() {
+                    j.add("staged files left after the rekey", format!("{left:?}"));
+                }
+            }
             CmdKind::Verify { old_live } => {
                 if !written.is_empty() {
                     j.add("verify wrote", written.join(", "));
@@ -881,6 +946,7 @@ fn commands(sw: &Sweep, base: &Path, verify_trees: &[VerifyTree]) -> Vec<Cmd> {
             0,
         ),
     ];
+    cmds.push(("stage", CmdKind::Stage, sw.ds.data.clone(), 0));
     for &(label, keyspaces, old_live) in verify_trees {
         let template = base.join("templates").join(label);
         copy_tree(&sw.ds.data, &template);
@@ -1026,7 +1092,7 @@ fn run_points(sw: &Sweep, cmd: &Cmd, points: &[Point], base: &Path, verbose: boo
 }
 
 #[test]
-fn fault_sweep_every_syscall_of_rekey_recover_and_verify() {
+fn fault_sweep_every_syscall_of_rekey_recover_stage_and_verify() {
     require_failpoints();
     if !pid_namespace() {
         // (With CI=true, pid_namespace has failed the test.) Outside a namespace the tool's /proc
