@@ -24,10 +24,18 @@ fn env() -> Scratch {
 /// `VERB -q --to TO --from FROM --keyring keys/keyring --data-dir dd1 --data-dir dd3 EXTRA...`.
 fn cmd(env: &Scratch, verb: &str, extra: &[&str]) -> Vec<String> {
     let mut v = strings(&[verb, "-q", "--to", TO, "--from", FROM, "--keyring"]);
-    v.extend([env.s("keys/keyring"), "--data-dir".into(), env.s("dd1")]);
-    v.extend(["--data-dir".into(), env.s("dd3")]);
+    v.push(env.s("keys/keyring"));
+    v.extend(data_dirs(env));
     v.extend(strings(extra));
     v
+}
+
+/// `--data-dir dd1 --data-dir dd3`.
+fn data_dirs(env: &Scratch) -> Vec<String> {
+    ["dd1", "dd3"]
+        .iter()
+        .flat_map(|d| ["--data-dir".to_string(), env.s(d)])
+        .collect()
 }
 
 /// Runs `verb` with a report; its exit must be `code`. Returns the report.
@@ -182,18 +190,14 @@ fn stage_writes_only_its_staging_folder_and_rekey_commits_every_copy() {
         }
     }
     // verify agrees: the rekeyed tables are under the new key only.
-    let v = env.run(&[
-        "verify",
-        "--key",
-        TO,
-        "--keyring",
-        &env.s("keys/keyring"),
-        "--data-dir",
-        &env.s("dd1"),
-        "matrix",
+    let mut args = strings(&["verify", "--key", TO, "--keyring"]);
+    args.extend([env.s("keys/keyring"), "--data-dir".into(), env.s("dd1")]);
+    let tables = [
         "t_Encryptor_kmip_CBC_128",
         "t_EncryptingLZ4Compressor_kmip_ECB_128",
-    ]);
+    ];
+    args.extend(strings(&[&["matrix"][..], &tables[..]].concat()));
+    let v = env.run(&args);
     assert_eq!(v.code, 0, "{}", v.all());
 }
 
@@ -357,14 +361,7 @@ fn ignore_staged_rewrites_now_and_discard_removes_the_staging_folders() {
         "--ignore-staged leaves the copies"
     );
 
-    let r = env.run(&[
-        "stage",
-        "--discard",
-        "--data-dir",
-        &env.s("dd1"),
-        "--data-dir",
-        &env.s("dd3"),
-    ]);
+    let r = env.run(&[strings(&["stage", "--discard"]), data_dirs(&env)].concat());
     assert_eq!(r.code, 0, "{}", r.all());
     for dd in ["dd1", "dd3"] {
         assert!(!env.p(dd).join(STAGING).exists(), "{dd}: {}", r.all());
