@@ -442,6 +442,12 @@ fn stage_one(
                 .remove_all()
                 .and_then(|()| made_dir.as_deref().map_or(Ok(()), remove_empty_up));
             match cleanup {
+                Ok(()) if moved_away(job, &e) => {
+                    r.status = Status::Skipped;
+                    r.reason = Some(format!(
+                        "changed or removed while it was staged (a compaction?): nothing staged for it ({e})"
+                    ));
+                }
                 Ok(()) => r.fail(&e),
                 Err(e2) => r.fail(&Error::rollback_failed(e, e2)),
             }
@@ -449,6 +455,11 @@ fn stage_one(
     }
     r.seconds = t0.elapsed().as_secs_f64();
     r
+}
+
+/// Did the running node change or remove the SSTable under `stage` (then `e` is no fault)?
+fn moved_away(job: &Job, e: &Error) -> bool {
+    matches!(e, Error::Changed { .. }) || !job.loaded.found.desc.data_path().exists()
 }
 
 /// The identities of the source files a staged file is made from.

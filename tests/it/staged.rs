@@ -367,3 +367,159 @@ fn ignore_staged_rewrites_now_and_discard_removes_the_staging_folders() {
         assert!(!env.p(dd).join(STAGING).exists(), "{dd}: {}", r.all());
     }
 }
+
+/// Moves `path` to `path` rewritten with `bytes` the way Cassandra replaces a component (a
+/// temporary file renamed over it): a new inode. Returns that inode.
+fn replace_file(path: &Path, bytes: &[u8]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes).unwrap();
+    fs::rename(&tmp, path).unwrap();
+    fs::metadata(path).unwrap().ino()
+}
+
+/// The running node between `stage` and the commit, and during `stage` (a compaction's
+/// transaction log in a table folder, a source replaced while `--rate` slows the stage down):
+/// compaction removes a staged SSTable, a flush adds one under the old key, incremental repair
+/// rewrites a staged SSTable's Statistics.db and index summary redistribution its Summary.db, a
+/// table is dropped, a snapshot is taken. The commit takes exactly what is still right.
+#[test]
+fn the_node_keeps_working_between_stage_and_commit() {
+    use std::os::unix::fs::MetadataExt;
+    let env = env();
+    let two = table_dir(&env.p("dd1/edge"), "t_two");
+    let snap = table_dir(&env.p("dd1/edge"), "t_snap");
+    let cbc = table_dir(&env.p("dd1/matrix"), "t_Encryptor_kmip_CBC_128");
+    let dropped = table_dir(
+        &env.p("dd1/matrix"),
+        "t_EncryptingLZ4Compressor_kmip_ECB_128",
+    );
+    let snapped = table_dir(&env.p("dd1/matrix"), "t_Encryptor_kmip_ECB_128");
+    // A compaction in progress: its transaction log is in the folder while `stage` runs.
+    let log = two.join("nb_txn_compaction_7d2c9a80-93a1-11ef-8d5b-1b2c3d4e5f60.log");
+    fs::write(&log, b"").unwrap();
+    // During the stage (slowed by --rate to a few seconds), the node replaces a source: the
+    // Data.db of t_Encryptor_kmip_CBC_128 becomes another file (same bytes, a new inode). Staged
+    // before, during or after that, it must end rekeyed once, whichever way.
+    let replaced = cbc.join("nb-1-big-Data.db");
+    let replaced_bytes = fs::read(&replaced).unwrap();
+    let staging = std::thread::scope(|s| {
+        let stage = s.spawn(|| run_with_report(&env, "stage", &["--rate", "0.05"], 0));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        replace_file(&replaced, &replaced_bytes);
+        stage.join().unwrap()
+    });
+    assert_eq!(staging["totals"]["failed"], 0, "{}", staging["totals"]);
+
+    // Between stage and commit: the compaction ends (nb-1 of t_two gone, its log removed) ...
+    fs::remove_file(&log).unwrap();
+    for e in fs::read_dir(&two).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("nb-1-")
+        {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    // ... a flush writes nb-7 under the old key (nb-2's bytes) ...
+    for e in fs::read_dir(&two).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if let Some(c) = name.strip_prefix("nb-2-big-") {
+            fs::copy(&p, two.join(format!("nb-7-big-{c}"))).unwrap();
+        }
+    }
+    // ... incremental repair rewrites Statistics.db, summary redistribution Summary.db ...
+    let cbc_stats = cbc.join("nb-1-big-Statistics.db");
+    let stats_ino = replace_file(&cbc_stats, &fs::read(&cbc_stats).unwrap());
+    let summary = b"a redistributed index summary".to_vec();
+    replace_file(&snap.join("nb-1-big-Summary.db"), &summary);
+    // ... a table is dropped, a snapshot taken (hard links).
+    fs::remove_dir_all(&dropped).unwrap();
+    let snap2 = snapped.join("snapshots/snap2");
+    fs::create_dir_all(&snap2).unwrap();
+    for e in fs::read_dir(&snapped).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            fs::hard_link(&p, snap2.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let snap2_before = tree_strict(&snap2);
+
+    let rep = run_with_report(&env, "rekey", &[], 0);
+    let t = &rep["totals"];
+    let n = under_old().len();
+    // Two staged SSTables are gone (compacted, dropped), one was flushed since: n - 1 rekeyed.
+    // The source replaced during the stage is committed from its copy if that was made after the
+    // replacement, else rewritten now (its copy discarded or never made).
+    assert_eq!(t["rekeyed"], n - 1, "{t}");
+    assert_eq!(t["failed"], 0, "{t}");
+    let now: BTreeSet<String> = rep["sstables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "rekeyed" && s["from_staged"] == false)
+        .map(|s| rel(&env, s["old"].as_str().unwrap()))
+        .collect();
+    let nb7 = rel(&env, &two.join("nb-7-big-Data.db").display().to_string());
+    let replaced_rel = rel(&env, &replaced.display().to_string());
+    assert!(now.contains(&nb7), "{now:?}");
+    assert!(
+        now.iter().all(|p| *p == nb7 || *p == replaced_rel),
+        "{now:?}"
+    );
+    let discarded = t["staged_discarded"].as_u64().unwrap();
+    assert!((2..=3).contains(&discarded), "{t}");
+
+    // Every new SSTable opens with the new keys to its plaintext (nb-7 is nb-2's copy).
+    let keys = Keys::testdata(&env.root, "new");
+    let olds = under_old();
+    let nb2 = rel(&env, &two.join("nb-2-big-Data.db").display().to_string());
+    for s in rep["sstables"].as_array().unwrap() {
+        if s["status"] != "rekeyed" {
+            continue;
+        }
+        let old = rel(&env, s["old"].as_str().unwrap());
+        let e = olds.get(&old).copied().unwrap_or_else(|| olds[&nb2]);
+        let new = PathBuf::from(s["new"].as_str().unwrap());
+        let indexes = e["indexes_encrypted"] == true;
+        let o = open_sstable(&new, &keys, indexes).unwrap_or_else(|m| panic!("{old}: {m}"));
+        assert_eq!(o.sha256, e["plaintext_sha256"], "{old}");
+    }
+    // The commit took the node's current Statistics.db and Summary.db, not the staged-time ones.
+    let new_of = |dir: &Path| -> String {
+        let s = rep["sstables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s["new"]
+                    .as_str()
+                    .is_some_and(|n| Path::new(n).parent() == Some(dir))
+            })
+            .unwrap_or_else(|| panic!("nothing committed in {}", dir.display()));
+        s["new"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches("Data.db")
+            .to_string()
+    };
+    let cbc_new = PathBuf::from(format!("{}Statistics.db", new_of(&cbc)));
+    assert_eq!(
+        fs::metadata(&cbc_new).unwrap().ino(),
+        stats_ino,
+        "Statistics.db"
+    );
+    let snap_new = PathBuf::from(format!("{}Summary.db", new_of(&snap)));
+    assert_eq!(fs::read(&snap_new).unwrap(), summary, "Summary.db");
+    // Nothing of the dropped table came back; the snapshot is as it was taken.
+    assert!(!dropped.exists(), "the dropped table's folder came back");
+    assert_eq!(
+        diff(&snap2_before, &tree_strict(&snap2)),
+        Vec::<String>::new()
+    );
+    assert_eq!(staged_files(&env), Vec::<PathBuf>::new());
+}
