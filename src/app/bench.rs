@@ -31,6 +31,9 @@ pub struct BenchOptions {
     pub keep: bool,
     /// Split the data over this many SSTables (the cp and naive baselines use the first).
     pub sstables: usize,
+    /// Measure `stage` and the window's `rekey` too (and `stage --rate` with `stage_rate`).
+    pub staged: bool,
+    pub stage_rate: Option<f64>,
 }
 
 /// Parses `2GiB`, `512MiB`, `100MB`, `1048576`.
@@ -434,6 +437,9 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     errln!("bench: naive single-stream rekey ...");
     measures.push(naive_baseline(opts, root, &data_dbs, &keyring, bytes)?);
     measures.extend(rounds(opts, root, &data, &keyring, bytes)?);
+    if opts.staged {
+        measures.extend(staged_rounds(opts, &data, &keyring, bytes)?);
+    }
 
     let ratios = ratios(opts, &measures, openssl);
     Ok(BenchReport {
@@ -637,30 +643,97 @@ struct Rekeyer<'a> {
 
 impl Rekeyer<'_> {
     fn run(&mut self, threads: usize, kernel: &str) -> Result<(f64, f64, u64)> {
-        let target = if self.to_b {
-            "kmip://bench/bench-b"
-        } else {
-            "kmip://bench/bench-a"
-        };
+        let target = self.next_target();
+        self.command("rekey", threads, kernel, target, &[])
+    }
+
+    /// The key the data is not under now, and the one after it.
+    fn next_target(&mut self) -> &'static str {
         self.to_b = !self.to_b;
+        match self.to_b {
+            false => "kmip://bench/bench-b",
+            true => "kmip://bench/bench-a",
+        }
+    }
+
+    /// `VERB -q --jobs N --to TARGET --keyring K --data-dir D EXTRA...`, timed.
+    fn command(
+        &self,
+        verb: &str,
+        threads: usize,
+        kernel: &str,
+        target: &str,
+        extra: &[&str],
+    ) -> Result<(f64, f64, u64)> {
         timed_child(
             Command::new(&self.exe)
                 .env("RAYON_NUM_THREADS", threads.to_string())
                 .env("SSTABLE_REKEY_KERNEL", kernel)
-                .args([
-                    "rekey",
-                    "-q",
-                    "--jobs",
-                    &threads.to_string(),
-                    "--to",
-                    target,
-                    "--keyring",
-                ])
+                .args([verb, "-q", "--jobs", &threads.to_string(), "--to", target])
+                .arg("--keyring")
                 .arg(self.keyring)
                 .arg("--data-dir")
-                .arg(self.data),
+                .arg(self.data)
+                .args(extra),
         )
     }
+}
+
+/// `--staged`: `--runs` times, `stage` to the next key (node running, unthrottled, all threads)
+/// and then the `rekey` that commits its copies (the window); with `--stage-rate`, one more
+/// throttled stage (and its commit, untimed).
+fn staged_rounds(
+    opts: &BenchOptions,
+    data: &Path,
+    keyring: &Path,
+    bytes: u64,
+) -> Result<Vec<Measure>> {
+    let exe = std::env::current_exe().map_err(|e| Error::Usage(format!("current exe: {e}")))?;
+    let mut r = Rekeyer {
+        exe,
+        keyring,
+        data,
+        // The rounds left the data under bench-b or bench-a: rekey once to know which.
+        to_b: true,
+    };
+    let (threads, runs) = (opts.threads, opts.runs);
+    let t = r.next_target();
+    r.command("rekey", threads, "auto", t, &[])?;
+    let (mut stage, mut window) = (Vec::new(), Vec::new());
+    for round in 1..=runs {
+        errln!("bench: staged round {round} of {runs} (stage, then the window's rekey) ...");
+        let t = r.next_target();
+        stage.push(r.command("stage", threads, "auto", t, &[])?);
+        window.push(r.command("rekey", threads, "auto", t, &[])?);
+    }
+    let name = format!("sstable-rekey stage ({threads} threads, node running)");
+    let mut m = vec![
+        measure_of(&name, bytes, stage),
+        measure_of(
+            "sstable-rekey rekey of the staged copies (window)",
+            bytes,
+            window,
+        ),
+    ];
+    if let Some(rate) = opts.stage_rate {
+        errln!("bench: stage --rate {rate} ...");
+        let t = r.next_target();
+        let rate_s = rate.to_string();
+        let run = r.command("stage", threads, "auto", t, &["--rate", &rate_s])?;
+        r.command("rekey", threads, "auto", t, &[])?;
+        m.push(measure_of(
+            &format!("sstable-rekey stage --rate {rate}"),
+            bytes,
+            vec![run],
+        ));
+    }
+    Ok(m)
+}
+
+fn measure_of(name: &str, bytes: u64, runs: Vec<(f64, f64, u64)>) -> Measure {
+    let rss = runs.iter().map(|r| r.2).max();
+    let (secs, user) = runs.iter().map(|r| (r.0, r.1)).unzip();
+    Measure::of(name, bytes, secs, user, rss)
 }
 
 /// `cp` of every current Data.db into a scratch folder (then fsync of the copies when `sync`:
@@ -793,6 +866,24 @@ fn ratios(opts: &BenchOptions, measures: &[Measure], openssl: Option<f64>) -> Ve
             find("naive rekey"),
             throughput,
         ),
+        ratio(
+            "window (rekey of staged copies) / offline rekey wall (target <= 0.05)",
+            find("sstable-rekey rekey of the staged copies"),
+            |r, w| w.seconds / r.seconds,
+        ),
+        ratio(
+            "unthrottled stage / offline rekey throughput (target >= 0.9)",
+            find("sstable-rekey stage ("),
+            |r, s| s.gb_per_s / r.gb_per_s,
+        ),
+        find("sstable-rekey stage --rate")
+            .zip(opts.stage_rate)
+            .map(|(s, rate)| {
+                (
+                    "stage read+write MB/s / --rate (target 0.9 to 1.1)".to_string(),
+                    2.0 * s.gb_per_s * 1e3 / rate,
+                )
+            }),
     ]
     .into_iter()
     .flatten()
@@ -864,6 +955,8 @@ pub fn run_command(a: &crate::app::cli::BenchArgs) -> Result<crate::app::exit::E
         runs: a.runs.max(1),
         keep: a.keep,
         sstables: a.sstables.max(1),
+        staged: a.staged,
+        stage_rate: a.stage_rate,
     };
     let r = crate::app::bench::run(&opts)?;
     if a.json {

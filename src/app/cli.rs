@@ -111,6 +111,13 @@ pub struct BenchArgs {
     /// Split the data over this many SSTables (e.g. --size 2GiB --sstables 1000 for 2 MiB each)
     #[arg(long, default_value_t = 1)]
     pub sstables: usize,
+    /// Also measure the staged path on the same data: `stage`, then the `rekey` that commits the
+    /// staged copies (the maintenance window), against the offline rekey
+    #[arg(long)]
+    pub staged: bool,
+    /// With --staged: also a `stage --rate MB/s` run, and how close it kept to the rate
+    #[arg(long, value_name = "MB/s", requires = "staged")]
+    pub stage_rate: Option<f64>,
 }
 
 /// Where the KMIP servers are. Passwords are never taken from the command line.

@@ -512,8 +512,9 @@ fn write_manifest(
     sync_dir(dir)
 }
 
-/// `--rate`: a token bucket over read plus write bytes (one second of burst), wrapped around
-/// the caller's progress.
+/// `--rate`: a token bucket over read plus write bytes, wrapped around the caller's progress. It
+/// starts empty and holds at most a tenth of a second of credit, so that the rate holds over any
+/// few seconds, not only on average over a long run.
 struct Throttle<'a> {
     rate: Option<f64>,
     state: Mutex<(f64, Instant)>,
@@ -525,7 +526,7 @@ impl<'a> Throttle<'a> {
         let rate = rate_mb_s.map(|r| r * 1e6);
         Throttle {
             rate,
-            state: Mutex::new((rate.unwrap_or(0.0), Instant::now())),
+            state: Mutex::new((0.0, Instant::now())),
             inner,
         }
     }
@@ -537,7 +538,7 @@ impl Progress for Throttle<'_> {
             let wait = {
                 let mut s = self.state.lock().unwrap();
                 let now = Instant::now();
-                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * rate).min(rate);
+                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * rate).min(rate / 10.0);
                 s.1 = now;
                 // Read once, written once.
                 s.0 -= 2.0 * bytes as f64;
