@@ -27,6 +27,20 @@ if [[ -z ${KMIP_TEST_DIR:-} ]]; then
     echo "tools/test.sh: could not start the KMIP server; tests/it/kmip.rs will say so (and fail with CI=true)" >&2
   fi
 fi
+# tests/it/ansible.rs runs the cluster rollout (deploy/ansible) with real ansible-core from PyPI,
+# installed once into .ansible-test/venv; without it the rollout tests say so (and fail with CI=true).
+if [[ -z ${ANSIBLE_PLAYBOOK:-} ]]; then
+  if ! .ansible-test/venv/bin/ansible-playbook --version >/dev/null 2>&1; then
+    echo "tools/test.sh: installing ansible-core 2.19 into .ansible-test/venv (tests/it/ansible.rs)" >&2
+    rm -rf .ansible-test/venv
+    python3 -m venv .ansible-test/venv &&
+      .ansible-test/venv/bin/pip install -q 'ansible-core==2.19.*' >&2 ||
+      echo "tools/test.sh: could not install ansible-core; tests/it/ansible.rs says so (and fails with CI=true)" >&2
+  fi
+  if .ansible-test/venv/bin/ansible-playbook --version >/dev/null 2>&1; then
+    export ANSIBLE_PLAYBOOK="$PWD/.ansible-test/venv/bin/ansible-playbook"
+  fi
+fi
 # tests/it/fault_sweep.rs compares its system-call injector's counts with strace's (Debian package
 # strace); with CI=true it fails when strace is missing.
 if ! command -v strace >/dev/null 2>&1; then

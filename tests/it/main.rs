@@ -13,6 +13,8 @@ mod find_scope;
 mod key_identity;
 mod recover;
 mod staged;
+// The cluster rollout with real ansible-core.
+mod ansible;
 mod testdata_matrix;
 // Encrypted BTI indexes.
 mod bti_indexes;
