@@ -105,6 +105,20 @@ fn variants() -> Vec<String> {
 
 #[test]
 fn every_failpoint_crash_and_error_then_recover() {
+    every_failpoint(false, &[1, 2]);
+}
+
+/// The same over a rekey that commits staged copies (`stage` ran first): a crash or an error at
+/// any step of moving them in resolves like any rekey; then a rekey finishes the job.
+#[test]
+fn every_failpoint_of_a_staged_commit_then_recover() {
+    every_failpoint(true, &[1]);
+}
+
+/// Every failpoint variant, as a crash and as an error, with each `--jobs` of `jobs`, then
+/// recover, judged as the module comment says. With `staged`, an unfaulted `stage` runs first, and
+/// after the checks an unfaulted `rekey` must bring every SSTable under the new key.
+fn every_failpoint(staged: bool, jobs: &[usize]) {
     require_failpoints();
     let t0 = Instant::now();
     let ds = crash_set();
@@ -120,11 +134,17 @@ fn every_failpoint_crash_and_error_then_recover() {
     let mut failures = Vec::new();
     let mut runs = 0;
     let mut summary = Vec::new();
-    for jobs in [1usize, 2] {
+    for &jobs in jobs {
         for v in variants() {
             runs += 1;
             let data = base.join(format!("j{jobs}-{}", v.replace([':', '@'], "_")));
             ds.copy_data(&data);
+            if staged {
+                let mut args = rekey_args(&ds, &data, jobs);
+                args[0] = "stage".into();
+                let r = run_in(&ds.root, &args, &[]);
+                assert_eq!(r.code, 0, "stage: {}", r.all());
+            }
             let r = run_in(
                 &ds.root,
                 &rekey_args(&ds, &data, jobs),
@@ -137,6 +157,12 @@ fn every_failpoint_crash_and_error_then_recover() {
             } else {
                 r.stderr.contains(&format!("failpoint {name}: aborting"))
             };
+            // The staging folder is the tool's, outside what the checks below judge: set aside.
+            let staging = data.join(STAGING);
+            let aside = base.join(format!("staging-j{jobs}-{}", v.replace([':', '@'], "_")));
+            if staging.exists() {
+                fs::rename(&staging, &aside).unwrap();
+            }
             let outcome = (|| -> Result<String, String> {
                 match (fired, error) {
                     (false, _) if r.code != 0 => {
@@ -173,6 +199,9 @@ fn every_failpoint_crash_and_error_then_recover() {
                         res.tally
                     ));
                 }
+                if staged {
+                    finish_staged(&ds, &keys, &data, &aside, live)?;
+                }
                 Ok(format!(
                     "logs {} (committed {}), old {} new {}",
                     res.logs, res.committed_logs, res.tally.old, res.tally.new
@@ -183,6 +212,7 @@ fn every_failpoint_crash_and_error_then_recover() {
                 Err(e) => failures.push(format!("--jobs {jobs} {v}: {e}\n{}", r.all())),
             }
             let _ = fs::remove_dir_all(&data);
+            let _ = fs::remove_dir_all(&aside);
         }
     }
     for s in &summary {
@@ -193,17 +223,56 @@ fn every_failpoint_crash_and_error_then_recover() {
         .filter(|v| !hit.contains_key(v))
         .collect();
     println!(
-        "failpoints: {} names, {} variants x 2 job settings = {runs} runs; {} variants fired; never fired: {never:?}; {:.1}s",
+        "failpoints{}: {} names, {} variants x {} job settings = {runs} runs; {} variants fired; never fired: {never:?}; {:.1}s",
+        if staged { " (staged commit)" } else { "" },
         sstable_rekey::rekey::failpoint::NAMES.len(),
         variants().len(),
+        jobs.len(),
         hit.len(),
         t0.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    assert!(
-        never.is_empty(),
-        "failpoint variants never reached: {never:?}"
-    );
+    // A staged commit rewrites nothing: it never passes the rewrite's own failpoints.
+    let rewrite_only = ["data.written", "data.fsynced", "index.written"];
+    let expected: Vec<String> = variants()
+        .into_iter()
+        .filter(|v| staged && rewrite_only.contains(&v.split([':', '@']).next().unwrap()))
+        .collect();
+    assert_eq!(never, expected, "failpoint variants never reached");
+}
+
+/// The staging folder `stage` writes in.
+const STAGING: &str = ".sstable-rekey-staging";
+
+/// After a staged commit was crashed or failed and recovered: the staging folder back in place,
+/// an unfaulted rekey commits what is still staged and rewrites the rest; then every live
+/// SSTable is under the new key and nothing of the staging folder is left.
+fn finish_staged(
+    ds: &DataSet,
+    keys: &Keys,
+    data: &Path,
+    aside: &Path,
+    live: usize,
+) -> Result<(), String> {
+    if aside.exists() {
+        fs::rename(aside, data.join(STAGING)).unwrap();
+    }
+    let r = run_in(&ds.root, &rekey_args(ds, data, 1), &[]);
+    if r.code != 0 {
+        return Err(format!(
+            "the rekey after recover: exit {}\n{}",
+            r.code,
+            r.all()
+        ));
+    }
+    if data.join(STAGING).exists() {
+        return Err("the staging folder is left after the final rekey".into());
+    }
+    let t = check_resolved(ds, keys, data).map_err(|e| format!("after the final rekey: {e}"))?;
+    if t.new != live {
+        return Err(format!("after the final rekey: {t:?}"));
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------ torn logs (power loss)
@@ -386,4 +455,120 @@ fn random_sigkill_then_recover() {
         t0.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+// ------------------------------------------------------------------ SIGKILL around a staged rekey
+
+/// `rekey_args` as a `stage` command line.
+fn stage_args(ds: &DataSet, data: &Path, jobs: usize) -> Vec<String> {
+    let mut args = rekey_args(ds, data, jobs);
+    args[0] = "stage".into();
+    args
+}
+
+/// Runs `args` and SIGKILLs it after `delay` (if it is still running); true if it finished.
+fn killed_after(ds: &DataSet, args: &[String], delay: Duration) -> bool {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(&ds.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let finished = child.try_wait().unwrap().is_some();
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    assert!(!finished || status.success(), "the run failed on its own");
+    finished
+}
+
+/// SIGKILL at random instants (seeded: `CRASH_SEED`; `CRASH_KILLS_STAGED`, default 40) of a
+/// `stage` (every table file must stay byte-identical; the next stage and a rekey finish the job)
+/// and of the `rekey` that commits staged copies (recover resolves it like any rekey, exactly one
+/// of old and new per SSTable; a rekey then finishes the job and leaves no staging folder).
+#[test]
+fn random_sigkill_of_stage_and_of_the_staged_commit() {
+    let seed = seed_from_env("CRASH_SEED");
+    let kills: usize = std::env::var("CRASH_KILLS_STAGED")
+        .ok()
+        .map(|s| s.parse().expect("CRASH_KILLS_STAGED"))
+        .unwrap_or(40);
+    println!("random SIGKILL (staged): CRASH_SEED={seed} CRASH_KILLS_STAGED={kills}");
+    let mut rng = Rng(seed);
+    let ds = crash_set();
+    let keys = ds.keys();
+    let live = ds.sstables.iter().filter(|o| o.live).count();
+    let scratch = fast_tempdir();
+    let base = scratch.path().canonicalize().unwrap();
+
+    // Calibrate: how long an uninterrupted stage and commit take.
+    let data = base.join("calibrate");
+    ds.copy_data(&data);
+    let t = Instant::now();
+    assert_eq!(run_in(&ds.root, &stage_args(&ds, &data, 1), &[]).code, 0);
+    let stage_span = t.elapsed();
+    let t = Instant::now();
+    assert_eq!(run_in(&ds.root, &rekey_args(&ds, &data, 1), &[]).code, 0);
+    let commit_span = t.elapsed();
+    fs::remove_dir_all(&data).unwrap();
+
+    let mut failures = Vec::new();
+    let (mut killed_stage, mut killed_commit) = (0, 0);
+    for i in 0..kills {
+        let data = base.join(format!("kill{i}"));
+        ds.copy_data(&data);
+        let pristine = tree_strict(&data);
+        let outcome = if i % 2 == 0 {
+            let span = stage_span.as_micros() as u64 * 11 / 10;
+            let delay = Duration::from_micros(rng.below(span + 1));
+            if !killed_after(&ds, &stage_args(&ds, &data, 1), delay) {
+                killed_stage += 1;
+            }
+            let mut now = tree_strict(&data);
+            now.retain(|p, _| !p.contains(STAGING));
+            let d = diff(&pristine, &now);
+            match d.is_empty() {
+                true => finish_after_stage(&ds, &keys, &data, live),
+                false => Err(format!("a killed stage changed table files: {d:?}")),
+            }
+        } else {
+            assert_eq!(run_in(&ds.root, &stage_args(&ds, &data, 1), &[]).code, 0);
+            let span = commit_span.as_micros() as u64 * 11 / 10;
+            let delay = Duration::from_micros(rng.below(span + 1));
+            if !killed_after(&ds, &rekey_args(&ds, &data, 1), delay) {
+                killed_commit += 1;
+            }
+            let aside = base.join(format!("aside{i}"));
+            if data.join(STAGING).exists() {
+                fs::rename(data.join(STAGING), &aside).unwrap();
+            }
+            resolve(&ds, &keys, &data, false, true)
+                .and_then(|_| finish_staged(&ds, &keys, &data, &aside, live))
+        };
+        if let Err(e) = outcome {
+            failures.push(format!("kill {i}: {e}"));
+        }
+        let _ = fs::remove_dir_all(&data);
+    }
+    println!(
+        "random SIGKILL (staged): {kills} kills, {killed_stage} stages and {killed_commit} commits killed in flight, {} failures",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        killed_stage > 0 && killed_commit > 0,
+        "no run was killed in flight"
+    );
+}
+
+/// After a killed stage: stage again, then rekey; every live SSTable ends under the new key.
+fn finish_after_stage(ds: &DataSet, keys: &Keys, data: &Path, live: usize) -> Result<(), String> {
+    let r = run_in(&ds.root, &stage_args(ds, data, 1), &[]);
+    if r.code != 0 {
+        return Err(format!("the stage after the kill: {}", r.all()));
+    }
+    let aside = data.with_extension("aside");
+    finish_staged(ds, keys, data, &aside, live)
 }
