@@ -201,6 +201,11 @@ pub struct RekeyArgs {
     /// Rewrite every SSTable now: leave the staged copies of `stage` unused (they stay)
     #[arg(long)]
     pub ignore_staged: bool,
+    /// Read every staged copy back and check its CRC32 against its manifest before committing it
+    /// (by default the manifest's sizes and the fsyncs at staging are trusted); a copy that does
+    /// not match is discarded and its SSTable rewritten now
+    #[arg(long, conflicts_with = "ignore_staged")]
+    pub verify_staged: bool,
     /// No progress output
     #[arg(long, short = 'q')]
     pub quiet: bool,

@@ -115,6 +115,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         create_key: false,
         move_kmip_group: false,
         ignore_staged: false,
+        verify_staged: false,
         quiet: true,
         scope: scope(Some(report.clone())),
     })?;
@@ -133,6 +134,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         create_key: false,
         move_kmip_group: false,
         ignore_staged: false,
+        verify_staged: false,
         quiet: true,
         scope: scope(None),
     })?;

@@ -42,6 +42,7 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
         jobs: a.jobs,
         dry_run: a.dry_run,
         ignore_staged: a.ignore_staged,
+        verify_staged: a.verify_staged,
     };
     if let Some(p) = &a.scope.report {
         check_report_path(p)?;

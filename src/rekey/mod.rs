@@ -51,6 +51,8 @@ pub struct RekeyOptions {
     pub move_kmip_group: bool,
     /// Rewrite every SSTable now, leaving the staged copies of `stage` where they are.
     pub ignore_staged: bool,
+    /// Read every staged file back and check its CRC32 before committing it.
+    pub verify_staged: bool,
 }
 
 /// Runs a rekey. Returns `Err` only for errors before any work (configuration, keys, space):
@@ -109,6 +111,7 @@ pub fn rekey(
             staging::load(&opts.data_dirs.dirs)?,
             &target.id.to_string(),
             &opts.selection,
+            opts.verify_staged,
         ),
     };
     let unstaged: Vec<&plan::Job> = jobs.iter().filter(|j| j.staged.is_none()).collect();

@@ -60,6 +60,7 @@ pub fn attach(
     staging: Staging,
     target: &str,
     sel: &Selection,
+    verify: bool,
 ) -> Vec<(Entry, String)> {
     let mut entries: Vec<Option<Entry>> = staging.entries.into_iter().map(Some).collect();
     let mut stale = Vec::new();
@@ -71,7 +72,10 @@ pub fn attach(
             }
             let e = slot.take().expect("checked");
             let expected = files_of(j);
-            match e.stale_for(&j.loaded.found.desc, &expected, target) {
+            let why = e
+                .stale_for(&j.loaded.found.desc, &expected, target)
+                .or_else(|| verify.then(|| e.corrupt()).flatten());
+            match why {
                 None if j.staged.is_none() => j.staged = Some(Box::new(e)),
                 None => stale.push((e, "a second entry for the same SSTable".into())),
                 Some(why) => stale.push((e, why)),
@@ -168,10 +172,21 @@ fn admitted(
         kmip_configured: opts.kmip_configured,
         move_kmip_group: opts.move_kmip_group,
     };
+    let busy = compacting(&found.live)?;
     let mut jobs = Vec::new();
     let mut problems = KeyProblems::default();
     for (f, load) in found.live {
+        let in_busy_table = busy.contains(&f.table.dir);
         match admit::admit(f, load, &cx) {
+            Admission::Fail(mut r) if in_busy_table => {
+                // Probably an SSTable the compaction is writing: nothing to stage yet.
+                r.status = Status::Skipped;
+                r.reason = Some(format!(
+                    "not staged while a compaction runs in its table ({}); the rekey reads it again",
+                    r.reason.as_deref().unwrap_or("unreadable")
+                ));
+                report.sstables.push(r);
+            }
             Admission::Skip(r) | Admission::Fail(r) => report.sstables.push(r),
             Admission::KeyProblem(p) => problems.push(p),
             Admission::Ready(job) => jobs.push(*job),
@@ -183,6 +198,22 @@ fn admitted(
     let (jobs, refused) = evidence::confirm(jobs);
     report.sstables.extend(refused);
     Ok((report, jobs))
+}
+
+/// The table folders with a transaction log: a compaction (or flush) is writing there now.
+fn compacting(
+    live: &[(crate::rekey::find::Found, Result<plan::Load>)],
+) -> Result<std::collections::HashSet<PathBuf>> {
+    let mut busy = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
+    for (f, _) in live {
+        if seen.insert(f.table.dir.clone())
+            && !crate::rekey::find::leftover_logs(&f.table)?.is_empty()
+        {
+            busy.insert(f.table.dir.clone());
+        }
+    }
+    Ok(busy)
 }
 
 /// What earlier stages left: incomplete and stale entries go, valid ones are kept (their
@@ -202,7 +233,7 @@ fn reconcile(
             d.display()
         ));
     }
-    for (e, why) in attach(&mut jobs, staging, &target.id.to_string(), sel) {
+    for (e, why) in attach(&mut jobs, staging, &target.id.to_string(), sel, false) {
         remove_entry(&e.dir)?;
         report.notes.push(format!(
             "removed the stale staging entry of {} ({why})",

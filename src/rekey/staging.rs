@@ -140,9 +140,42 @@ impl Entry {
         None
     }
 
+    /// `--verify-staged`: every staged file read back; why one does not match its manifest CRC32.
+    pub fn corrupt(&self) -> Option<String> {
+        for f in &self.manifest.files {
+            let p = self.dir.join(&f.component);
+            match crc32_of(&p) {
+                Ok(c) if c == f.crc32 => {}
+                Ok(c) => {
+                    return Some(format!(
+                        "{}: CRC32 {c:08x}, the manifest says {:08x}",
+                        p.display(),
+                        f.crc32
+                    ))
+                }
+                Err(e) => return Some(format!("{}: {e}", p.display())),
+            }
+        }
+        None
+    }
+
     /// Does `data`, the Data.db of an SSTable, name this entry's source?
     pub fn is_for(&self, data: &Path) -> bool {
         fs::canonicalize(data).is_ok_and(|p| p == self.manifest.source)
+    }
+}
+
+/// The CRC32 of a whole file.
+fn crc32_of(path: &Path) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut f = fs::File::open(path)?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf)? {
+            0 => return Ok(h.finalize()),
+            n => h.update(&buf[..n]),
+        }
     }
 }
 

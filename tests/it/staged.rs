@@ -523,3 +523,79 @@ fn the_node_keeps_working_between_stage_and_commit() {
     );
     assert_eq!(staged_files(&env), Vec::<PathBuf>::new());
 }
+
+/// `rekey --verify-staged` reads every staged file back: a copy whose bytes no longer match its
+/// manifest (here one flipped byte, same size) is discarded and its SSTable rewritten now.
+#[test]
+fn verify_staged_discards_a_copy_that_does_not_match_its_manifest() {
+    let env = env();
+    run_with_report(&env, "stage", &[], 0);
+    let data = staged_files(&env)
+        .into_iter()
+        .find(|p| {
+            p.ends_with("Data.db") && p.to_string_lossy().contains("t_Encryptor_kmip_CBC_128")
+        })
+        .unwrap();
+    let mut b = fs::read(&data).unwrap();
+    b[100] ^= 0x20;
+    fs::write(&data, b).unwrap();
+    let rep = run_with_report(&env, "rekey", &["--verify-staged"], 0);
+    let t = &rep["totals"];
+    assert_eq!(t["staged_discarded"], 1, "{t}");
+    assert_eq!(t["rekeyed_now"], 1, "{t}");
+    assert!(
+        rep["notes"].to_string().contains("CRC32"),
+        "{}",
+        rep["notes"]
+    );
+    assert_eq!(check_rekeyed(&env, &rep), under_old().len());
+}
+
+/// While a compaction writes in a table (its transaction log is there), an SSTable of that table
+/// that cannot be read yet is skipped by `stage`, not failed; elsewhere it fails stage (exit 1).
+#[test]
+fn an_sstable_being_written_by_a_compaction_is_skipped_by_stage() {
+    let env = env();
+    let table = table_dir(&env.p("dd1/matrix"), "t_Encryptor_kmip_CBC_128");
+    // The compaction's output so far: a Data.db and nothing else that makes it readable.
+    fs::write(table.join("nb-9-big-Data.db"), vec![7u8; 5000]).unwrap();
+    let r = env.run(&cmd(&env, "stage", &[]));
+    assert_eq!(
+        r.code,
+        1,
+        "no compaction log: the unreadable SSTable fails\n{}",
+        r.all()
+    );
+    let log = table.join("nb_txn_compaction_0b6d1f70-93a1-11ef-8d5b-1b2c3d4e5f60.log");
+    fs::write(&log, b"").unwrap();
+    let rep = run_with_report(&env, "stage", &[], 0);
+    let skipped: Vec<&Value> = rep["sstables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["old"].as_str().unwrap().ends_with("nb-9-big-Data.db"))
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["status"], "skipped", "{}", skipped[0]);
+    assert!(
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("compaction"),
+        "{}",
+        skipped[0]
+    );
+    // The first stage staged the others; this one keeps them.
+    assert_eq!(rep["totals"]["failed"], 0, "{}", rep["totals"]);
+    let kept = rep["sstables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("already staged"))
+        })
+        .count();
+    assert_eq!(kept, under_old().len(), "{}", rep["totals"]);
+}
