@@ -10,6 +10,7 @@ use crate::keys::{KeyId, KeyRef};
 use crate::rekey::find::{self, Found, Selection};
 use crate::rekey::plan::{self, Load};
 use crate::rekey::report::BackupReport;
+use crate::rekey::staging::Staging;
 
 /// The single `file:` key among `--from`/`--key`: the key of header-less chunks of a table that
 /// names no `secret_key_file`.
@@ -39,7 +40,7 @@ pub fn discover(
     sel: &Selection,
     fallback: Option<&KeyId>,
 ) -> Result<Discovery> {
-    discover_with(data_dirs, sel, fallback, Logs::Refuse)
+    discover_with(data_dirs, sel, fallback, Logs::Refuse, &Staging::default())
 }
 
 /// What a leftover transaction log means to a run.
@@ -51,12 +52,15 @@ pub enum Logs {
     Allow,
 }
 
-/// [`discover`], with leftover transaction logs treated as `logs` says.
+/// [`discover`], with leftover transaction logs treated as `logs` says. An SSTable with an entry in
+/// `staging` whose source is unchanged is loaded from the entry's chunk runs (one header read per
+/// run, not per chunk): the commit of a staged copy does not read the whole Data.db.
 pub fn discover_with(
     data_dirs: &[PathBuf],
     sel: &Selection,
     fallback: Option<&KeyId>,
     logs: Logs,
+    staging: &Staging,
 ) -> Result<Discovery> {
     let scan = find::tables(data_dirs, sel)?;
     if scan.tables.is_empty() && scan.unseen.is_empty() {
@@ -95,12 +99,14 @@ pub fn discover_with(
     }
     // Loading reads every chunk header: in parallel across SSTables (many small SSTables plan
     // as fast per byte as one large one). Order is kept.
+    let staged = staging.by_source();
     let loaded: Vec<(Found, Result<Load>)> = {
         use rayon::prelude::*;
         found
             .into_par_iter()
             .map(|f| {
-                let l = plan::load(&f, fallback);
+                let runs = staged.runs_for(&f.desc);
+                let l = plan::load_with(&f, fallback, runs);
                 (f, l)
             })
             .collect()

@@ -71,7 +71,18 @@ pub fn rekey(
         false => Some(exclusive::ensure_alone(&opts.data_dirs.dirs)?),
     };
     let fallback = fallback_file(&opts.from);
-    let found = discover(&opts.data_dirs.dirs, &opts.selection, fallback.as_ref())?;
+    // Staged copies, before loading: an SSTable with one is loaded from its chunk runs.
+    let staged = match opts.ignore_staged {
+        true => staging::Staging::default(),
+        false => staging::load(&opts.data_dirs.dirs)?,
+    };
+    let found = discover::discover_with(
+        &opts.data_dirs.dirs,
+        &opts.selection,
+        fallback.as_ref(),
+        discover::Logs::Refuse,
+        &staged,
+    )?;
     let mut report = RekeyReport::begin(
         &opts.to,
         &opts.from,
@@ -104,16 +115,13 @@ pub fn rekey(
     let (jobs, refused) = evidence::confirm(jobs);
     report.sstables.extend(refused);
     let mut jobs = jobs;
-    let stale = match opts.ignore_staged {
-        true => Vec::new(),
-        false => stage::attach(
-            &mut jobs,
-            staging::load(&opts.data_dirs.dirs)?,
-            &target.id.to_string(),
-            &opts.selection,
-            opts.verify_staged,
-        ),
-    };
+    let stale = stage::attach(
+        &mut jobs,
+        staged,
+        &target.id.to_string(),
+        &opts.selection,
+        opts.verify_staged,
+    )?;
     let unstaged: Vec<&plan::Job> = jobs.iter().filter(|j| j.staged.is_none()).collect();
     plan::check_space(&unstaged, opts.jobs)?;
     if opts.dry_run {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 /// Chunks whose headers are read in parallel before being interned.
 const SCAN_BLOCK: usize = 16384;
+use crate::rekey::staging::ChunkRun;
 use crate::sstable::pages::{self, PAGE};
 use crate::sstable::{statistics, toc, CompressionInfo, Format};
 use crate::util::read_small;
@@ -145,6 +146,25 @@ pub enum Load {
 }
 
 impl Loaded {
+    /// The chunks as runs of one key header (or raw), for a staging manifest.
+    pub fn chunk_runs(&self) -> Vec<ChunkRun> {
+        let mut runs: Vec<ChunkRun> = Vec::new();
+        let mut last: Option<(u32, u32)> = None;
+        for (i, c) in self.chunks.iter().enumerate() {
+            let this = (c.key, c.header_len);
+            match runs.last_mut() {
+                Some(r) if last == Some(this) => r.count += 1,
+                _ => runs.push(ChunkRun {
+                    first: i,
+                    count: 1,
+                    raw: c.key == RAW,
+                }),
+            }
+            last = Some(this);
+        }
+        runs
+    }
+
     /// Each key's name, by key index.
     pub fn key_names(&self) -> Vec<String> {
         self.keys.iter().map(|k| k.to_string()).collect()
@@ -328,6 +348,16 @@ pub fn is_page_encrypted(path: &Path) -> Result<bool> {
 /// Reads TOC, CompressionInfo and every chunk's key header. `fallback` is the key for header-less
 /// chunks when the table names no `secret_key_file` (a replicated table's local-key chunks).
 pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
+    load_with(found, fallback, None)
+}
+
+/// [`load`]; with `runs` (from a staging entry whose source is unchanged) the chunk table is
+/// rebuilt from the runs, one header read per run, instead of reading every chunk's header.
+pub fn load_with(
+    found: &Found,
+    fallback: Option<&KeyId>,
+    runs: Option<&[ChunkRun]>,
+) -> Result<Load> {
     let desc = &found.desc;
     let data_path = desc.data_path();
     desc.check_supported()?;
@@ -366,7 +396,10 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Load> {
         ci: &ci,
         envelope: &envelope,
     };
-    let chunks = headers.all(&mut keys)?;
+    let chunks = match runs {
+        Some(runs) => headers.from_runs(runs, &mut keys)?,
+        None => headers.all(&mut keys)?,
+    };
     let (paged, statistics) = if desc.format == Format::Bti {
         load_encrypted_indexes(found, &toc, &envelope, &mut keys)?
     } else {
@@ -454,6 +487,54 @@ impl HeaderScan<'_> {
                 };
                 chunks.push(meta);
             }
+        }
+        Ok(chunks)
+    }
+
+    /// The chunk table from `runs`: lengths from CompressionInfo, and each run's key header read
+    /// from its first chunk. Runs that do not tile the chunks, or disagree with what is read, are
+    /// an error (the caller's source check makes that a corrupt or changed file).
+    fn from_runs(&self, runs: &[ChunkRun], keys: &mut KeyTable) -> Result<Vec<ChunkMeta>> {
+        let n = self.ci.chunk_count();
+        let mut chunks = Vec::with_capacity(n);
+        let mut buf = Vec::new();
+        for r in runs {
+            if r.first != chunks.len() || r.count == 0 || r.first + r.count > n {
+                return Err(Error::corrupt(
+                    self.path,
+                    "staged chunk runs do not match its chunks",
+                ));
+            }
+            let (head, _) = self.one(r.first, &mut buf)?;
+            let (key, header_len) = match (head, r.raw) {
+                (None, true) => (RAW, 0),
+                (Some((header, hlen)), false) => (
+                    keys.index(header, || {
+                        format!("{}: chunk {}", self.path.display(), r.first)
+                    })?,
+                    hlen as u32,
+                ),
+                _ => {
+                    return Err(Error::corrupt(
+                        self.path,
+                        format!("chunk {}: not what its staging manifest says", r.first),
+                    ))
+                }
+            };
+            for i in r.first..r.first + r.count {
+                let (start, end) = self.ci.chunk_range(i, self.data_len);
+                chunks.push(ChunkMeta {
+                    key,
+                    header_len,
+                    len: (end - start) as u32,
+                });
+            }
+        }
+        if chunks.len() != n {
+            return Err(Error::corrupt(
+                self.path,
+                "staged chunk runs do not cover its chunks",
+            ));
         }
         Ok(chunks)
     }

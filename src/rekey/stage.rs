@@ -61,28 +61,29 @@ pub fn attach(
     target: &str,
     sel: &Selection,
     verify: bool,
-) -> Vec<(Entry, String)> {
-    let mut entries: Vec<Option<Entry>> = staging.entries.into_iter().map(Some).collect();
+) -> Result<Vec<(Entry, String)>> {
+    let mut entries: std::collections::HashMap<PathBuf, Entry> = staging
+        .entries
+        .into_iter()
+        .map(|e| (e.manifest.source.clone(), e))
+        .collect();
     let mut stale = Vec::new();
     for j in jobs.iter_mut() {
-        let data = j.loaded.found.desc.data_path();
-        for slot in entries.iter_mut() {
-            if !slot.as_ref().is_some_and(|e| e.is_for(&data)) {
-                continue;
-            }
-            let e = slot.take().expect("checked");
-            let expected = files_of(j);
-            let why = e
-                .stale_for(&j.loaded.found.desc, &expected, target)
-                .or_else(|| verify.then(|| e.corrupt()).flatten());
-            match why {
-                None if j.staged.is_none() => j.staged = Some(Box::new(e)),
-                None => stale.push((e, "a second entry for the same SSTable".into())),
-                Some(why) => stale.push((e, why)),
-            }
+        let path = j.loaded.found.desc.data_path();
+        let data = fs::canonicalize(&path).map_err(|e| Error::io(&path, "resolve path", e))?;
+        let Some(e) = entries.remove(&data) else {
+            continue;
+        };
+        let expected = files_of(j);
+        let why = e
+            .stale_for(&j.loaded.found.desc, &expected, target)
+            .or_else(|| verify.then(|| e.corrupt()).flatten());
+        match why {
+            None => j.staged = Some(Box::new(e)),
+            Some(why) => stale.push((e, why)),
         }
     }
-    for e in entries.into_iter().flatten() {
+    for e in entries.into_values() {
         let (ks, t) = e.manifest.table.split_once('.').unwrap_or(("", ""));
         if sel.keyspace.as_deref().is_none_or(|k| k == ks)
             && (sel.tables.is_empty() || sel.tables.iter().any(|x| x == t))
@@ -91,7 +92,7 @@ pub fn attach(
             stale.push((e, why));
         }
     }
-    stale
+    Ok(stale)
 }
 
 // ------------------------------------------------------------------ the stage command
@@ -154,7 +155,13 @@ fn admitted(
 ) -> Result<(RekeyReport, Vec<Job>)> {
     let dirs = &opts.data_dirs.dirs;
     let fallback = fallback_file(&opts.from);
-    let found = discover_with(dirs, &opts.selection, fallback.as_ref(), Logs::Allow)?;
+    let found = discover_with(
+        dirs,
+        &opts.selection,
+        fallback.as_ref(),
+        Logs::Allow,
+        &Staging::default(),
+    )?;
     let mut report = RekeyReport::begin(
         &opts.to,
         &opts.from,
@@ -233,7 +240,7 @@ fn reconcile(
             d.display()
         ));
     }
-    for (e, why) in attach(&mut jobs, staging, &target.id.to_string(), sel, false) {
+    for (e, why) in attach(&mut jobs, staging, &target.id.to_string(), sel, false)? {
         remove_entry(&e.dir)?;
         report.notes.push(format!(
             "removed the stale staging entry of {} ({why})",
@@ -528,6 +535,7 @@ fn write_manifest(
         rekeyed_chunks: w.counts.rekeyed,
         unchanged_chunks: w.counts.unchanged,
         raw_chunks: w.counts.raw,
+        chunk_runs: job.loaded.chunk_runs(),
     };
     let text = serde_json::to_string_pretty(&m).expect("manifests serialize") + "\n";
     let tmp = dir.join(MANIFEST_TMP);

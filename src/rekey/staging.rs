@@ -58,6 +58,16 @@ impl SourceFile {
     }
 }
 
+/// Consecutive chunks of the source Data.db under one key header (or stored raw), from `first`:
+/// with the source unchanged, the rekey that commits the entry rebuilds the chunk table from these
+/// runs and one header read per run, instead of reading every chunk's header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRun {
+    pub first: usize,
+    pub count: usize,
+    pub raw: bool,
+}
+
 /// A staged file: its size and CRC32.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StagedFile {
@@ -82,6 +92,9 @@ pub struct Manifest {
     pub rekeyed_chunks: usize,
     pub unchanged_chunks: usize,
     pub raw_chunks: usize,
+    /// The source's chunks as runs (absent in older manifests: then every header is read).
+    #[serde(default)]
+    pub chunk_runs: Vec<ChunkRun>,
 }
 
 /// A staging entry with its manifest.
@@ -159,9 +172,12 @@ impl Entry {
         None
     }
 
-    /// Does `data`, the Data.db of an SSTable, name this entry's source?
-    pub fn is_for(&self, data: &Path) -> bool {
-        fs::canonicalize(data).is_ok_and(|p| p == self.manifest.source)
+    /// The entry's chunk runs, if `desc` is its source and its source files are unchanged.
+    pub fn runs_for(&self, desc: &Descriptor) -> Option<&[ChunkRun]> {
+        let unchanged = self.manifest.sources.iter().all(|s| {
+            SourceFile::of(&desc.path(&s.component), &s.component).is_ok_and(|now| now == *s)
+        });
+        (unchanged && !self.manifest.chunk_runs.is_empty()).then_some(&self.manifest.chunk_runs[..])
     }
 }
 
@@ -185,6 +201,32 @@ pub struct Staging {
     pub entries: Vec<Entry>,
     /// Entry folders without a (readable) manifest: left by an interrupted `stage`.
     pub incomplete: Vec<PathBuf>,
+}
+
+impl Staging {
+    /// The entries by source Data.db (canonical path).
+    pub fn by_source(&self) -> StagedIndex<'_> {
+        StagedIndex(
+            self.entries
+                .iter()
+                .map(|e| (e.manifest.source.as_path(), e))
+                .collect(),
+        )
+    }
+}
+
+/// [`Staging::by_source`].
+pub struct StagedIndex<'a>(std::collections::HashMap<&'a Path, &'a Entry>);
+
+impl StagedIndex<'_> {
+    /// The chunk runs of the entry whose unchanged source is the SSTable `desc`, if any.
+    pub fn runs_for(&self, desc: &Descriptor) -> Option<&[ChunkRun]> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let data = fs::canonicalize(desc.data_path()).ok()?;
+        self.0.get(data.as_path())?.runs_for(desc)
+    }
 }
 
 /// Reads the staging folders of `data_dirs` (a missing one holds nothing). Any listing error, and
