@@ -397,7 +397,7 @@ pub fn load_with(
         envelope: &envelope,
     };
     let chunks = match runs {
-        Some(runs) => headers.from_runs(runs, &mut keys)?,
+        Some(runs) => headers.by_runs(runs, &mut keys)?,
         None => headers.all(&mut keys)?,
     };
     let (paged, statistics) = if desc.format == Format::Bti {
@@ -494,7 +494,7 @@ impl HeaderScan<'_> {
     /// The chunk table from `runs`: lengths from CompressionInfo, and each run's key header read
     /// from its first chunk. Runs that do not tile the chunks, or disagree with what is read, are
     /// an error (the caller's source check makes that a corrupt or changed file).
-    fn from_runs(&self, runs: &[ChunkRun], keys: &mut KeyTable) -> Result<Vec<ChunkMeta>> {
+    fn by_runs(&self, runs: &[ChunkRun], keys: &mut KeyTable) -> Result<Vec<ChunkMeta>> {
         let n = self.ci.chunk_count();
         let mut chunks = Vec::with_capacity(n);
         let mut buf = Vec::new();
