@@ -25,6 +25,9 @@ use crate::sstable::pages::{self, PAGE};
 use crate::sstable::{statistics, toc, CompressionInfo, Format};
 use crate::util::read_small;
 
+/// The error of a staging manifest whose chunk runs do not describe its (unchanged) source.
+const STAGED_RUNS_DAMAGED: &str = "its staging manifest's chunk runs do not match the file: the staged copy is damaged. Rekey it with --ignore-staged, or remove the staged copies with `sstable-rekey stage --discard`";
+
 /// Per-chunk facts from the scan. `key` indexes [`Loaded::keys`]; `RAW` marks a plaintext chunk.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkMeta {
@@ -500,10 +503,7 @@ impl HeaderScan<'_> {
         let mut buf = Vec::new();
         for r in runs {
             if r.first != chunks.len() || r.count == 0 || r.first + r.count > n {
-                return Err(Error::corrupt(
-                    self.path,
-                    "staged chunk runs do not match its chunks",
-                ));
+                return Err(Error::corrupt(self.path, STAGED_RUNS_DAMAGED));
             }
             let (head, _) = self.one(r.first, &mut buf)?;
             let (key, header_len) = match (head, r.raw) {
@@ -517,7 +517,7 @@ impl HeaderScan<'_> {
                 _ => {
                     return Err(Error::corrupt(
                         self.path,
-                        format!("chunk {}: not what its staging manifest says", r.first),
+                        format!("chunk {}: {STAGED_RUNS_DAMAGED}", r.first),
                     ))
                 }
             };
@@ -531,10 +531,7 @@ impl HeaderScan<'_> {
             }
         }
         if chunks.len() != n {
-            return Err(Error::corrupt(
-                self.path,
-                "staged chunk runs do not cover its chunks",
-            ));
+            return Err(Error::corrupt(self.path, STAGED_RUNS_DAMAGED));
         }
         Ok(chunks)
     }

@@ -599,3 +599,41 @@ fn an_sstable_being_written_by_a_compaction_is_skipped_by_stage() {
         .count();
     assert_eq!(kept, under_old().len(), "{}", rep["totals"]);
 }
+
+/// A staging manifest whose chunk runs no longer describe the source (damaged): that SSTable fails
+/// with an error saying what to do, its original untouched; `--ignore-staged` then rekeys it.
+#[test]
+fn a_damaged_manifest_fails_its_sstable_and_ignore_staged_recovers() {
+    let env = env();
+    run_with_report(&env, "stage", &[], 0);
+    let manifest = staged_files(&env)
+        .into_iter()
+        .find(|p| {
+            p.ends_with("manifest.json") && p.to_string_lossy().contains("t_Encryptor_kmip_CBC_128")
+        })
+        .unwrap();
+    let mut m: Value = serde_json::from_str(&fs::read_to_string(&manifest).unwrap()).unwrap();
+    let runs = m["chunk_runs"].as_array_mut().unwrap();
+    assert!(!runs.is_empty(), "{m}");
+    let n = runs[0]["count"].as_u64().unwrap();
+    runs[0]["count"] = (n + 1).into();
+    fs::write(&manifest, m.to_string()).unwrap();
+    let before = tables_tree(&env);
+
+    let rep = run_with_report(&env, "rekey", &[], 1);
+    let failed: Vec<&Value> = rep["sstables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", rep["totals"]);
+    let why = failed[0]["reason"].as_str().unwrap();
+    assert!(why.contains("--ignore-staged"), "{why}");
+    let old = rel(&env, failed[0]["old"].as_str().unwrap());
+    assert_eq!(tables_tree(&env).get(&old), before.get(&old), "{old}");
+
+    let rep = run_with_report(&env, "rekey", &["--ignore-staged"], 0);
+    assert_eq!(by_status(&env, &rep, "rekeyed"), BTreeSet::from([old]));
+    assert_eq!(check_rekeyed(&env, &rep), 1);
+}
