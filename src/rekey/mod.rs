@@ -72,10 +72,7 @@ pub fn rekey(
     };
     let fallback = fallback_file(&opts.from);
     // Staged copies, before loading: an SSTable with one is loaded from its chunk runs.
-    let staged = match opts.ignore_staged {
-        true => staging::Staging::default(),
-        false => staging::load(&opts.data_dirs.dirs)?,
-    };
+    let staged = staged_copies(opts)?;
     let found = discover::discover_with(
         &opts.data_dirs.dirs,
         &opts.selection,
@@ -101,16 +98,7 @@ pub fn rekey(
         kmip_configured: opts.kmip_configured,
         move_kmip_group: opts.move_kmip_group,
     };
-    let mut jobs = Vec::new();
-    let mut problems = KeyProblems::default();
-    for (f, load) in found.live {
-        match admit::admit(f, load, &cx) {
-            Admission::Skip(r) | Admission::Fail(r) => report.sstables.push(r),
-            Admission::KeyProblem(p) => problems.push(p),
-            Admission::Ready(job) => jobs.push(*job),
-        }
-    }
-    problems.check(&opts.to)?;
+    let jobs = admit_all(found.live, &cx, &opts.to, &mut report)?;
     admit::owners(jobs.iter().map(|j| &j.loaded.found), &target)?;
     let (jobs, refused) = evidence::confirm(jobs);
     report.sstables.extend(refused);
@@ -130,25 +118,43 @@ pub fn rekey(
     }
 
     // Stale staged copies go first: never committed, they only take room.
-    report.totals.staged_discarded = stale.len();
-    for (e, why) in stale {
-        staging::remove_entry(&e.dir)?;
-        report.notes.push(format!(
-            "discarded the staged copy of {} ({why})",
-            e.manifest.source.display()
-        ));
-    }
+    stage::discard_stale(stale, &mut report)?;
     // Rewrite and commit.
     let statements = plan::alter_statements(&jobs, &target);
-    let had_staged = jobs.iter().any(|j| j.staged.is_some()) || report.totals.staged_discarded > 0;
     let done = execute::execute(jobs, &target, opts.jobs, cancel, progress);
     report.done(done, &statements);
-    if had_staged {
-        for dd in &opts.data_dirs.dirs {
-            if let Err(e) = staging::remove_root_if_empty(dd) {
-                report.notes.push(e.to_string());
-            }
-        }
+    if !opts.ignore_staged {
+        let notes = staging::prune_all(&opts.data_dirs.dirs);
+        report.notes.extend(notes);
     }
     Ok(report.finish(started))
+}
+
+/// The staged copies of earlier `stage` runs (none with `--ignore-staged`).
+fn staged_copies(opts: &RekeyOptions) -> Result<staging::Staging> {
+    match opts.ignore_staged {
+        true => Ok(staging::Staging::default()),
+        false => staging::load(&opts.data_dirs.dirs),
+    }
+}
+
+/// Admits every live SSTable: the skipped and failed go to the report, key problems stop the run
+/// before any work, the rest are the jobs.
+fn admit_all(
+    live: Vec<(find::Found, Result<plan::Load>)>,
+    cx: &admit::Context,
+    to: &KeyRef,
+    report: &mut RekeyReport,
+) -> Result<Vec<plan::Job>> {
+    let mut jobs = Vec::new();
+    let mut problems = KeyProblems::default();
+    for (f, load) in live {
+        match admit::admit(f, load, cx) {
+            Admission::Skip(r) | Admission::Fail(r) => report.sstables.push(r),
+            Admission::KeyProblem(p) => problems.push(p),
+            Admission::Ready(job) => jobs.push(*job),
+        }
+    }
+    problems.check(to)?;
+    Ok(jobs)
 }

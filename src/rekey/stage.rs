@@ -36,8 +36,8 @@ use crate::rekey::find::Selection;
 use crate::rekey::plan::{self, Job, Target};
 use crate::rekey::report::{human_bytes, RekeyReport, SstableReport, Status};
 use crate::rekey::staging::{
-    load, remove_empty_up, remove_entry, staging_dir, Entry, Manifest, SourceFile, StagedFile,
-    Staging, MANIFEST, MANIFEST_FORMAT, MANIFEST_TMP,
+    load, prune, remove_empty_up, remove_entry, staging_dir, Entry, Manifest, SourceFile,
+    StagedFile, Staging, MANIFEST, MANIFEST_FORMAT, MANIFEST_TMP,
 };
 use crate::rekey::{evidence, exclusive, node_config, Progress};
 
@@ -93,6 +93,19 @@ pub fn attach(
         }
     }
     Ok(stale)
+}
+
+/// For a rekey: removes the stale entries `attach` returned, each with a note in the report.
+pub fn discard_stale(stale: Vec<(Entry, String)>, report: &mut RekeyReport) -> Result<()> {
+    report.totals.staged_discarded = stale.len();
+    for (e, why) in stale {
+        remove_entry(&e.dir)?;
+        report.notes.push(format!(
+            "discarded the staged copy of {} ({why})",
+            e.manifest.source.display()
+        ));
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------ the stage command
@@ -299,12 +312,7 @@ pub fn discard(data_dirs: &[PathBuf]) -> Result<usize> {
         remove_entry(&d)?;
     }
     for dd in data_dirs {
-        let root = staging_dir(dd);
-        match fs::remove_dir(&root) {
-            Ok(()) => sync_dir(dd)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&root, "remove staging folder", e)),
-        }
+        prune(dd)?;
     }
     Ok(n)
 }

@@ -312,15 +312,50 @@ pub fn remove_entry(dir: &Path) -> Result<()> {
     remove_empty_up(dir)
 }
 
-/// Removes the staging folder of `data_dir` when nothing is left in it (it was the tool's own).
-pub fn remove_root_if_empty(data_dir: &Path) -> Result<()> {
+/// Prunes the staging folders of `data_dirs` (see [`prune`]); what could not be removed, as
+/// notes (harmless: empty folders).
+pub fn prune_all(data_dirs: &[PathBuf]) -> Vec<String> {
+    data_dirs
+        .iter()
+        .filter_map(|dd| prune(dd).err().map(|e| e.to_string()))
+        .collect()
+}
+
+/// Removes the empty folders of the staging folder of `data_dir`, bottom up (a run killed while
+/// removing an entry leaves some), and the staging folder itself when nothing is left in it. It
+/// is the tool's own; files are never touched here.
+pub fn prune(data_dir: &Path) -> Result<()> {
     let root = staging_dir(data_dir);
-    match fs::remove_dir(&root) {
-        Ok(()) => sync_dir(data_dir),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
-        Err(e) => Err(Error::io(&root, "remove staging folder", e)),
+    match fs::symlink_metadata(&root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(&root, "stat staging folder", e)),
     }
+    if prune_dir(&root)? {
+        fs::remove_dir(&root).map_err(|e| Error::io(&root, "remove staging folder", e))?;
+        sync_dir(data_dir)?;
+    }
+    Ok(())
+}
+
+/// Removes the empty sub-folders of `dir`; true when `dir` is left empty.
+fn prune_dir(dir: &Path) -> Result<bool> {
+    let mut empty = true;
+    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, "list staging folder", e))? {
+        let e = e.map_err(|e| Error::io(dir, "list staging folder", e))?;
+        let t = e.file_type().map_err(|x| Error::io(e.path(), "stat", x))?;
+        if t.is_dir() && prune_dir(&e.path())? {
+            fs::remove_dir(e.path()).map_err(|x| Error::io(e.path(), "remove empty folder", x))?;
+        } else {
+            empty = false;
+        }
+    }
+    if !empty {
+        return Ok(false);
+    }
+    sync_dir(dir)?;
+    Ok(true)
 }
 
 /// Removes `dir` and its parents while they are empty, stopping below the staging folder.
