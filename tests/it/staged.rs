@@ -637,3 +637,20 @@ fn a_damaged_manifest_fails_its_sstable_and_ignore_staged_recovers() {
     assert_eq!(by_status(&env, &rep, "rekeyed"), BTreeSet::from([old]));
     assert_eq!(check_rekeyed(&env, &rep), 1);
 }
+
+/// A run killed while it removed an entry leaves empty folders in the staging folder: the next
+/// `rekey` prunes them, and the staging folder with them (files are never touched there).
+#[test]
+fn empty_folders_left_in_the_staging_folder_are_pruned_by_the_next_rekey() {
+    let env = env();
+    for dd in ["dd1", "dd3"] {
+        fs::create_dir_all(env.p(dd).join(STAGING).join("edge/t_x-0123/nb-1-big")).unwrap();
+    }
+    run_with_report(&env, "rekey", &[], 0);
+    for dd in ["dd1", "dd3"] {
+        assert!(
+            !env.p(dd).join(STAGING).exists(),
+            "{dd}: staging folder left"
+        );
+    }
+}
