@@ -4,6 +4,7 @@ use crate::app::cli::RekeyArgs;
 use crate::app::exit::{Exit, CANCEL};
 use crate::app::scope::{check_report_path, parse_refs, print_notes, print_unreadable, selection};
 use sstable_rekey::error::{Error, Result};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use crate::app::scope::resolve_data_dirs;
@@ -56,16 +57,7 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
     for w in store.warnings() {
         errln!("sstable-rekey: {w}");
     }
-    print_notes(&report.notes);
-    let mut report_failed = false;
-    if let Some(p) = &a.scope.report {
-        if let Err(e) = write_json(p, &report) {
-            // The work is done: say so below, and exit 1 rather than "nothing was done" (2).
-            errln!("sstable-rekey: error: {e}");
-            report_failed = true;
-        }
-    }
-    print_sstables(&report.sstables);
+    let report_failed = publish(&report, a.scope.report.as_deref());
     print_totals(&report);
     let unreadable_backups = print_unreadable(&report.backups);
     if !report.alter_table.is_empty() {
@@ -86,8 +78,31 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
     )
 }
 
+/// The notes on stderr, the JSON report when asked for, and a line per SSTable. True when the
+/// report could not be written: the work is done, so that is exit 1, not "nothing was done" (2).
+pub fn publish(report: &RekeyReport, path: Option<&Path>) -> bool {
+    print_notes(&report.notes);
+    let mut report_failed = false;
+    if let Some(p) = path {
+        if let Err(e) = write_json(p, report) {
+            errln!("sstable-rekey: error: {e}");
+            report_failed = true;
+        }
+    }
+    print_sstables(&report.sstables);
+    report_failed
+}
+
+/// `, N not started (interrupted)` for a totals line, when some SSTables never started.
+pub fn not_started(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(", {n} not started (interrupted)"),
+    }
+}
+
 /// One line per SSTable: what happened to it.
-pub fn print_sstables(sstables: &[SstableReport]) {
+fn print_sstables(sstables: &[SstableReport]) {
     for s in sstables {
         match s.status {
             Status::Failed => outln!("FAILED   {}: {}", s.old, s.reason.as_deref().unwrap_or("")),
@@ -139,11 +154,7 @@ fn print_totals(report: &RekeyReport) {
         t.planned,
         t.skipped,
         t.failed,
-        if t.not_started > 0 {
-            format!(", {} not started (interrupted)", t.not_started)
-        } else {
-            String::new()
-        },
+        not_started(t.not_started),
         human_bytes(t.bytes_in),
         t.seconds,
         t.throughput_mb_s

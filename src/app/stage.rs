@@ -2,11 +2,11 @@
 
 use crate::app::cli::StageArgs;
 use crate::app::exit::{Exit, CANCEL};
-use crate::app::rekey::print_sstables;
-use crate::app::scope::{check_report_path, parse_refs, print_notes, resolve_data_dirs, selection};
+use crate::app::rekey::{not_started, publish};
+use crate::app::scope::{check_report_path, parse_refs, resolve_data_dirs, selection};
 use sstable_rekey::error::{Error, Result};
 use sstable_rekey::keys::KeyRef;
-use sstable_rekey::rekey::report::{human_bytes, write_json, RekeyReport};
+use sstable_rekey::rekey::report::{human_bytes, RekeyReport};
 use sstable_rekey::rekey::stage::{self, StageOptions};
 use std::sync::atomic::Ordering;
 
@@ -60,15 +60,7 @@ pub fn run(a: &StageArgs) -> Result<Exit> {
         &CANCEL,
         &crate::app::progress::Shown::new(!a.quiet),
     )?;
-    print_notes(&report.notes);
-    let mut report_failed = false;
-    if let Some(p) = &a.scope.report {
-        if let Err(e) = write_json(p, &report) {
-            errln!("sstable-rekey: error: {e}");
-            report_failed = true;
-        }
-    }
-    print_sstables(&report.sstables);
+    let report_failed = publish(&report, a.scope.report.as_deref());
     print_totals(&report);
     if CANCEL.load(Ordering::SeqCst) {
         return Ok(Exit::Interrupted);
@@ -88,11 +80,7 @@ fn print_totals(report: &RekeyReport) {
         t.staged,
         t.skipped,
         t.failed,
-        if t.not_started > 0 {
-            format!(", {} not started (interrupted)", t.not_started)
-        } else {
-            String::new()
-        },
+        not_started(t.not_started),
         human_bytes(t.bytes_in),
         t.seconds,
         t.throughput_mb_s

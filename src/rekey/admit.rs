@@ -50,6 +50,27 @@ pub struct Context<'a> {
     pub move_kmip_group: bool,
 }
 
+/// Admits every live SSTable: the skipped and failed go to `reports`, key problems stop the run
+/// before any work (the error says them all), the rest are the jobs.
+pub fn all(
+    live: Vec<(Found, Result<Load>)>,
+    cx: &Context,
+    to: &KeyRef,
+    reports: &mut Vec<SstableReport>,
+) -> Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    let mut problems = KeyProblems::default();
+    for (f, load) in live {
+        match admit(f, load, cx) {
+            Admission::Skip(r) | Admission::Fail(r) => reports.push(r),
+            Admission::KeyProblem(p) => problems.push(p),
+            Admission::Ready(job) => jobs.push(*job),
+        }
+    }
+    problems.check(to)?;
+    Ok(jobs)
+}
+
 /// Decides one SSTable: what it is, whether it is rekeyed, with which keys, at which new layout.
 pub fn admit(found: Found, load: Result<Load>, cx: &Context) -> Admission {
     let mut r = SstableReport::new(

@@ -29,7 +29,6 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::keys::{KeyRef, KeyStore};
-use admit::{Admission, KeyProblems};
 use find::Selection;
 use plan::Target;
 use report::RekeyReport;
@@ -98,7 +97,7 @@ pub fn rekey(
         kmip_configured: opts.kmip_configured,
         move_kmip_group: opts.move_kmip_group,
     };
-    let jobs = admit_all(found.live, &cx, &opts.to, &mut report)?;
+    let jobs = admit::all(found.live, &cx, &opts.to, &mut report.sstables)?;
     admit::owners(jobs.iter().map(|j| &j.loaded.found), &target)?;
     let (jobs, refused) = evidence::confirm(jobs);
     report.sstables.extend(refused);
@@ -136,25 +135,4 @@ fn staged_copies(opts: &RekeyOptions) -> Result<staging::Staging> {
         true => Ok(staging::Staging::default()),
         false => staging::load(&opts.data_dirs.dirs),
     }
-}
-
-/// Admits every live SSTable: the skipped and failed go to the report, key problems stop the run
-/// before any work, the rest are the jobs.
-fn admit_all(
-    live: Vec<(find::Found, Result<plan::Load>)>,
-    cx: &admit::Context,
-    to: &KeyRef,
-    report: &mut RekeyReport,
-) -> Result<Vec<plan::Job>> {
-    let mut jobs = Vec::new();
-    let mut problems = KeyProblems::default();
-    for (f, load) in live {
-        match admit::admit(f, load, cx) {
-            Admission::Skip(r) | Admission::Fail(r) => report.sstables.push(r),
-            Admission::KeyProblem(p) => problems.push(p),
-            Admission::Ready(job) => jobs.push(*job),
-        }
-    }
-    problems.check(to)?;
-    Ok(jobs)
 }

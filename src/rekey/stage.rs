@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::fsio::{self, free_space, sync_dir, Created};
 use crate::keys::{KeyRef, KeyStore};
-use crate::rekey::admit::{self, Admission, KeyProblems};
+use crate::rekey::admit;
 use crate::rekey::discover::{discover_with, fallback_file, Logs};
 use crate::rekey::execute::{pool, NewSstable, Out, Rewritten};
 use crate::rekey::find::Selection;
@@ -193,26 +193,22 @@ fn admitted(
         move_kmip_group: opts.move_kmip_group,
     };
     let busy = compacting(&found.live)?;
-    let mut jobs = Vec::new();
-    let mut problems = KeyProblems::default();
-    for (f, load) in found.live {
-        let in_busy_table = busy.contains(&f.table.dir);
-        match admit::admit(f, load, &cx) {
-            Admission::Fail(mut r) if in_busy_table => {
-                // Probably an SSTable the compaction is writing: nothing to stage yet.
-                r.status = Status::Skipped;
-                r.reason = Some(format!(
-                    "not staged while a compaction runs in its table ({}); the rekey reads it again",
-                    r.reason.as_deref().unwrap_or("unreadable")
-                ));
-                report.sstables.push(r);
-            }
-            Admission::Skip(r) | Admission::Fail(r) => report.sstables.push(r),
-            Admission::KeyProblem(p) => problems.push(p),
-            Admission::Ready(job) => jobs.push(*job),
+    let before = report.sstables.len();
+    let jobs = admit::all(found.live, &cx, &opts.to, &mut report.sstables)?;
+    // An SSTable that fails in a table a compaction writes in is probably its output: nothing to
+    // stage yet (the rekey reads it again).
+    for r in report.sstables[before..]
+        .iter_mut()
+        .filter(|r| r.status == Status::Failed)
+    {
+        if busy.iter().any(|t| Path::new(&r.old).starts_with(t)) {
+            r.status = Status::Skipped;
+            r.reason = Some(format!(
+                "not staged while a compaction runs in its table ({}); the rekey reads it again",
+                r.reason.as_deref().unwrap_or("unreadable")
+            ));
         }
     }
-    problems.check(&opts.to)?;
     admit::owners(jobs.iter().map(|j| &j.loaded.found), target)?;
     same_file_system(dirs, &jobs)?;
     let (jobs, refused) = evidence::confirm(jobs);
