@@ -105,8 +105,9 @@ pub fn discover_with(
         found
             .into_par_iter()
             .map(|f| {
-                let runs = staged.runs_for(&f.desc);
-                let l = plan::load_with(&f, fallback, runs);
+                let l = staged
+                    .runs_for(&f.desc)
+                    .and_then(|runs| plan::load_with(&f, fallback, runs));
                 (f, l)
             })
             .collect()

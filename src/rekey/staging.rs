@@ -219,13 +219,15 @@ impl Staging {
 pub struct StagedIndex<'a>(std::collections::HashMap<&'a Path, &'a Entry>);
 
 impl StagedIndex<'_> {
-    /// The chunk runs of the entry whose unchanged source is the SSTable `desc`, if any.
-    pub fn runs_for(&self, desc: &Descriptor) -> Option<&[ChunkRun]> {
+    /// The chunk runs of the entry whose unchanged source is the SSTable `desc`, if any. A path
+    /// that cannot be resolved is an error (never "no entry": that SSTable fails, closed).
+    pub fn runs_for(&self, desc: &Descriptor) -> Result<Option<&[ChunkRun]>> {
         if self.0.is_empty() {
-            return None;
+            return Ok(None);
         }
-        let data = fs::canonicalize(desc.data_path()).ok()?;
-        self.0.get(data.as_path())?.runs_for(desc)
+        let path = desc.data_path();
+        let data = fs::canonicalize(&path).map_err(|e| Error::io(&path, "resolve path", e))?;
+        Ok(self.0.get(data.as_path()).and_then(|e| e.runs_for(desc)))
     }
 }
 

@@ -22,6 +22,9 @@
 //!   its staging folder, and whatever the fault left there, an unfaulted `stage` then `rekey` must
 //!   end with every SSTable once under the new key and the staging folder gone (a name planted in
 //!   the staging folder is the tool's to remove: the folder is its own);
+//! - `rekey` committing the copies an unfaulted `stage` made of the same copy: the staged files are
+//!   moved in (renames), moved back on a failure, their entries removed; after `recover`, an
+//!   unfaulted `rekey` must end with every SSTable once under the new key and no staging folder;
 //! - `verify --key NEW --report FILE` on four trees: everything under the old key, one table rekeyed and the
 //!   other not (both ways), and every live SSTable rekeyed (the snapshot still under the old key).
 //!
@@ -590,7 +593,7 @@ fn check_report(kind: CmdKind, path: &Path, live: usize) -> Result<(), String> {
         serde_json::from_str(&text).map_err(|e| format!("not JSON ({e}): {text:.200}"))?;
     let n = |x: &serde_json::Value| x.as_u64().unwrap_or(u64::MAX) as usize;
     match kind {
-        CmdKind::Rekey => {
+        CmdKind::Rekey | CmdKind::RekeyStaged => {
             if n(&v["totals"]["rekeyed"]) != live || n(&v["totals"]["failed"]) != 0 {
                 return Err(format!("totals {}", v["totals"]));
             }
@@ -641,6 +644,9 @@ enum CmdKind {
     },
     /// `stage` (node running): then an unfaulted `stage` and `rekey` must finish the job.
     Stage,
+    /// `rekey` committing the copies an unfaulted `stage` made: after `recover`, an unfaulted
+    /// `rekey` must finish the job.
+    RekeyStaged,
 }
 
 /// The staging folder `stage` writes in (inside the data directory).
@@ -669,7 +675,7 @@ impl Cmd {
     /// The command line; rekey and verify also write their JSON report beside the data dir.
     fn args(&self, sw: &Sweep, data: &Path) -> Vec<String> {
         let mut args = match self.kind {
-            CmdKind::Rekey => rekey_args(&sw.ds, data, 1),
+            CmdKind::Rekey | CmdKind::RekeyStaged => rekey_args(&sw.ds, data, 1),
             CmdKind::Recover { .. } => {
                 return strings(&["recover", "--data-dir", data.to_str().unwrap()])
             }
@@ -693,6 +699,11 @@ impl Cmd {
         let data = dir.join("data");
         copy_tree(&self.template, &data);
         let before = state(&data);
+        if self.kind == CmdKind::RekeyStaged {
+            // Manifests name their sources by path: staged on this very copy.
+            let r = run_in(&sw.ds.root, &stage_args(sw, &data), ENV);
+            assert_eq!(r.code, 0, "staging the copy: {}", r.all());
+        }
         if let CmdKind::Recover { failpoint, .. } = self.kind {
             let mut env = ENV.to_vec();
             env.push((sstable_rekey::rekey::failpoint::ENV, failpoint));
@@ -760,6 +771,39 @@ impl Cmd {
             }
         }
         match self.kind {
+            CmdKind::RekeyStaged => {
+                if eintr && code != 0 {
+                    j.add(
+                        "EINTR not retried",
+                        format!("exit {code}: {}", last_line(&t.run)),
+                    );
+                }
+                // Whatever the fault left (a log, staged files moved in or back), recover and an
+                // unfaulted rekey finish the job. The staged files are the tool's own: consumed,
+                // never judged as foreign.
+                let rec = recover(&sw.ds, &data);
+                if rec.code != 0 {
+                    j.add(
+                        "recover after the fault failed",
+                        format!("exit {}: {}", rec.code, last_line(&rec)),
+                    );
+                }
+                let r = run_in(&sw.ds.root, &rekey_args(&sw.ds, &data, 1), ENV);
+                if r.code != 0 {
+                    j.add(
+                        "rekey after the fault failed",
+                        format!("exit {}: {}", r.code, last_line(&r)),
+                    );
+                }
+                let planted = planted.filter(|p| !p.to_string_lossy().contains(STAGING));
+                judge_tree(sw, &data, &before, planted, &mut j);
+                if j.tally.is_some_and(|t| t.new != sw.live) {
+                    j.add("not done after recover and rekey", format!("{:?}", j.tally));
+                }
+                if data.join(STAGING).exists() {
+                    j.add("staging folder left after the rekey", String::new());
+                }
+            }
             CmdKind::Stage => {
                 written.retain(|d| !d.contains(STAGING));
                 if !written.is_empty() {
@@ -947,6 +991,7 @@ fn commands(sw: &Sweep, base: &Path, verify_trees: &[VerifyTree]) -> Vec<Cmd> {
         ),
     ];
     cmds.push(("stage", CmdKind::Stage, sw.ds.data.clone(), 0));
+    cmds.push(("rekey-staged", CmdKind::RekeyStaged, sw.ds.data.clone(), 0));
     for &(label, keyspaces, old_live) in verify_trees {
         let template = base.join("templates").join(label);
         copy_tree(&sw.ds.data, &template);
