@@ -60,6 +60,13 @@ A killed stage leaves files only in the staging folder; the next stage removes t
     Inspect(InspectArgs),
     /// Resolve leftover transaction logs the way Cassandra's startup does (like sstableutil --cleanup)
     Recover(RecoverArgs),
+    /// Delete the old files a `rekey --purge-later` moved aside (safe while the node serves)
+    #[command(
+        long_about = "Delete the old files that the staged commits of a `rekey --purge-later` moved into <data_dir>/.sstable-rekey-obsolete/ (the replaced SSTables, still under the old key), then that folder.
+
+Safe while the node serves: nothing in a table folder is touched, and the process runs at nice 10 and the lowest best-effort I/O priority (--ionice idle for the idle class). Only SSTable component files are deleted; anything else in the folder stops the purge with nothing deleted. Exit 0 when the folders are gone (or there were none)."
+    )]
+    Purge(PurgeArgs),
     /// Run inspect → rekey → verify on a scratch copy of the bundled demo data
     Demo(DemoArgs),
     /// Measure rekey throughput against baselines measured in the same run (openssl, cp, naive)
@@ -206,6 +213,11 @@ pub struct RekeyArgs {
     /// not match is discarded and its SSTable rewritten now
     #[arg(long, conflicts_with = "ignore_staged")]
     pub verify_staged: bool,
+    /// Leave the old files that staged commits replaced in <data_dir>/.sstable-rekey-obsolete/
+    /// for `sstable-rekey purge` after the node is back up, instead of deleting them before
+    /// exiting (freeing gigabytes can take longer than the commits themselves)
+    #[arg(long)]
+    pub purge_later: bool,
     /// No progress output
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -275,6 +287,20 @@ pub struct RecoverArgs {
     pub data_dirs: Vec<PathBuf>,
     #[arg(long, value_name = "PATH", help = CASSANDRA_YAML_SHORT, long_help = CASSANDRA_YAML_HELP)]
     pub cassandra_yaml: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PurgeArgs {
+    #[arg(long = "data-dir", value_name = "DIR", help = DATA_DIR_SHORT, long_help = DATA_DIR_HELP)]
+    pub data_dirs: Vec<PathBuf>,
+    #[arg(long, value_name = "PATH", help = CASSANDRA_YAML_SHORT, long_help = CASSANDRA_YAML_HELP)]
+    pub cassandra_yaml: Option<PathBuf>,
+    /// I/O scheduling class: `be` (best effort, lowest level; default) or `idle`
+    #[arg(long, value_name = "CLASS", default_value = "be", value_parser = ["be", "idle"])]
+    pub ionice: String,
+    /// Write a JSON report (what was deleted) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

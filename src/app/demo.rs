@@ -116,6 +116,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         move_kmip_group: false,
         ignore_staged: false,
         verify_staged: false,
+        purge_later: false,
         quiet: true,
         scope: scope(Some(report.clone())),
     })?;
@@ -135,6 +136,7 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
         move_kmip_group: false,
         ignore_staged: false,
         verify_staged: false,
+        purge_later: false,
         quiet: true,
         scope: scope(None),
     })?;

@@ -8,6 +8,7 @@ pub mod exit;
 pub mod inspect;
 pub mod kmip;
 pub mod progress;
+pub mod purge;
 pub mod recover;
 pub mod rekey;
 pub mod scope;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Verify(a) => verify::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Recover(a) => recover::run(&a),
+        Command::Purge(a) => purge::run(&a),
         Command::Demo(a) => crate::app::demo::run(a.dir.as_deref()),
         Command::Bench(a) => bench::run_command(&a),
         Command::Kmip(a) => crate::app::kmip::run(&a),

@@ -57,5 +57,15 @@ pub fn run(a: &RecoverArgs) -> Result<Exit> {
             ""
         }
     );
+    // The old files a crashed staged commit had moved aside are obsolete by a committed log:
+    // the rekey would have purged them at its end.
+    match rekey::obsolete::purge(&dirs.dirs) {
+        Ok(o) if o.folders.is_empty() => {}
+        Ok(o) => outln!("{} obsolete files moved aside by a rekey purged", o.files),
+        Err(e) => {
+            failed = true;
+            outln!("FAILED purging the obsolete files: {e}");
+        }
+    }
     Ok(if failed { Exit::Failed } else { Exit::Ok })
 }

@@ -44,6 +44,7 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
         dry_run: a.dry_run,
         ignore_staged: a.ignore_staged,
         verify_staged: a.verify_staged,
+        purge_later: a.purge_later,
     };
     if let Some(p) = &a.scope.report {
         check_report_path(p)?;
@@ -59,6 +60,7 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
     }
     let report_failed = publish(&report, a.scope.report.as_deref());
     print_totals(&report);
+    let purge_failed = print_obsolete(&report);
     let unreadable_backups = print_unreadable(&report.backups);
     if !report.alter_table.is_empty() {
         outln!("\nRun once per table (on any node) so that new writes use the new key:");
@@ -70,7 +72,7 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
         return Ok(Exit::Interrupted);
     }
     Ok(
-        if report.totals.failed > 0 || report_failed || unreadable_backups {
+        if report.totals.failed > 0 || report_failed || unreadable_backups || purge_failed {
             Exit::Failed
         } else {
             Exit::Ok
@@ -142,6 +144,36 @@ fn print_sstables(sstables: &[SstableReport]) {
             ),
         }
     }
+}
+
+/// What became of the old files the staged commits moved aside; true when their purge failed.
+fn print_obsolete(report: &RekeyReport) -> bool {
+    let Some(o) = &report.obsolete else {
+        return false;
+    };
+    if let Some(e) = &o.error {
+        errln!("sstable-rekey: error: every rekeyed SSTable is committed and live, but deleting the old files moved aside failed: {e}");
+        errln!("sstable-rekey: they are obsolete (no live SSTable needs them); fix the cause and run `sstable-rekey purge`");
+        return true;
+    }
+    let t = &report.totals;
+    match o.purged {
+        true => outln!(
+            "window: every SSTable committed after {:.2}s; then {} replaced files ({}) purged in {:.2}s",
+            t.window_seconds,
+            o.files,
+            human_bytes(o.bytes),
+            o.seconds
+        ),
+        false => outln!(
+            "window: every SSTable committed after {:.2}s; {} replaced files ({}, still under the old keys) wait in {}: run `sstable-rekey purge` once the node is up",
+            t.window_seconds,
+            o.files,
+            human_bytes(o.bytes),
+            o.folders.join(", ")
+        ),
+    }
+    false
 }
 
 /// The totals line and the warnings that concern the whole run.

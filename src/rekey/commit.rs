@@ -6,6 +6,7 @@
 //! A rollback removes only the files this transaction created ([`Created`]: by path and inode),
 //! never "every file with the new prefix": if a name was taken by someone else, it stays theirs.
 //! After COMMIT, the old SSTable's files, as the run listed them, are deleted: Cassandra's rule.
+//! A staged commit moves them aside instead ([`obsolete`]), to be deleted after the window.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::fsio::sync_dir;
 use crate::fsio::Created;
 use crate::rekey::failpoint;
+use crate::rekey::obsolete;
 use crate::sstable::txnlog::{last_modified_ms, record_path, Record, TxnLog};
 use crate::sstable::Descriptor;
 
@@ -28,6 +30,17 @@ pub struct Transaction {
     cassandra_3: bool,
     /// The new SSTable's files as this transaction creates them: all a rollback may remove.
     created: Created,
+}
+
+/// Takes an obsolete file out of its table folder: moved into `aside` when given and possible,
+/// else deleted.
+fn dispose(f: &Path, aside: Option<&Path>) -> Result<()> {
+    if let Some(dir) = aside {
+        if obsolete::move_aside(f, dir)? {
+            return Ok(());
+        }
+    }
+    fs::remove_file(f).map_err(|e| Error::io(f, "delete obsolete file", e))
 }
 
 /// `/canonical/dir/nb-5-big-` for a descriptor.
@@ -88,8 +101,9 @@ impl Transaction {
     }
 
     /// Commits: the new SSTable's files must already be durable. After COMMIT the old files are
-    /// deleted oldest first and the log removed; a crash in between is finished by `recover`.
-    pub fn commit(mut self) -> Result<Vec<PathBuf>> {
+    /// deleted oldest first (or moved into the folder `aside`, see [`obsolete`]) and the log
+    /// removed; a crash in between is finished by `recover`.
+    pub fn commit(mut self, aside: Option<&Path>) -> Result<()> {
         let old_files = match self.log_remove() {
             Ok(f) => f,
             Err(e) => return Err(self.rollback_after(e)),
@@ -125,16 +139,14 @@ impl Transaction {
         self.created.keep();
         let after = |e: Error| Error::CleanupFailed(Box::new(e));
         failpoint::hit("txn.commit").map_err(after)?;
-        let mut deleted = Vec::new();
         for (_, f) in old_files {
-            fs::remove_file(&f).map_err(|e| after(Error::io(&f, "delete obsolete file", e)))?;
+            dispose(&f, aside).map_err(after)?;
             failpoint::hit("old.deleted").map_err(after)?;
-            deleted.push(f);
         }
         sync_dir(&self.dir).map_err(after)?;
         self.log.finish().map_err(after)?;
         failpoint::hit("log.removed").map_err(after)?;
-        Ok(deleted)
+        Ok(())
     }
 
     /// Logs the REMOVE record of the old SSTable; returns its files, oldest first.

@@ -44,6 +44,12 @@ fn trial_decrypt(
         ChunkClass::Chained(Stage::Lz4) => 64,
         ChunkClass::Chained(_) => 32,
     };
+    // What earlier SSTables proved, per key index (one lookup per key, not per chunk).
+    let known: Vec<u32> = l
+        .keys
+        .iter()
+        .map(|k| known.get(k).copied().unwrap_or(0))
+        .collect();
     let last = l.chunks.len() - 1;
     let suspicious_last = l.chunks[last].key != RAW
         && !raw_last_chunk_hint(&l.ci, last, l.chunks[last].len as u64).is_empty();
@@ -52,7 +58,7 @@ fn trial_decrypt(
             continue;
         }
         let k = c.key as usize;
-        let enough = bits[k] + known.get(&l.keys[k]).copied().unwrap_or(0) >= KEY_EVIDENCE_BITS;
+        let enough = bits[k] + known[k] >= KEY_EVIDENCE_BITS;
         if enough && !(suspicious_last && i == last) {
             continue;
         }
@@ -98,10 +104,11 @@ pub fn confirm(jobs: Vec<Job>) -> (Vec<Job>, Vec<SstableReport>) {
     // An old key whose chunks all together give too little evidence is not trusted with data.
     let (confirmed, weak): (Vec<Job>, Vec<Job>) = tried.into_iter().partition(|j| {
         let l = &j.loaded;
-        l.chunks.iter().all(|c| {
-            c.key == RAW
-                || Some(c.key) == j.target_idx
-                || evidence.get(&l.keys[c.key as usize]).copied().unwrap_or(0) >= KEY_EVIDENCE_BITS
+        let used = l.per_key_index(l.chunks.iter().filter(|c| c.key != RAW).map(|c| c.key));
+        used.iter().enumerate().all(|(k, &n)| {
+            n == 0
+                || Some(k as u32) == j.target_idx
+                || evidence.get(&l.keys[k]).copied().unwrap_or(0) >= KEY_EVIDENCE_BITS
         })
     });
     for mut j in weak {

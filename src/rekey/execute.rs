@@ -16,6 +16,7 @@ use crate::fsio::{free_space, sync_dir, Created};
 use crate::rekey::commit::Transaction;
 use crate::rekey::failpoint;
 use crate::rekey::generation::Generations;
+use crate::rekey::obsolete;
 use crate::rekey::plan::{self, Job, Target};
 use crate::rekey::report::{SstableReport, Status};
 use crate::rekey::rewrite::{self, ChunkOpener, Counts, DataChunks, Files, IndexPages, Rekeying};
@@ -120,7 +121,11 @@ fn run_job(
             r.metadata_after = after(r.metadata_before.values().sum());
             // The staged copy is used up: its manifest (and folder) go. Failing that is harmless:
             // a manifest without its files is stale, and the next run discards it.
-            if let Some(Err(e)) = job.staged.as_ref().map(|e| staging::remove_entry(&e.dir)) {
+            if let Some(Err(e)) = job
+                .staged
+                .as_ref()
+                .map(|e| staging::remove_used_entry(&e.dir))
+            {
                 r.reason = Some(format!("committed; the used staging entry remains: {e}"));
             }
         }
@@ -152,6 +157,12 @@ fn rewrite_and_commit(
             std::io::Error::from_raw_os_error(libc::ENOSPC),
         ));
     }
+    // A staged commit moves the replaced files aside: deleting gigabytes is not window work.
+    let aside = job
+        .staged
+        .as_ref()
+        .and_then(|e| staging::data_dir_of_entry(&e.dir))
+        .and_then(|dd| obsolete::aside_dir(dd, &old.dir));
     let mut attempt = 1;
     loop {
         let new = gens.allocate(old, &l.found.table.dir)?;
@@ -168,7 +179,7 @@ fn rewrite_and_commit(
                     txn.rollback()?;
                     return Err(Error::Interrupted);
                 }
-                txn.commit()?;
+                txn.commit(aside.as_deref())?;
                 return Ok((new.data_path(), counts, bytes));
             }
             Err(e) => e,
@@ -226,9 +237,9 @@ pub struct NewSstable<'a> {
 }
 
 impl NewSstable<'_> {
-    /// Writes every file of the new generation (all durable, the folder too), or moves in the
-    /// job's staged copies of the rewritten files; returns the chunk counts and the new Data.db
-    /// size.
+    /// Writes every file of the new generation (each durable; the folder is the commit's to
+    /// fsync), or moves in the job's staged copies of the rewritten files; returns the chunk
+    /// counts and the new Data.db size.
     fn write(&self, created: &mut Created, progress: &dyn Progress) -> Result<(Counts, u64)> {
         let l = &self.job.loaded;
         let (counts, mut written) = match &self.job.staged {
@@ -251,7 +262,7 @@ impl NewSstable<'_> {
             written.push("Statistics.db".into());
         }
         self.link_unchanged(created, &written)?;
-        sync_dir(self.out.dir())?;
+        // The folder is fsynced by the commit's first step (`Transaction::commit`).
         Ok((counts, plan::sum_new_len(&self.job.new_lens)))
     }
 

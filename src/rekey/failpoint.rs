@@ -23,8 +23,9 @@ pub const NAMES: &[&str] = &[
     "txn.remove",       // REMOVE record appended and fsynced
     "txn.committing",   // just before COMMIT is appended (with :error, a failed COMMIT fsync)
     "txn.commit",       // COMMIT appended and fsynced: the commit point
-    "old.deleted",      // after each obsolete file is deleted (use @K)
+    "old.deleted",      // after each obsolete file is deleted or moved aside (use @K)
     "log.removed",      // log removed: the transaction is over
+    "obsolete.deleted", // after each file moved aside is purged (use @K)
 ];
 
 /// True when this build honours [`ENV`] (built with the `failpoints` feature).

@@ -375,11 +375,12 @@ pub fn tables(data_dirs: &[PathBuf], sel: &Selection) -> Result<Scan> {
                     .push(unseen(&shown, Location::Live, ks.path, LINK));
                 continue;
             }
-            // sstable-rekey's own staging folder holds no live SSTable (see `stage`).
+            // sstable-rekey's own staging and obsolete folders hold no live SSTable (see
+            // `stage` and `obsolete`).
             if ks.kind != Kind::Dir
                 || matches!(
                     ks.name.as_deref(),
-                    Some("lost+found" | super::staging::STAGING)
+                    Some("lost+found" | super::staging::STAGING | super::obsolete::OBSOLETE)
                 )
             {
                 continue;

@@ -57,7 +57,7 @@ pub fn highest_in_tree(root: &Path) -> Result<u64> {
             if let Some(g) = generation_in_name(name.as_bytes()) {
                 max = max.max(g);
             }
-            if depth < MAX_DEPTH && is_folder(&e.path())? {
+            if depth < MAX_DEPTH && is_folder(&e)? {
                 stack.push((e.path(), depth + 1));
             }
         }
@@ -66,8 +66,15 @@ pub fn highest_in_tree(root: &Path) -> Result<u64> {
 }
 
 /// True for a folder, or a link to one (a symlinked `snapshots/` still holds names to avoid).
-/// A dangling link names nothing below it.
-fn is_folder(p: &Path) -> Result<bool> {
+/// A dangling link names nothing below it. The listing's file type decides, except for links
+/// (and file systems that do not report types), which are followed.
+fn is_folder(e: &fs::DirEntry) -> Result<bool> {
+    let p = &e.path();
+    match e.file_type() {
+        Ok(t) if t.is_dir() => return Ok(true),
+        Ok(t) if t.is_file() => return Ok(false),
+        _ => {}
+    }
     match fs::metadata(p) {
         Ok(m) => Ok(m.is_dir()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -17,6 +17,7 @@ pub mod find;
 pub mod generation;
 pub mod inspect;
 pub mod node_config;
+pub mod obsolete;
 pub mod plan;
 pub mod report;
 pub mod rewrite;
@@ -52,6 +53,8 @@ pub struct RekeyOptions {
     pub ignore_staged: bool,
     /// Read every staged file back and check its CRC32 before committing it.
     pub verify_staged: bool,
+    /// Leave the replaced files that staged commits moved aside for `sstable-rekey purge`.
+    pub purge_later: bool,
 }
 
 /// Runs a rekey. Returns `Err` only for errors before any work (configuration, keys, space):
@@ -126,7 +129,33 @@ pub fn rekey(
         let notes = staging::prune_all(&opts.data_dirs.dirs);
         report.notes.extend(notes);
     }
+    // The window ends here: every SSTable is committed. Then the replaced files moved aside go,
+    // unless they are left for `purge` (the node serving again).
+    report.totals.window_seconds = started.elapsed().as_secs_f64();
+    report.obsolete = obsolete_files(&opts.data_dirs.dirs, opts.purge_later);
     Ok(report.finish(started))
+}
+
+/// The purge of the replaced files moved aside (or, with `later`, what waits for one).
+fn obsolete_files(data_dirs: &[std::path::PathBuf], later: bool) -> Option<report::ObsoleteReport> {
+    let t0 = Instant::now();
+    let outcome = match later {
+        true => obsolete::pending(data_dirs),
+        false => obsolete::purge(data_dirs),
+    };
+    let (o, error) = match outcome {
+        Ok(o) if o.files == 0 && o.folders.is_empty() => return None,
+        Ok(o) => (o, None),
+        Err(e) => (Default::default(), Some(e.to_string())),
+    };
+    Some(report::ObsoleteReport {
+        purged: !later && error.is_none(),
+        files: o.files,
+        bytes: o.bytes,
+        folders: o.folders,
+        seconds: t0.elapsed().as_secs_f64(),
+        error,
+    })
 }
 
 /// The staged copies of earlier `stage` runs (none with `--ignore-staged`).

@@ -179,31 +179,39 @@ impl Loaded {
 
     /// Chunk counts per key (raw chunks excluded).
     pub fn key_counts(&self) -> BTreeMap<String, usize> {
-        let mut m = BTreeMap::new();
-        for c in &self.chunks {
-            if c.key != RAW {
-                *m.entry(self.keys[c.key as usize].to_string()).or_default() += 1;
-            }
-        }
-        m
+        self.named(self.chunks.iter().filter(|c| c.key != RAW).map(|c| c.key))
     }
 
     /// Index pages per key.
     pub fn page_key_counts(&self) -> BTreeMap<String, usize> {
-        let mut m = BTreeMap::new();
-        for f in &self.paged {
-            for p in &f.pages {
-                *m.entry(self.keys[p.key as usize].to_string()).or_default() += 1;
-            }
-        }
-        m
+        self.named(
+            self.paged
+                .iter()
+                .flat_map(|f| f.pages.iter().map(|p| p.key)),
+        )
     }
 
     /// Encrypted metadata components per key.
     pub fn metadata_key_counts(&self) -> BTreeMap<String, usize> {
+        self.named(self.statistics.iter().flatten().map(|c| c.key))
+    }
+
+    /// How many records each key index has (chunks of large SSTables number in the millions: they
+    /// are counted by index, and each key named once).
+    pub fn per_key_index(&self, keys: impl Iterator<Item = u32>) -> Vec<usize> {
+        let mut n = vec![0usize; self.keys.len()];
+        for k in keys {
+            n[k as usize] += 1;
+        }
+        n
+    }
+
+    /// Record counts per key name, from the records' key indexes.
+    fn named(&self, keys: impl Iterator<Item = u32>) -> BTreeMap<String, usize> {
+        let n = self.per_key_index(keys);
         let mut m = BTreeMap::new();
-        for c in self.statistics.iter().flatten() {
-            *m.entry(self.keys[c.key as usize].to_string()).or_default() += 1;
+        for (k, n) in n.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+            *m.entry(self.keys[k].to_string()).or_default() += n;
         }
         m
     }

@@ -132,7 +132,23 @@ pub struct Totals {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub seconds: f64,
+    /// `rekey`: seconds until the last SSTable was committed (the node could start from then
+    /// on); the rest of `seconds` is the purge of replaced files (see [`ObsoleteReport`]).
+    pub window_seconds: f64,
     pub throughput_mb_s: f64,
+}
+
+/// The replaced files a staged commit moved aside (see [`crate::rekey::obsolete`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ObsoleteReport {
+    /// Deleted by this run; false with `--purge-later` (or when the purge failed): then they wait
+    /// in `folders` for `sstable-rekey purge`.
+    pub purged: bool,
+    pub files: usize,
+    pub bytes: u64,
+    pub folders: Vec<String>,
+    pub seconds: f64,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +171,8 @@ pub struct RekeyReport {
     pub data_dirs: DataDirs,
     /// What the operator should know about the layout (e.g. a table folder Cassandra ignores).
     pub notes: Vec<String>,
+    /// Replaced files moved aside by staged commits, purged or waiting (none: absent).
+    pub obsolete: Option<ObsoleteReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -193,6 +211,7 @@ impl RekeyReport {
             backups,
             data_dirs: data_dirs.clone(),
             notes,
+            obsolete: None,
         }
     }
 
@@ -256,6 +275,7 @@ impl RekeyReport {
             t.bytes_out += s.bytes_out;
         }
         t.seconds = self.totals.seconds;
+        t.window_seconds = self.totals.window_seconds;
         t.staged_discarded = self.totals.staged_discarded;
         if t.seconds > 0.0 {
             t.throughput_mb_s = t.bytes_in as f64 / 1e6 / t.seconds;

@@ -35,6 +35,14 @@ pub fn staging_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(STAGING)
 }
 
+/// The data directory of an entry folder: the folder that holds the staging folder above it.
+pub fn data_dir_of_entry(entry: &Path) -> Option<&Path> {
+    entry
+        .ancestors()
+        .find(|a| a.file_name().is_some_and(|n| n == STAGING))
+        .and_then(Path::parent)
+}
+
 /// A source file as it was when it was staged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceFile {
@@ -303,6 +311,20 @@ fn read_manifest(dir: &Path) -> Option<Manifest> {
 /// to the staging folder). An entry is the tool's own output: this is how a stale or incomplete
 /// one goes.
 pub fn remove_entry(dir: &Path) -> Result<()> {
+    remove_entry_files(dir)?;
+    remove_empty_up(dir)
+}
+
+/// Removes an entry whose staged files a commit has just moved in: its manifest and folder, with
+/// no fsync (a manifest a crash brings back names files that are gone: the next run discards it)
+/// and its empty parents left to [`prune`] at the end of the run.
+pub fn remove_used_entry(dir: &Path) -> Result<()> {
+    remove_entry_files(dir)?;
+    fs::remove_dir(dir).map_err(|e| Error::io(dir, "remove staging entry", e))
+}
+
+/// Removes the files an entry may hold.
+fn remove_entry_files(dir: &Path) -> Result<()> {
     for f in ENTRY_FILES {
         let p = dir.join(f);
         match fs::remove_file(&p) {
@@ -311,7 +333,7 @@ pub fn remove_entry(dir: &Path) -> Result<()> {
             Err(e) => return Err(Error::io(&p, "remove staged file", e)),
         }
     }
-    remove_empty_up(dir)
+    Ok(())
 }
 
 /// Prunes the staging folders of `data_dirs` (see [`prune`]); what could not be removed, as

@@ -66,6 +66,9 @@ pub struct VerifyReport {
     /// (`missing`) means nothing is proven about it, so verification does not pass.
     pub data_dirs: DataDirs,
     pub notes: Vec<String>,
+    /// Old files a `rekey --purge-later` moved aside, waiting for `purge` (not live: no verdict
+    /// depends on them, but they are still data under the old keys).
+    pub obsolete: Option<crate::rekey::obsolete::Obsolete>,
     pub seconds: f64,
 }
 
@@ -113,6 +116,25 @@ impl SstableVerdict {
     }
 }
 
+/// Says what waits in the obsolete folders (old files of staged commits, until `purge`).
+fn obsolete_note(data_dirs: &[std::path::PathBuf], rep: &mut VerifyReport) {
+    match crate::rekey::obsolete::pending(data_dirs) {
+        Ok(o) if o.folders.is_empty() => {}
+        Ok(o) => {
+            rep.notes.push(format!(
+                "{} old files ({} bytes) that staged commits replaced wait in {}: not live, but still under the old keys; `sstable-rekey purge` deletes them (safe while the node serves)",
+                o.files,
+                o.bytes,
+                o.folders.join(", ")
+            ));
+            rep.obsolete = Some(o);
+        }
+        Err(e) => rep
+            .notes
+            .push(format!("the obsolete folders could not be read: {e}")),
+    }
+}
+
 pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Result<VerifyReport> {
     let t0 = Instant::now();
     let allowed: Vec<KeyId> = opts.keys.iter().map(KeyRef::id).collect();
@@ -136,8 +158,10 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
         backups: crate::rekey::discover::backup_reports(&found.backups),
         data_dirs: opts.data_dirs.clone(),
         notes: found.notes,
+        obsolete: None,
         seconds: 0.0,
     };
+    obsolete_note(&opts.data_dirs.dirs, &mut rep);
     for u in &found.unseen {
         rep.sstables.push(SstableVerdict::unseen(u, opts.deep));
         rep.failed += 1;

@@ -219,6 +219,19 @@ fn the_rollout_stages_everywhere_then_rekeys_one_node_at_a_time() {
         assert_eq!(rekeyed_matrix(n), 4, "{name}");
         let v = n.report(&n.p("reports/verify.json"));
         assert_eq!(v["failed"], 0, "{name}: {v}");
+        // The old files the window moved aside were purged once the node was up again.
+        let rekey = n.report(&n.p("reports/rekey.json"));
+        let purge = n.report(&n.p("reports/purge.json"));
+        assert_eq!(
+            rekey["obsolete"]["purged"], false,
+            "{name}: {}",
+            rekey["obsolete"]
+        );
+        assert_eq!(
+            purge["files"], rekey["obsolete"]["files"],
+            "{name}: {purge}"
+        );
+        assert!(!n.p("dd1/.sstable-rekey-obsolete").exists(), "{name}");
     }
 }
 

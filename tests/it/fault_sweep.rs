@@ -25,6 +25,10 @@
 //! - `rekey` committing the copies an unfaulted `stage` made of the same copy: the staged files are
 //!   moved in (renames), moved back on a failure, their entries removed; after `recover`, an
 //!   unfaulted `rekey` must end with every SSTable once under the new key and no staging folder;
+//! - `purge --report FILE` after an unfaulted `stage` and `rekey --purge-later` of the same copy:
+//!   it may delete nothing but the old files in `.sstable-rekey-obsolete/` (everything else
+//!   byte-identical, the files planted there by "another process" included... as the only
+//!   non-component names there, they stop the purge), and an unfaulted `purge` must then finish;
 //! - `verify --key NEW --report FILE` on four trees: everything under the old key, one table rekeyed and the
 //!   other not (both ways), and every live SSTable rekeyed (the snapshot still under the old key).
 //!
@@ -607,6 +611,13 @@ fn check_report(kind: CmdKind, path: &Path, live: usize) -> Result<(), String> {
             }
         }
         CmdKind::Recover { .. } => return Ok(()),
+        CmdKind::Purge => {
+            let files = n(&v["files"]);
+            return match files > 0 && v["error"].is_null() {
+                true => Ok(()),
+                false => Err(format!("files {}, error {}", v["files"], v["error"])),
+            };
+        }
         CmdKind::Stage => {
             return match n(&v["totals"]["staged"]) == live && n(&v["totals"]["failed"]) == 0 {
                 true => Ok(()),
@@ -647,7 +658,12 @@ enum CmdKind {
     /// `rekey` committing the copies an unfaulted `stage` made: after `recover`, an unfaulted
     /// `rekey` must finish the job.
     RekeyStaged,
+    /// `purge` of what an unfaulted `stage` and `rekey --purge-later` moved aside.
+    Purge,
 }
+
+/// The folder staged commits move the old files into until `purge`.
+const OBSOLETE: &str = ".sstable-rekey-obsolete";
 
 /// The staging folder `stage` writes in (inside the data directory).
 const STAGING: &str = ".sstable-rekey-staging";
@@ -681,6 +697,7 @@ impl Cmd {
             }
             CmdKind::Verify { .. } => sw.verify_args(data),
             CmdKind::Stage => stage_args(sw, data),
+            CmdKind::Purge => strings(&["purge", "--data-dir", data.to_str().unwrap()]),
         };
         args.push("--report".into());
         args.push(report_path(data).display().to_string());
@@ -699,10 +716,20 @@ impl Cmd {
         let data = dir.join("data");
         copy_tree(&self.template, &data);
         let before = state(&data);
-        if self.kind == CmdKind::RekeyStaged {
+        if matches!(self.kind, CmdKind::RekeyStaged | CmdKind::Purge) {
             // Manifests name their sources by path: staged on this very copy.
             let r = run_in(&sw.ds.root, &stage_args(sw, &data), ENV);
             assert_eq!(r.code, 0, "staging the copy: {}", r.all());
+        }
+        if self.kind == CmdKind::Purge {
+            let mut args = rekey_args(&sw.ds, &data, 1);
+            args.push("--purge-later".into());
+            let r = run_in(&sw.ds.root, &args, ENV);
+            assert!(
+                r.code == 0 && data.join(OBSOLETE).is_dir(),
+                "rekey --purge-later of the copy: {}",
+                r.all()
+            );
         }
         if let CmdKind::Recover { failpoint, .. } = self.kind {
             let mut env = ENV.to_vec();
@@ -749,7 +776,11 @@ impl Cmd {
             let rel = p.strip_prefix(&data).unwrap_or(p).display().to_string();
             written.retain(|d| d != &format!("added {rel}"));
         }
-        let outside_staging = |d: &PathBuf| !d.components().any(|c| c.as_os_str() == STAGING);
+        // The tool's own folders come and go; table folders never do.
+        let outside_staging = |d: &PathBuf| {
+            !d.components()
+                .any(|c| c.as_os_str() == STAGING || c.as_os_str() == OBSOLETE)
+        };
         if dirs(&data)
             .into_iter()
             .filter(outside_staging)
@@ -802,6 +833,56 @@ impl Cmd {
                 }
                 if data.join(STAGING).exists() {
                     j.add("staging folder left after the rekey", String::new());
+                }
+            }
+            CmdKind::Purge => {
+                // Deleted or changed outside the obsolete folder: the purge's only room.
+                let outside: Vec<&String> =
+                    written.iter().filter(|d| !d.contains(OBSOLETE)).collect();
+                if !outside.is_empty() {
+                    j.add(
+                        "purge touched files outside its folder",
+                        format!("{outside:?}"),
+                    );
+                }
+                if code == 0 && data.join(OBSOLETE).exists() {
+                    j.add("purge exit 0 with the obsolete folder left", String::new());
+                }
+                if eintr && code != 0 {
+                    j.add(
+                        "EINTR not retried",
+                        format!("exit {code}: {}", last_line(&t.run)),
+                    );
+                }
+                // A planted file is not the tool's to delete: it stays and stops later purges,
+                // so it is judged (untouched) and then taken away, as its owner would.
+                if let Some(p) = planted.filter(|p| p.to_string_lossy().contains(OBSOLETE)) {
+                    if !p.exists() {
+                        j.add(
+                            "a planted file in the obsolete folder was deleted",
+                            p.display().to_string(),
+                        );
+                    }
+                    let _ = fs::remove_file(p);
+                }
+                let r = run_in(
+                    &sw.ds.root,
+                    &strings(&["purge", "--data-dir", data.to_str().unwrap()]),
+                    ENV,
+                );
+                if r.code != 0 || data.join(OBSOLETE).exists() {
+                    j.add(
+                        "purge after the fault did not finish",
+                        format!("exit {}: {}", r.code, last_line(&r)),
+                    );
+                }
+                let planted = planted.filter(|p| !p.to_string_lossy().contains(OBSOLETE));
+                judge_tree(sw, &data, &before, planted, &mut j);
+                if j.tally.is_some_and(|t| t.new != sw.live) {
+                    j.add(
+                        "not every SSTable under the new key",
+                        format!("{:?}", j.tally),
+                    );
                 }
             }
             CmdKind::Stage => {
@@ -992,6 +1073,7 @@ fn commands(sw: &Sweep, base: &Path, verify_trees: &[VerifyTree]) -> Vec<Cmd> {
     ];
     cmds.push(("stage", CmdKind::Stage, sw.ds.data.clone(), 0));
     cmds.push(("rekey-staged", CmdKind::RekeyStaged, sw.ds.data.clone(), 0));
+    cmds.push(("purge", CmdKind::Purge, sw.ds.data.clone(), 0));
     for &(label, keyspaces, old_live) in verify_trees {
         let template = base.join("templates").join(label);
         copy_tree(&sw.ds.data, &template);

@@ -730,6 +730,18 @@ fn a_held_data_dir_lock_refuses_rekey_and_recover() {
     fs::remove_file(&log).unwrap();
     assert_eq!(diff(&before, &tree(&data)), Vec::<String>::new());
     drop(dir);
+    // A process another test forked while `dir` was open holds a copy of it until it execs:
+    // wait until the lock is really free (a test-harness race, not the tool's).
+    let free = (0..500).any(|_| {
+        let d = fs::File::open(&data).unwrap();
+        // SAFETY: flock on a descriptor we own; released when `d` is closed.
+        let got = unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !got {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        got
+    });
+    assert!(free, "the lock stayed held after the test released it");
     let r = run_in(&ds.root, &rekey_args(&ds, &data, 1), &[]);
     assert_eq!(r.code, 0, "{}", r.all());
 }

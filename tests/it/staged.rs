@@ -16,6 +16,7 @@ use crate::support::*;
 const TO: &str = "kmip://kmip1/new-128";
 const FROM: &str = "kmip://kmip1/old-128";
 const STAGING: &str = ".sstable-rekey-staging";
+const OBSOLETE: &str = ".sstable-rekey-obsolete";
 
 fn env() -> Scratch {
     Scratch::of(&["dd1", "dd3", "keys"])
@@ -63,10 +64,10 @@ fn under_old() -> BTreeMap<String, &'static Value> {
         .collect()
 }
 
-/// Every file of the copy outside the staging folders: path → SHA-256.
+/// Every file of the copy outside the staging and obsolete folders: path → SHA-256.
 fn tables_tree(env: &Scratch) -> BTreeMap<String, String> {
     let mut t = tree_strict(&env.root);
-    t.retain(|p, _| !p.contains(STAGING));
+    t.retain(|p, _| !p.contains(STAGING) && !p.contains(OBSOLETE));
     t
 }
 
@@ -183,6 +184,24 @@ fn stage_writes_only_its_staging_folder_and_rekey_commits_every_copy() {
         Vec::<PathBuf>::new(),
         "staging not empty"
     );
+    // The old files were moved aside at the commits and purged at the end of the run.
+    let replaced = before
+        .keys()
+        .filter(|p| {
+            olds.keys()
+                .any(|d| p.starts_with(d.trim_end_matches("Data.db")))
+        })
+        .count();
+    assert_eq!(rep["obsolete"]["purged"], true, "{}", rep["obsolete"]);
+    assert_eq!(rep["obsolete"]["files"], replaced, "{}", rep["obsolete"]);
+    for dd in ["dd1", "dd3"] {
+        assert!(
+            !env.p(dd).join(OBSOLETE).exists(),
+            "{dd}: obsolete folder left"
+        );
+    }
+    let window = rep["totals"]["window_seconds"].as_f64().unwrap();
+    assert!(window > 0.0 && window <= rep["totals"]["seconds"].as_f64().unwrap());
     // The snapshot was not touched.
     for (p, h) in &before {
         if p.contains("/snapshots/") {
@@ -199,6 +218,85 @@ fn stage_writes_only_its_staging_folder_and_rekey_commits_every_copy() {
     args.extend(strings(&[&["matrix"][..], &tables[..]].concat()));
     let v = env.run(&args);
     assert_eq!(v.code, 0, "{}", v.all());
+}
+
+/// `rekey --purge-later`: the old files of the staged commits wait, byte for byte, in the
+/// obsolete folders (verify passes and names them); `purge` deletes them and nothing else, and
+/// stops, deleting nothing, at a file it does not know.
+#[test]
+fn purge_later_leaves_the_replaced_files_aside_until_purge() {
+    let env = env();
+    let before = tables_tree(&env);
+    let olds = under_old();
+    run_with_report(&env, "stage", &[], 0);
+    let rep = run_with_report(&env, "rekey", &["--purge-later"], 0);
+    assert_eq!(rep["totals"]["staged_committed"], olds.len());
+    assert_eq!(check_rekeyed(&env, &rep), olds.len());
+    // Every old file of every committed SSTable, and nothing else, is in the obsolete folder of
+    // its data directory, below the same relative path, unchanged.
+    let replaced: BTreeMap<String, String> = before
+        .iter()
+        .filter(|(p, _)| {
+            olds.keys()
+                .any(|d| p.starts_with(d.trim_end_matches("Data.db")))
+        })
+        .map(|(p, h)| {
+            let (dd, rest) = p.split_once('/').unwrap();
+            (format!("{dd}/{OBSOLETE}/{rest}"), h.clone())
+        })
+        .collect();
+    let mut aside = tree_strict(&env.root);
+    aside.retain(|p, _| p.contains(OBSOLETE));
+    assert_eq!(aside, replaced, "the obsolete folders");
+    let o = &rep["obsolete"];
+    assert_eq!(
+        (o["purged"].clone(), o["files"].clone()),
+        (Value::Bool(false), replaced.len().into())
+    );
+
+    // verify passes (they are not live) and says they wait.
+    let mut args = strings(&["verify", "--key", TO, "--keyring"]);
+    args.push(env.s("keys/keyring"));
+    args.extend(data_dirs(&env));
+    args.extend(strings(&["matrix", "t_Encryptor_kmip_CBC_128"]));
+    let v = env.run(&args);
+    assert_eq!(v.code, 0, "{}", v.all());
+    assert!(v.all().contains("sstable-rekey purge"), "{}", v.all());
+
+    // A file purge does not know stops it: nothing deleted, the file stays.
+    let stray = env.p("dd1").join(OBSOLETE).join("matrix/notes.txt");
+    fs::write(&stray, b"an operator's note").unwrap();
+    let live = tables_tree(&env);
+    let mut purge = strings(&["purge"]);
+    purge.extend(data_dirs(&env));
+    let r = env.run(&purge);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("notes.txt"), "{}", r.all());
+    let mut still = tree_strict(&env.root);
+    still.retain(|p, _| p.contains(OBSOLETE));
+    assert_eq!(
+        still.len(),
+        replaced.len() + 1,
+        "purge deleted before refusing"
+    );
+    fs::remove_file(&stray).unwrap();
+
+    let r = env.run(&purge);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for dd in ["dd1", "dd3"] {
+        assert!(
+            !env.p(dd).join(OBSOLETE).exists(),
+            "{dd}: obsolete folder left"
+        );
+    }
+    assert_eq!(
+        diff(&live, &tables_tree(&env)),
+        Vec::<String>::new(),
+        "purge touched a table"
+    );
+    let r = env.run(&purge);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("nothing to purge"), "{}", r.all());
 }
 
 #[test]
