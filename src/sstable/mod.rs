@@ -4,6 +4,7 @@ pub mod compression_info;
 pub mod crc;
 pub mod data;
 pub mod descriptor;
+pub mod integrity;
 pub mod pages;
 pub mod statistics;
 pub mod toc;
