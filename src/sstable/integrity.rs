@@ -78,7 +78,7 @@ impl<'a> DataCheck<'a> {
         }
         let pieces = file_len.div_ceil(size);
         let have = (crc_db.len() as u64 - 4) / 4;
-        if have < pieces || (crc_db.len() - 4) % 4 != 0 {
+        if have < pieces || !(crc_db.len() - 4).is_multiple_of(4) {
             return Err(bad(format!(
                 "{} bytes of checksums for {pieces} pieces of {size} bytes",
                 crc_db.len() - 4
