@@ -9,6 +9,7 @@
 pub mod keyfile;
 pub mod keyring;
 pub mod kmip;
+pub mod scylla_keyfile;
 pub mod store;
 
 pub use keyfile::KeyFiles;
