@@ -67,6 +67,11 @@ impl ScyllaKeyFile {
         Ok(ScyllaKeyFile { keys })
     }
 
+    /// Every (cipher string, strength) the file has a key for, in file order.
+    pub fn ciphers(&self) -> Vec<(String, u32)> {
+        self.keys.iter().map(|(a, s, _)| (a.clone(), *s)).collect()
+    }
+
     /// The key ScyllaDB takes for a table whose options say `cipher_algorithm` and
     /// `secret_key_strength` (compared exactly, case-sensitively, as ScyllaDB does).
     pub fn get(&self, cipher_algorithm: &str, strength: u32) -> Option<KeyMaterial> {
