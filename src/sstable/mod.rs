@@ -1,4 +1,5 @@
-//! Apache Cassandra 3.0–5.0 on-disk formats (FORMAT.md section 1). Nothing here knows about keys.
+//! Apache Cassandra 3.0–5.0 on-disk formats (FORMAT.md section 1), and ScyllaDB's Scylla.db
+//! (section 4.5, [`scylla`]). Nothing here knows about keys.
 
 pub mod compression_info;
 pub mod crc;
@@ -6,6 +7,7 @@ pub mod data;
 pub mod descriptor;
 pub mod integrity;
 pub mod pages;
+pub mod scylla;
 pub mod statistics;
 pub mod toc;
 pub mod txnlog;
