@@ -89,6 +89,16 @@ impl KeyStore {
         Ok(key)
     }
 
+    /// The raw bytes of `id` under `cipher` (through [`KeyStore::get`], with its checks and
+    /// cache): for ScyllaDB's file cipher, whose IV key hashes the raw key (FORMAT.md 4.3).
+    pub fn material(&self, id: &KeyId, cipher: &CipherSpec) -> Result<KeyMaterial> {
+        self.get(id, cipher)?;
+        let slot = (id.clone(), cipher.transformation.clone(), cipher.key_bits);
+        let cache = self.cache.lock().unwrap();
+        let (_, m) = cache.get(&slot).expect("cached by get");
+        Ok(KeyMaterial::new(zeroize::Zeroizing::new(m.expose().to_vec())))
+    }
+
     /// What the sources want the operator to know since the last call (e.g. a KMIP key taken
     /// from the keyring because the server no longer has it).
     pub fn warnings(&self) -> Vec<String> {

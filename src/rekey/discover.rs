@@ -128,6 +128,7 @@ pub fn selection_key_bits(dirs: &[PathBuf], sel: &Selection) -> Result<u32> {
         .iter()
         .filter_map(|(_, l)| match l {
             Ok(Load::Encrypted(l)) => Some(l.envelope.cipher.key_bits),
+            Ok(Load::Scylla(s)) => Some(s.spec.cipher.key_bits),
             _ => None,
         })
         .collect();
@@ -164,6 +165,8 @@ pub fn backup_reports(backups: &[(Found, Result<Load>)]) -> Vec<BackupReport> {
                     }
                     k
                 }
+                // A ScyllaDB SSTable: its encrypted files, all under the one key Scylla.db names.
+                Ok(Load::Scylla(s)) => BTreeMap::from([(s.key.to_string(), s.files.len())]),
                 _ => BTreeMap::new(),
             },
             error: l.as_ref().err().map(|e| e.to_string()),

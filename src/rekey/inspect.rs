@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::rekey::find::{self, Found, Location, Table};
+use crate::sstable::scylla::ProviderKind;
 use crate::rekey::plan::{self, Load};
 use crate::sstable::Descriptor;
 
@@ -37,6 +38,8 @@ pub struct Inspection {
     /// Encrypted index pages per key, and encrypted Statistics.db components per key.
     pub index_pages: BTreeMap<String, usize>,
     pub metadata: BTreeMap<String, usize>,
+    /// ScyllaDB: the component files encrypted whole (FORMAT.md 4.1); `keys` then counts files.
+    pub encrypted_components: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -118,6 +121,7 @@ pub fn unreadable(path: &Path, why: &str) -> Inspection {
         page_encrypted: Vec::new(),
         index_pages: BTreeMap::new(),
         metadata: BTreeMap::new(),
+        encrypted_components: Vec::new(),
         error: Some(why.to_string()),
     }
 }
@@ -145,6 +149,7 @@ pub fn inspect(f: &Found) -> Inspection {
         page_encrypted: Vec::new(),
         index_pages: BTreeMap::new(),
         metadata: BTreeMap::new(),
+        encrypted_components: Vec::new(),
         error: None,
     };
     for c in &f.present {
@@ -184,6 +189,30 @@ pub fn inspect(f: &Found) -> Inspection {
             out.raw_chunks = l.raw_chunks();
             out.index_pages = l.page_key_counts();
             out.metadata = l.metadata_key_counts();
+        }
+        Ok(Load::Scylla(s)) => {
+            // Scylla.db says it all; the encrypted CompressionInfo.db says nothing without a key.
+            out.encrypted = true;
+            out.class = None;
+            (out.chunk_length, out.chunks, out.data_length) = (None, None, None);
+            out.max_compressed_length = None;
+            out.options = s
+                .encryption
+                .options
+                .iter()
+                .flat_map(|o| o.pairs().iter().cloned())
+                .collect();
+            out.cipher = Some(s.spec.cipher.algorithm.clone());
+            out.key_bits = Some(s.spec.cipher.key_bits);
+            out.provider = Some(
+                match s.spec.provider.kind {
+                    ProviderKind::Local => "LocalFileSystemKeyProviderFactory",
+                    _ => "KmipKeyProviderFactory",
+                }
+                .into(),
+            );
+            out.keys = BTreeMap::from([(s.key.to_string(), s.files.len())]);
+            out.encrypted_components = s.files.iter().map(|f| f.component.clone()).collect();
         }
         Ok(Load::Unencrypted { .. }) => {}
         Err(e) => out.error = Some(e.to_string()),

@@ -21,6 +21,7 @@ pub mod obsolete;
 pub mod plan;
 pub mod report;
 pub mod rewrite;
+pub mod scylla;
 pub mod stage;
 pub mod staging;
 pub mod verify;

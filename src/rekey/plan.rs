@@ -146,6 +146,8 @@ pub enum Load {
     Unencrypted {
         class: String,
     },
+    /// A ScyllaDB SSTable whose component files are encrypted (FORMAT.md 4).
+    Scylla(Box<super::scylla::ScyllaLoaded>),
 }
 
 impl Loaded {
@@ -373,6 +375,12 @@ pub fn load_with(
     let data_path = desc.data_path();
     desc.check_supported()?;
     let toc = read_toc(found)?;
+    // ScyllaDB names the key in Scylla.db and encrypts whole files below the format.
+    if found.present.iter().any(|c| c == "Scylla.db") {
+        if let Some(s) = super::scylla::load(found, fallback)? {
+            return Ok(Load::Scylla(Box::new(s)));
+        }
+    }
     let data = File::open(&data_path).map_err(|e| Error::io(&data_path, "open", e))?;
     let data_len = data
         .metadata()

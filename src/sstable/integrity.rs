@@ -163,6 +163,11 @@ impl<'a> DataCheck<'a> {
         Ok(())
     }
 
+    /// Records checked so far.
+    pub fn records(&self) -> usize {
+        self.record
+    }
+
     /// After the last byte: every record checked; returns the CRC32 of the whole file (what
     /// Digest.crc32 must hold).
     pub fn finish(self) -> Result<u32> {
