@@ -1,16 +1,18 @@
-//! Writes the project's own test data: encrypted DSE/HCD SSTables made from scratch.
+//! Writes the project's own test data: encrypted DSE/HCD SSTables made from scratch, and
+//! ScyllaDB-style encrypted SSTables (`scylla/`, written by `tools/gen_scylla.rs`).
 //!
 //! Usage: `cargo run --release --example gen-testdata -- testdata`
 //!
-//! It writes `keys/`, `dd1/`, `dd2/`, `dd3/`, `refuse/`, `mixed/`, `demo/` and `MANIFEST.json` under the
-//! given folder (replacing them; `README.md` is left alone). Everything is deterministic: the content, the keys and even the
+//! It writes `keys/`, `dd1/`, `dd2/`, `dd3/`, `refuse/`, `mixed/`, `demo/`, `scylla/` and `MANIFEST.json`
+//! under the given folder (replacing them; `README.md` is left alone). Everything is deterministic: the content, the keys and even the
 //! IVs come from a splitmix64 generator seeded from each SSTable's name, so a rerun rewrites the same
 //! bytes. Deterministic IVs are acceptable in test fixtures only: real writers draw a fresh random IV
 //! for every chunk.
 //!
 //! On purpose, nothing here uses the library's code: the layouts are written from FORMAT.md (1.2–1.4,
-//! 2.1–2.6) with the `aes` block cipher, our own CBC/ECB and PKCS#5 padding, `lz4_flex`, `crc32fast`
-//! and `md-5`, so that the tests over this data are an independent check of the tool.
+//! 2.1–2.6; 4.1–4.6 in gen_scylla.rs) with the `aes` block cipher, our own CBC/ECB and PKCS#5
+//! padding, `lz4_flex`, `crc32fast`, `md-5` and `sha2`, so that the tests over this data are an
+//! independent check of the tool.
 //!
 //! Local key file tables (`LocalFileSystemKeyProviderFactory`) name their key file by a path relative
 //! to the root of the tree they ship in (`keys/old.key` for `testdata/`, the same for `testdata/demo/`):
@@ -24,6 +26,9 @@ use aes::{Aes128, Aes192, Aes256};
 use base64::Engine;
 use serde_json::{json, Value};
 use sha2::Digest;
+
+#[path = "gen_scylla.rs"]
+mod scylla;
 
 const CHUNK: usize = 4096;
 /// What a key file of this test data holds, in this order (no blank lines: DSE stops at one).
@@ -830,6 +835,7 @@ fn write_sstable(root: &Path, s: &Sst) -> Value {
         Provider::Replicated { uuid } => format!("replicated:{uuid}"),
     };
     json!({
+        "vendor": "dse",
         "data": format!("{}/{}Data.db", s.dir, s.prefix()),
         "keyspace": s.keyspace,
         "table": s.table,
@@ -1370,10 +1376,14 @@ fn main() {
     s.key = demo_keys.old_file_key(Mode::Cbc, 128);
     manifest.push(write_sstable(&out, &s));
 
+    // scylla/: ScyllaDB encryption at rest (tools/gen_scylla.rs), with the keys above.
+    manifest.extend(scylla::write_all(&out, &keys));
+
     manifest.sort_by(|a, b| a["data"].as_str().cmp(&b["data"].as_str()));
     let doc = json!({
         "generator": "tools/gen_testdata.rs (cargo run --release --example gen-testdata -- testdata)",
         "note": "paths are relative to testdata/; plaintext_sha256 is the SHA-256 of the concatenated plaintext of all chunks, computed when the data was generated. metadata_sha256 is what the oracle's verify reports under that name: the SHA-256 of the plaintext of Partitions.db and of Rows.db (BTI; decrypted page by page when indexes_encrypted), and for a checksummed Statistics.db the SHA-256 over i32be type, i32be length and plaintext of every component. index_pages counts the 4096-byte pages of the page-encrypted index files, max_bytes_in_page is their plaintext capacity (FORMAT.md 2.6). key_file paths are relative to the root of the tree they ship in (testdata/ or testdata/demo/).",
+        "scylla_note": "entries with vendor scylla are ScyllaDB-style SSTables (scylla/, FORMAT.md 4): each component file encrypted as a whole under the key Scylla.db names; components[name] holds the SHA-256 and size of each component's plaintext, the size of its file and whether it is encrypted (what the scylla oracle's verify reports as components[name].plaintext_sha256, size, disk_size and encrypted; Scylla.db and TOC.txt are never encrypted), plaintext_sha256_all, scylla_db_other_entries_sha256 and other_extension_attributes_sha256 are the oracle's digests of the same names, rows_sha256 is the SHA-256 of the uncompressed Data.db content, encrypted_components the mask of FORMAT.md 4.1, trailing_crc the 2026.2 layout (tag 12 and the trailing CRC). key_file paths are relative to testdata/ (rewrite them in Scylla.db to an absolute path in a copy); keyring names the keyring file holding a KMIP id's key. Entries with vendor dse are DSE/HCD SSTables.",
         "sstables": manifest,
     });
     fs::write(

@@ -21,8 +21,10 @@ mod bti_indexes;
 // Interop with the independent oracle of ../shared (real Cassandra SSTables).
 mod oracle_bti;
 mod oracle_interop;
-// ScyllaDB encryption at rest.
+// ScyllaDB encryption at rest: key files, and the ScyllaDB part of testdata/ checked with
+// the ScyllaDB oracle of ../shared.
 mod scylla_keys;
+mod scylla_testdata;
 // KMIP against a real PyKMIP server, and the TTLV codec on random input.
 mod kmip;
 mod ttlv_fuzz;

@@ -43,7 +43,11 @@ impl Scratch {
         for d in parts {
             copy_tree(&testdata().join(d), &root.join(d));
         }
-        for keys in [root.join("keys"), root.join("demo/keys")] {
+        for keys in [
+            root.join("keys"),
+            root.join("demo/keys"),
+            root.join("scylla/keys"),
+        ] {
             for e in fs::read_dir(&keys).into_iter().flatten() {
                 chmod(&e.unwrap().path(), 0o600);
             }

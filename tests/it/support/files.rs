@@ -171,15 +171,28 @@ pub fn fast_tempdir() -> FastDir {
     FastDir { tmp, mounted }
 }
 
-/// Rewrites every relative `secret_key_file` option of the CompressionInfo.db files under `dir`
-/// to `<tree_root>/<value>` (testdata/README.md: "Two things to do after copying").
+/// Rewrites every relative `secret_key_file` option under `dir` to `<tree_root>/<value>`
+/// (testdata/README.md: "Two things to do after copying"): in the CompressionInfo.db files of
+/// DSE/HCD SSTables, and in the Scylla.db files of ScyllaDB ones (whose CompressionInfo.db, if
+/// any, is left alone: it holds no options and may be encrypted).
 pub fn absolute_key_files(dir: &Path, tree_root: &Path) {
     let mut files = Vec::new();
     walk(dir, &mut files);
     for f in files
         .iter()
-        .filter(|f| f.to_str().unwrap().ends_with("-CompressionInfo.db"))
+        .filter(|f| f.to_str().unwrap().ends_with("-Scylla.db"))
     {
+        // ScyllaDB (testdata/scylla/): the options are in Scylla.db, CompressionInfo.db may be
+        // encrypted.
+        super::scylla::set_secret_key_file(f, |v| {
+            (!v.starts_with('/')).then(|| tree_root.join(v).display().to_string())
+        });
+    }
+    for f in files.iter().filter(|f| {
+        let name = f.to_str().unwrap();
+        name.ends_with("-CompressionInfo.db")
+            && !Path::new(&name.replace("-CompressionInfo.db", "-Scylla.db")).exists()
+    }) {
         let mut ci = Ci::read(f).unwrap();
         let mut changed = false;
         for (k, v) in ci.options.iter_mut() {

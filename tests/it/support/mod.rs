@@ -9,7 +9,9 @@
 //! - `run`: running the binary and collecting its exit, output and report;
 //! - `dataset`: a data set of several tables, and the checks after a run or a crash;
 //! - `cassandra`: an independent model of Cassandra's startup rule for transaction logs;
-//! - `oracle`: the Python oracle of ../shared (workers, keys, the tool's runs);
+//! - `oracle`: the Python oracles of ../shared (workers, keys, the tool's runs);
+//! - `scylla`: ScyllaDB's Scylla.db (FORMAT.md 4.5, 4.6) read and rewritten, to point the relative
+//!   `secret_key_file` of testdata/scylla/ at a copy;
 //! - `shim`, `inject`: fault injection (an LD_PRELOAD shim; a ptrace + seccomp injector);
 //! - `alloc`: the counting global allocator of the test binary.
 
@@ -22,12 +24,14 @@ mod files;
 pub mod inject;
 pub mod oracle;
 mod run;
+mod scylla;
 pub mod shim;
 
 pub use dataset::*;
 pub use decrypt::*;
 pub use files::*;
 pub use run::*;
+pub use scylla::*;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -120,12 +124,47 @@ pub fn seed_from_env(var: &str) -> u64 {
 
 // ------------------------------------------------------------------ MANIFEST.json
 
-pub fn manifest() -> &'static Vec<Value> {
+/// Every entry of MANIFEST.json, DSE/HCD and ScyllaDB.
+fn manifest_all() -> &'static Vec<Value> {
     static M: OnceLock<Vec<Value>> = OnceLock::new();
     M.get_or_init(|| {
         let text =
             fs::read_to_string(testdata().join("MANIFEST.json")).expect("testdata/MANIFEST.json");
         let v: Value = serde_json::from_str(&text).expect("MANIFEST.json is JSON");
-        v["sstables"].as_array().expect("sstables").clone()
+        let all = v["sstables"].as_array().expect("sstables").clone();
+        for e in &all {
+            let vendor = e["vendor"].as_str().expect("every entry has a vendor");
+            assert!(vendor == "dse" || vendor == "scylla", "vendor {vendor}");
+            assert_eq!(
+                vendor == "scylla",
+                e["data"].as_str().unwrap().starts_with("scylla/"),
+                "{e}"
+            );
+        }
+        all
+    })
+}
+
+/// The DSE/HCD SSTables of MANIFEST.json (`vendor` `dse`: everything outside testdata/scylla/).
+pub fn manifest() -> &'static Vec<Value> {
+    static M: OnceLock<Vec<Value>> = OnceLock::new();
+    M.get_or_init(|| {
+        manifest_all()
+            .iter()
+            .filter(|e| e["vendor"] == "dse")
+            .cloned()
+            .collect()
+    })
+}
+
+/// The ScyllaDB SSTables of MANIFEST.json (`vendor` `scylla`, under testdata/scylla/).
+pub fn scylla_manifest() -> &'static Vec<Value> {
+    static M: OnceLock<Vec<Value>> = OnceLock::new();
+    M.get_or_init(|| {
+        manifest_all()
+            .iter()
+            .filter(|e| e["vendor"] == "scylla")
+            .cloned()
+            .collect()
     })
 }

@@ -1,6 +1,7 @@
-//! The oracle harness shared by tests/it/oracle_interop.rs and tests/it/oracle_bti.rs: where ../shared
-//! and the oracle's Python are, a pool of long-lived Python workers running the oracle's own
-//! `main(argv)` (one process start per call made the files several times slower), small
+//! The oracle harness shared by tests/it/oracle_interop.rs, tests/it/oracle_bti.rs and
+//! tests/it/scylla_testdata.rs: where ../shared and the oracle's Python are, a pool of long-lived
+//! Python workers running an oracle's own `main(argv)` (`tde_oracle.py`, or `scylla_oracle.py`
+//! through [`scylla_oracle`]; one process start per call made the files several times slower), small
 //! helpers to run the tool, and the tests' keys (keys.rs). When ../shared is missing the tests print a notice and pass, unless
 //! CI=true (then they fail). Python: $ORACLE_PYTHON, else <repo>/.venv/bin/python, else python3.
 
@@ -113,14 +114,15 @@ struct Worker {
     stdout: BufReader<ChildStdout>,
 }
 
-/// Idle oracle processes; each caller takes one (or starts one) and gives it back.
-static WORKERS: Mutex<Vec<Worker>> = Mutex::new(Vec::new());
+/// Idle oracle processes, each with the script it runs; each caller takes one (or starts one) and
+/// gives it back.
+static WORKERS: Mutex<Vec<(&'static str, Worker)>> = Mutex::new(Vec::new());
 
-fn start_worker(shared: &Path) -> Worker {
+fn start_worker(shared: &Path, script: &str) -> Worker {
     let mut child = Command::new(python())
         .arg("-c")
         .arg(DRIVER)
-        .arg(shared.join("oracle/tde_oracle.py"))
+        .arg(shared.join("oracle").join(script))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -132,10 +134,26 @@ fn start_worker(shared: &Path) -> Worker {
     }
 }
 
-/// Runs one oracle command; returns its exit status and its JSON output.
+/// Runs one command of the DSE/HCD oracle (`tde_oracle.py`); returns its exit status and its JSON
+/// output.
 pub fn oracle(shared: &Path, args: &[OsString]) -> (i32, Value) {
-    let popped = WORKERS.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    let mut w = popped.unwrap_or_else(|| start_worker(shared));
+    oracle_script(shared, "tde_oracle.py", args)
+}
+
+/// Runs one command of the ScyllaDB oracle (`scylla_oracle.py`); returns its exit status and its
+/// JSON output.
+pub fn scylla_oracle(shared: &Path, args: &[OsString]) -> (i32, Value) {
+    oracle_script(shared, "scylla_oracle.py", args)
+}
+
+fn oracle_script(shared: &Path, script: &'static str, args: &[OsString]) -> (i32, Value) {
+    let popped = {
+        let mut idle = WORKERS.lock().unwrap_or_else(|e| e.into_inner());
+        idle.iter()
+            .rposition(|(s, _)| *s == script)
+            .map(|i| idle.swap_remove(i).1)
+    };
+    let mut w = popped.unwrap_or_else(|| start_worker(shared, script));
     let argv: Vec<&str> = args
         .iter()
         .map(|a| a.to_str().expect("UTF-8 argument"))
@@ -150,7 +168,10 @@ pub fn oracle(shared: &Path, args: &[OsString]) -> (i32, Value) {
         "oracle {args:?}: the oracle process died"
     );
     let answer: Value = serde_json::from_str(&answer).unwrap();
-    WORKERS.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+    WORKERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((script, w));
     let code = answer["code"].as_i64().unwrap_or(-1) as i32;
     let stdout = answer["out"].as_str().unwrap_or("");
     let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {

@@ -1,0 +1,211 @@
+//! ScyllaDB's Scylla.db, read and rewritten from FORMAT.md 4.5–4.6 (not from the crate): enough to
+//! point the relative `secret_key_file` of a copy of testdata/scylla/ at an absolute path (ScyllaDB
+//! and the oracle take only absolute ones), and to read the options back.
+
+use std::fs;
+use std::path::Path;
+
+/// One ExtensionAttributes pair (key, value), raw bytes.
+pub type Attribute = (Vec<u8>, Vec<u8>);
+
+/// Scylla.db: `u32 count, count x { u32 tag, u32 size, payload }`, big-endian, and a trailing
+/// CRC32 of every preceding byte iff tag 12 (ComponentsDigests) is present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScyllaDb {
+    pub entries: Vec<(u32, Vec<u8>)>,
+    pub trailing_crc: bool,
+}
+
+struct Cur<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if n > self.b.len() - self.pos {
+            return Err(format!("truncated: {n} bytes wanted at {}", self.pos));
+        }
+        self.pos += n;
+        Ok(&self.b[self.pos - n..self.pos])
+    }
+
+    fn be32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
+    }
+
+    fn le32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+
+    fn done(&self) -> bool {
+        self.pos == self.b.len()
+    }
+}
+
+fn put_str32(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+impl ScyllaDb {
+    pub fn parse(b: &[u8]) -> Result<ScyllaDb, String> {
+        let mut c = Cur { b, pos: 0 };
+        let n = c.be32()?;
+        let mut entries = Vec::new();
+        for _ in 0..n {
+            let tag = c.be32()?;
+            let size = c.be32()? as usize;
+            if entries.iter().any(|(t, _)| *t == tag) {
+                return Err(format!("tag {tag} twice"));
+            }
+            entries.push((tag, c.take(size)?.to_vec()));
+        }
+        let trailing_crc = entries.iter().any(|(t, _)| *t == 12);
+        if trailing_crc {
+            let body = c.pos;
+            let crc = c.be32()?;
+            if crc != crc32fast::hash(&b[..body]) {
+                return Err("trailing CRC mismatch".into());
+            }
+        }
+        if !c.done() {
+            return Err(format!("{} bytes after the entries", b.len() - c.pos));
+        }
+        Ok(ScyllaDb {
+            entries,
+            trailing_crc,
+        })
+    }
+
+    pub fn serialize(&self) -> Vec<u8> {
+        let mut out = (self.entries.len() as u32).to_be_bytes().to_vec();
+        for (tag, payload) in &self.entries {
+            out.extend_from_slice(&tag.to_be_bytes());
+            put_str32(&mut out, payload);
+        }
+        if self.trailing_crc {
+            let crc = crc32fast::hash(&out);
+            out.extend_from_slice(&crc.to_be_bytes());
+        }
+        out
+    }
+
+    pub fn read(path: &Path) -> ScyllaDb {
+        ScyllaDb::parse(&fs::read(path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The ExtensionAttributes (tag 3) pairs, in file order.
+    pub fn attributes(&self) -> Vec<Attribute> {
+        let Some((_, p)) = self.entries.iter().find(|(t, _)| *t == 3) else {
+            return Vec::new();
+        };
+        parse_attributes(p).unwrap_or_else(|e| panic!("ExtensionAttributes: {e}"))
+    }
+
+    pub fn attribute(&self, key: &str) -> Option<Vec<u8>> {
+        self.attributes()
+            .into_iter()
+            .find(|(k, _)| k == key.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// `scylla_encryption_options`, in file order.
+    pub fn options(&self) -> Vec<(String, String)> {
+        let v = self
+            .attribute("scylla_encryption_options")
+            .expect("scylla_encryption_options");
+        parse_le_map(&v).unwrap_or_else(|e| panic!("scylla_encryption_options: {e}"))
+    }
+
+    /// Replaces the attributes (tag 3), keeping every other entry where it is.
+    pub fn set_attributes(&mut self, pairs: &[Attribute]) {
+        let mut p = (pairs.len() as u32).to_be_bytes().to_vec();
+        for (k, v) in pairs {
+            put_str32(&mut p, k);
+            put_str32(&mut p, v);
+        }
+        let e = self
+            .entries
+            .iter_mut()
+            .find(|(t, _)| *t == 3)
+            .expect("ExtensionAttributes");
+        e.1 = p;
+    }
+}
+
+/// map<str32, str32>: u32be n, then n x (u32be len, key, u32be len, value).
+fn parse_attributes(b: &[u8]) -> Result<Vec<Attribute>, String> {
+    let mut c = Cur { b, pos: 0 };
+    let n = c.be32()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let kl = c.be32()? as usize;
+        let k = c.take(kl)?.to_vec();
+        let vl = c.be32()? as usize;
+        out.push((k, c.take(vl)?.to_vec()));
+    }
+    if !c.done() {
+        return Err("bytes after the map".into());
+    }
+    Ok(out)
+}
+
+/// `scylla_encryption_options`: the IDL map<string, string>, little-endian.
+fn parse_le_map(b: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut c = Cur { b, pos: 0 };
+    let n = c.le32()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let kl = c.le32()? as usize;
+        let k = String::from_utf8(c.take(kl)?.to_vec()).map_err(|e| e.to_string())?;
+        let vl = c.le32()? as usize;
+        let v = String::from_utf8(c.take(vl)?.to_vec()).map_err(|e| e.to_string())?;
+        out.push((k, v));
+    }
+    if !c.done() {
+        return Err("bytes after the map".into());
+    }
+    Ok(out)
+}
+
+fn le_map(pairs: &[(String, String)]) -> Vec<u8> {
+    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+/// Rewrites the `secret_key_file` option of the Scylla.db at `path` to `f(value)` where that is
+/// `Some` (keeping the order of the options, of the attributes and of the entries, and the trailing
+/// CRC rule). Returns whether the file changed.
+pub fn set_secret_key_file(path: &Path, f: impl Fn(&str) -> Option<String>) -> bool {
+    let mut sdb = ScyllaDb::read(path);
+    let mut attrs = sdb.attributes();
+    let mut changed = false;
+    for (k, v) in attrs.iter_mut() {
+        if k.as_slice() != b"scylla_encryption_options" {
+            continue;
+        }
+        let mut opts = parse_le_map(v).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (ok, ov) in opts.iter_mut() {
+            if ok == "secret_key_file" {
+                if let Some(new) = f(ov) {
+                    *ov = new;
+                    changed = true;
+                }
+            }
+        }
+        *v = le_map(&opts);
+    }
+    if changed {
+        sdb.set_attributes(&attrs);
+        fs::write(path, sdb.serialize()).unwrap();
+    }
+    changed
+}
