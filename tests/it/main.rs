@@ -25,6 +25,7 @@ mod oracle_interop;
 // the ScyllaDB oracle of ../shared.
 mod scylla_keys;
 mod scylla_testdata;
+mod scylla_verify;
 // KMIP against a real PyKMIP server, and the TTLV codec on random input.
 mod kmip;
 mod ttlv_fuzz;
