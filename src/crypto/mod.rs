@@ -2,7 +2,8 @@
 //!
 //! - [`cipher`]: AES-CBC/ECB with PKCS#5 padding ([`AesKey`]), over the SIMD [`kernel`]s;
 //! - [`envelope`]: the DSE/HCD chunk envelopes, key headers and their structural checks;
-//! - [`random`]: IVs and ids from the operating system's CSPRNG.
+//! - [`random`]: IVs and ids from the operating system's CSPRNG;
+//! - [`scylla`]: ScyllaDB's file encryption at rest (FORMAT.md 4.3), 4 KiB blocks with ESSIV IVs.
 
 pub mod cipher;
 pub mod envelope;
@@ -10,6 +11,7 @@ pub mod kernel;
 pub mod random;
 #[cfg(test)]
 pub(crate) mod reference;
+pub mod scylla;
 
 pub use cipher::{AesKey, CipherSpec, Mode};
 pub use envelope::{ChunkClass, Envelope, KeyHeader, ProviderKind};
