@@ -96,7 +96,9 @@ impl KeyStore {
         let slot = (id.clone(), cipher.transformation.clone(), cipher.key_bits);
         let cache = self.cache.lock().unwrap();
         let (_, m) = cache.get(&slot).expect("cached by get");
-        Ok(KeyMaterial::new(zeroize::Zeroizing::new(m.expose().to_vec())))
+        Ok(KeyMaterial::new(zeroize::Zeroizing::new(
+            m.expose().to_vec(),
+        )))
     }
 
     /// What the sources want the operator to know since the last call (e.g. a KMIP key taken

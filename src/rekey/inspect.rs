@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::rekey::find::{self, Found, Location, Table};
-use crate::sstable::scylla::ProviderKind;
 use crate::rekey::plan::{self, Load};
+use crate::sstable::scylla::ProviderKind;
 use crate::sstable::Descriptor;
 
 #[derive(Debug, Serialize)]

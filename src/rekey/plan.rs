@@ -374,13 +374,14 @@ pub fn load_with(
     let desc = &found.desc;
     let data_path = desc.data_path();
     desc.check_supported()?;
-    let toc = read_toc(found)?;
-    // ScyllaDB names the key in Scylla.db and encrypts whole files below the format.
+    // ScyllaDB names the key in Scylla.db and encrypts whole files below the format (its
+    // uncompressed SSTables too: CRC.db instead of CompressionInfo.db).
     if found.present.iter().any(|c| c == "Scylla.db") {
         if let Some(s) = super::scylla::load(found, fallback)? {
             return Ok(Load::Scylla(Box::new(s)));
         }
     }
+    let toc = read_toc(found)?;
     let data = File::open(&data_path).map_err(|e| Error::io(&data_path, "open", e))?;
     let data_len = data
         .metadata()

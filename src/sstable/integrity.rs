@@ -164,7 +164,7 @@ impl<'a> DataCheck<'a> {
     }
 
     /// Records checked so far.
-    pub fn records(&self) -> usize {
+    pub fn checked(&self) -> usize {
         self.record
     }
 

@@ -62,7 +62,9 @@ fn verdicts(env: &Scratch, rep: &Value) -> BTreeMap<String, Value> {
         .iter()
         .map(|s| {
             let p = s["data"].as_str().unwrap();
-            let rel = p.strip_prefix(&format!("{}/", env.root.display())).unwrap_or(p);
+            let rel = p
+                .strip_prefix(&format!("{}/", env.root.display()))
+                .unwrap_or(p);
             (rel.to_string(), s.clone())
         })
         .collect()
@@ -82,7 +84,10 @@ fn verify_proves_every_live_sstable_under_its_key() {
         let d = e["data"].as_str().unwrap();
         let s = &v[d];
         assert_eq!(s["status"], "ok", "{d}: {s}");
-        assert_eq!(s["chunks"], e["chunks"], "{d}: every Data.db record checked");
+        assert_eq!(
+            s["chunks"], e["chunks"],
+            "{d}: every Data.db record checked"
+        );
     }
     assert_eq!(rep["ok"], live().len());
     // The snapshot SSTables are listed with the key they still need.
@@ -117,7 +122,11 @@ fn a_key_not_given_is_another_key_and_a_wrong_key_fails() {
     let mut other = 0;
     for e in live() {
         let d = e["data"].as_str().unwrap();
-        let want = if key_ref(&env, e) == old128 { "other_keys" } else { "ok" };
+        let want = if key_ref(&env, e) == old128 {
+            "other_keys"
+        } else {
+            "ok"
+        };
         assert_eq!(v[d]["status"], want, "{d}: {}", v[d]);
         other += (want == "other_keys") as usize;
     }

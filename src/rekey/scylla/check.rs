@@ -32,7 +32,12 @@ const WINDOW_BLOCKS: u64 = 256;
 /// Components a check keeps whole in memory (CompressionInfo holds 8 bytes per chunk).
 const MAX_KEPT: u64 = 1 << 30;
 /// The components whose plaintext a check needs whole.
-const KEPT: [&str; 4] = ["CompressionInfo.db", "CRC.db", "Digest.crc32", "Statistics.db"];
+const KEPT: [&str; 4] = [
+    "CompressionInfo.db",
+    "CRC.db",
+    "Digest.crc32",
+    "Statistics.db",
+];
 
 /// What a check found, for the report.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -91,7 +96,10 @@ pub fn check(l: &ScyllaLoaded, cipher: &FileCipher) -> Result<Checked> {
         let path = l.path(&f.component);
         let keep = KEPT.contains(&f.component.as_str());
         if keep && f.file_len > MAX_KEPT {
-            return Err(Error::corrupt(&path, format!("{} bytes: too large", f.file_len)));
+            return Err(Error::corrupt(
+                &path,
+                format!("{} bytes: too large", f.file_len),
+            ));
         }
         let mut whole = Zeroizing::new(Vec::new());
         let mut crc = crc32fast::Hasher::new();
@@ -105,7 +113,10 @@ pub fn check(l: &ScyllaLoaded, cipher: &FileCipher) -> Result<Checked> {
             Ok(())
         })?;
         if !tail {
-            return Err(wrong(&path, "the bytes after its plaintext's end are not zero"));
+            return Err(wrong(
+                &path,
+                "the bytes after its plaintext's end are not zero",
+            ));
         }
         out.components
             .insert(f.component.clone(), (len, crc.finalize()));
@@ -166,9 +177,12 @@ fn check_data(
         check.feed(p).map_err(as_wrong)
     })?;
     if !tail {
-        return Err(wrong(&path, "the bytes after its plaintext's end are not zero"));
+        return Err(wrong(
+            &path,
+            "the bytes after its plaintext's end are not zero",
+        ));
     }
-    out.records = check.records();
+    out.records = check.checked();
     let whole = check.finish().map_err(as_wrong)?;
     out.components
         .insert("Data.db".into(), (plain, crc.finalize()));
@@ -192,8 +206,12 @@ fn check_components_digests(l: &ScyllaLoaded, out: &Checked, key: &str) -> Resul
         return Ok(());
     };
     for c in &l.toc {
-        let Some(n) = component_number(c) else { continue };
-        let Some(&want) = digests.get(&n) else { continue };
+        let Some(n) = component_number(c) else {
+            continue;
+        };
+        let Some(&want) = digests.get(&n) else {
+            continue;
+        };
         let have = match out.components.get(c) {
             Some(&(_, crc)) => crc,
             // Not encrypted: its bytes on disk are its plaintext.

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::crypto::cipher::{CipherSpec, Mode};
-use crate::error::{Error, Result};
 use crate::crypto::scylla::FileCipher;
+use crate::error::{Error, Result};
 use crate::keys::scylla_keyfile::ScyllaKeyFile;
 use crate::keys::{KeyId, KeyStore};
 use crate::rekey::find::Found;
@@ -90,8 +90,7 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Option<ScyllaLoad
     let Some(encryption) = attrs.encryption().map_err(|m| Error::corrupt(&path, m.0))? else {
         return Ok(None);
     };
-    let spec = KeySpec::from_attributes(&encryption)
-        .map_err(|m| Error::unsupported(&path, m.0))?;
+    let spec = KeySpec::from_attributes(&encryption).map_err(|m| Error::unsupported(&path, m.0))?;
     let key = key_of(&spec, fallback, &path)?;
     let cipher = CipherSpec {
         transformation: spec.cipher.algorithm.clone(),
