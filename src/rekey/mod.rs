@@ -101,7 +101,8 @@ pub fn rekey(
         kmip_configured: opts.kmip_configured,
         move_kmip_group: opts.move_kmip_group,
     };
-    let jobs = admit::all(found.live, &cx, &opts.to, &mut report.sstables)?;
+    let (scylla, live) = scylla::split(found.live);
+    let jobs = admit::all(live, &cx, &opts.to, &mut report.sstables)?;
     admit::owners(jobs.iter().map(|j| &j.loaded.found), &target)?;
     let (jobs, refused) = evidence::confirm(jobs);
     report.sstables.extend(refused);
@@ -117,6 +118,7 @@ pub fn rekey(
     plan::check_space(&unstaged, opts.jobs)?;
     if opts.dry_run {
         report.planned(jobs.into_iter().map(|j| j.report), &target.id);
+        report.done(scylla_sstables(scylla, opts, store).0, &Default::default());
         return Ok(report.finish(started));
     }
 
@@ -124,8 +126,13 @@ pub fn rekey(
     stage::discard_stale(stale, &mut report)?;
     // Rewrite and commit.
     let statements = plan::alter_statements(&jobs, &target);
-    let done = execute::execute(jobs, &target, opts.jobs, cancel, progress);
-    report.done(done, &statements);
+    let mut done = execute::execute(jobs, &target, opts.jobs, cancel, progress);
+    let (scylla_done, scylla_statements) = scylla_sstables(scylla, opts, store);
+    done.extend(scylla_done);
+    report.done(
+        done,
+        &statements.into_iter().chain(scylla_statements).collect(),
+    );
     if !opts.ignore_staged {
         let notes = staging::prune_all(&opts.data_dirs.dirs);
         report.notes.extend(notes);
@@ -135,6 +142,34 @@ pub fn rekey(
     report.totals.window_seconds = started.elapsed().as_secs_f64();
     report.obsolete = obsolete_files(&opts.data_dirs.dirs, opts.purge_later);
     Ok(report.finish(started))
+}
+
+/// The ScyllaDB SSTables of the run (FORMAT.md 4), rekeyed one after the other (planned only with
+/// `--dry-run`).
+fn scylla_sstables(
+    sstables: Vec<(find::Found, Box<scylla::ScyllaLoaded>)>,
+    opts: &RekeyOptions,
+    store: &KeyStore,
+) -> (
+    Vec<report::SstableReport>,
+    std::collections::HashMap<String, String>,
+) {
+    let from: Vec<crate::keys::KeyId> = opts.from.iter().map(KeyRef::id).collect();
+    let done = scylla::run::all(
+        sstables,
+        &scylla::run::Context {
+            to: &opts.to,
+            from: &from,
+            store,
+            data_dirs: &opts.data_dirs.dirs,
+            dry_run: opts.dry_run,
+        },
+    );
+    // The journal folders, when every swap finished (a journal left keeps its folder).
+    for dd in &opts.data_dirs.dirs {
+        let _ = std::fs::remove_dir(dd.join(scylla::swap::JOURNALS));
+    }
+    done
 }
 
 /// The purge of the replaced files moved aside (or, with `later`, what waits for one).

@@ -83,10 +83,22 @@ pub fn decrypt_stream(
     Ok(tail_ok)
 }
 
+/// The old key's evidence before a rekey writes anything: every component but Data.db checked
+/// as [`check`] does, and Data.db's first window of records (each a CRC32: a wrong key passes one
+/// with probability 2^-32). The whole-file checks are `verify`'s, after the rekey.
+pub fn evidence(l: &ScyllaLoaded, cipher: &FileCipher) -> Result<()> {
+    check_with(l, cipher, true).map(|_| ())
+}
+
 /// Decrypts every encrypted component of `l` with `cipher` and checks the plaintext (see the
 /// module comment). An error names the file and what did not match: with a right key that is
 /// corruption; almost always it is the wrong key.
 pub fn check(l: &ScyllaLoaded, cipher: &FileCipher) -> Result<Checked> {
+    check_with(l, cipher, false)
+}
+
+/// [`check`], or with `sample` only the first window of Data.db's records.
+fn check_with(l: &ScyllaLoaded, cipher: &FileCipher, sample: bool) -> Result<Checked> {
     let key = l.key.to_string();
     let (wrong, as_wrong) = (|p: &Path, m: &str| wrong(p, &key, m), |e| as_wrong(e, &key));
     let mut out = Checked::default();
@@ -130,6 +142,9 @@ pub fn check(l: &ScyllaLoaded, cipher: &FileCipher) -> Result<Checked> {
             let path = l.path(c);
             kept.insert(c.into(), Zeroizing::new(read_small(&path, MAX_KEPT)?));
         }
+    }
+    if sample {
+        return sample_data(l, cipher, &kept, &key).map(|()| out);
     }
     check_data(l, cipher, &kept, &mut out, &key)?;
     if let Some(s) = kept.get("Statistics.db") {
@@ -196,6 +211,60 @@ fn check_data(
                 &format!("holds {stored}, the Data.db plaintext has CRC32 {whole}"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The first window of Data.db's plaintext (every whole record in it checked).
+fn sample_data(
+    l: &ScyllaLoaded,
+    cipher: &FileCipher,
+    kept: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+    key: &str,
+) -> Result<()> {
+    let path = l.path("Data.db");
+    let data = l
+        .files
+        .iter()
+        .find(|f| f.component == "Data.db")
+        .expect("Data.db is always encrypted");
+    let plain = plain_len(data.file_len).map_err(|m| Error::corrupt(&path, m.0))?;
+    let as_wrong = |e| as_wrong(e, key);
+    let mut check = match (kept.get("CompressionInfo.db"), kept.get("CRC.db")) {
+        (Some(ci), _) => {
+            let ci_path = l.path("CompressionInfo.db");
+            let ci = CompressionInfo::parse(ci, false, Some(plain), &ci_path).map_err(as_wrong)?;
+            DataCheck::compressed(&ci, plain, &path).map_err(as_wrong)?
+        }
+        (None, Some(crc_db)) => DataCheck::uncompressed(crc_db, plain, &path).map_err(as_wrong)?,
+        (None, None) => {
+            return Err(Error::corrupt(
+                &path,
+                "neither CompressionInfo.db nor CRC.db: nothing to check Data.db against",
+            ))
+        }
+    };
+    let first = (WINDOW_BLOCKS as usize * FILE_BLOCK).min(data.file_len as usize);
+    let mut head = Zeroizing::new(vec![0u8; first]);
+    let f = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
+    read_at(&f, &path, 0, &mut head)?;
+    let blocks = plain.div_ceil(FILE_BLOCK as u64);
+    for (i, b) in head.chunks_mut(FILE_BLOCK).enumerate() {
+        let n = cipher_len(plain, i as u64).min(b.len());
+        if (i as u64) < blocks && n > 0 {
+            cipher.decrypt_block(i as u64, &mut b[..n]);
+        }
+    }
+    let keep = (plain as usize).min(first);
+    check.feed(&head[..keep]).map_err(as_wrong)?;
+    if keep as u64 == plain {
+        check.finish().map_err(as_wrong)?;
+    } else if check.checked() == 0 {
+        return Err(wrong(
+            &path,
+            key,
+            "no whole record in its first MiB to check the key on",
+        ));
     }
     Ok(())
 }

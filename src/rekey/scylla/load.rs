@@ -8,7 +8,7 @@ use crate::crypto::cipher::{CipherSpec, Mode};
 use crate::crypto::scylla::FileCipher;
 use crate::error::{Error, Result};
 use crate::keys::scylla_keyfile::ScyllaKeyFile;
-use crate::keys::{KeyId, KeyStore};
+use crate::keys::{KeyId, KeyMaterial, KeyStore};
 use crate::rekey::find::Found;
 use crate::sstable::scylla::{
     CipherMode, EncryptionAttributes, KeySource, KeySpec, ScyllaMetadata,
@@ -55,24 +55,45 @@ impl ScyllaLoaded {
         self.found.desc.path(component)
     }
 
-    /// The file cipher of this SSTable's key: a local key file read the way ScyllaDB reads it
-    /// (FORMAT.md 4.4), a KMIP key through the store (its length must be the strength).
+    /// The raw key of this SSTable: a local key file read the way ScyllaDB reads it (FORMAT.md
+    /// 4.4), a KMIP key through the store (its length must be the strength).
+    pub fn material(&self, store: &KeyStore) -> Result<KeyMaterial> {
+        key_material(&self.key, &self.spec.cipher.algorithm, &self.cipher, store)
+    }
+
+    /// The file cipher of this SSTable's key.
     pub fn file_cipher(&self, store: &KeyStore) -> Result<FileCipher> {
-        let bits = self.spec.cipher.key_bits;
-        let material = match &self.key {
-            KeyId::File(p) => ScyllaKeyFile::load(p)?
-                .get(&self.spec.cipher.algorithm, bits)
-                .ok_or_else(|| {
-                    Error::Key(format!(
-                        "key file {} has no {}:{bits} line (ScyllaDB would write a new random key there: the SSTable cannot have been written with it)",
-                        p.display(),
-                        self.spec.cipher.algorithm
-                    ))
-                })?,
-            id => store.material(id, &self.cipher)?,
-        };
-        FileCipher::new(material.expose(), bits, self.cipher.mode)
-            .map_err(|m| Error::Key(format!("key {}: {}", self.key, m.0)))
+        self.cipher_of(&self.material(store)?, &self.key)
+    }
+
+    /// The file cipher of `material` for this SSTable's cipher and strength.
+    pub fn cipher_of(&self, material: &KeyMaterial, id: &KeyId) -> Result<FileCipher> {
+        FileCipher::new(
+            material.expose(),
+            self.spec.cipher.key_bits,
+            self.cipher.mode,
+        )
+        .map_err(|m| Error::Key(format!("key {id}: {}", m.0)))
+    }
+}
+
+/// The raw bytes of key `id` for a table whose options say `algorithm` (`cipher` with its
+/// strength): a local key file's line for them, else the store's key.
+pub fn key_material(
+    id: &KeyId,
+    algorithm: &str,
+    cipher: &CipherSpec,
+    store: &KeyStore,
+) -> Result<KeyMaterial> {
+    let bits = cipher.key_bits;
+    match id {
+        KeyId::File(p) => ScyllaKeyFile::load(p)?.get(algorithm, bits).ok_or_else(|| {
+            Error::Key(format!(
+                "key file {} has no {algorithm}:{bits} line. ScyllaDB generates a random key and rewrites the file when the line is missing: add the line on every node first",
+                p.display()
+            ))
+        }),
+        id => store.material(id, cipher),
     }
 }
 

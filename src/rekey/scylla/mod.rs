@@ -7,5 +7,24 @@
 
 pub mod check;
 pub mod load;
+pub mod run;
+pub mod swap;
 
 pub use load::{load, ScyllaLoaded};
+
+use crate::rekey::discover::Discovered;
+use crate::rekey::find::Found;
+use crate::rekey::plan::Load;
+
+/// Splits loaded live SSTables into the ScyllaDB encrypted ones and the others.
+pub fn split(live: Discovered) -> (Vec<(Found, Box<ScyllaLoaded>)>, Discovered) {
+    let mut scylla = Vec::new();
+    let mut others = Vec::new();
+    for (f, l) in live {
+        match l {
+            Ok(Load::Scylla(s)) => scylla.push((f, s)),
+            l => others.push((f, l)),
+        }
+    }
+    (scylla, others)
+}

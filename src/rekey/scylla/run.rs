@@ -1,0 +1,192 @@
+//! A rekey's ScyllaDB SSTables, each decided and rewritten: skipped when already under the
+//! target or outside `--from`; its old key proven on its plaintext ([`check::evidence`]); the new
+//! key taken for the table's cipher and strength; then [`swap`] writes the copy and swaps it in.
+//! Failures are per SSTable, in its report; nothing of a failed SSTable stays.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::keys::{material_eq, KeyId, KeyRef, KeyStore};
+use crate::rekey::find::Found;
+use crate::rekey::generation::Generations;
+use crate::rekey::report::{SstableReport, Status};
+use crate::rekey::scylla::check;
+use crate::rekey::scylla::load::{key_material, ScyllaLoaded};
+use crate::rekey::scylla::swap::Swap;
+use crate::sstable::scylla::RekeyTarget;
+
+/// What every SSTable of the run shares.
+pub struct Context<'a> {
+    pub to: &'a KeyRef,
+    pub from: &'a [KeyId],
+    pub store: &'a KeyStore,
+    pub data_dirs: &'a [PathBuf],
+    pub dry_run: bool,
+}
+
+/// Rekeys `sstables` one after the other; returns their reports and, per table, the statement
+/// that makes ScyllaDB's new writes use the target.
+pub fn all(
+    sstables: Vec<(Found, Box<ScyllaLoaded>)>,
+    cx: &Context,
+) -> (Vec<SstableReport>, HashMap<String, String>) {
+    let gens = Generations::new();
+    let mut statements = HashMap::new();
+    let reports = sstables
+        .into_iter()
+        .map(|(found, l)| {
+            let mut r = SstableReport::new(
+                found.table.qualified(),
+                found.location.clone(),
+                &found.desc.data_path(),
+            );
+            r.keys_before = BTreeMap::from([(l.key.to_string(), l.files.len())]);
+            r.chunks = l.files.len();
+            match one(&l, cx, &gens, &mut r) {
+                Ok(Some(stmt)) => {
+                    statements.insert(found.table.qualified(), stmt);
+                }
+                Ok(None) => {}
+                Err(e) => r.fail(&e),
+            }
+            r
+        })
+        .collect();
+    (reports, statements)
+}
+
+/// One SSTable: skipped (`Ok(None)`, the reason in `r`), or rekeyed (its table's statement).
+fn one(
+    l: &ScyllaLoaded,
+    cx: &Context,
+    gens: &Generations,
+    r: &mut SstableReport,
+) -> Result<Option<String>> {
+    let t0 = std::time::Instant::now();
+    let to = cx.to.id();
+    if l.key == to {
+        r.reason = Some(format!("already under {to}"));
+        r.keep_counts();
+        return Ok(None);
+    }
+    if !cx.from.is_empty() && !cx.from.contains(&l.key) {
+        r.reason = Some("not under any --from key".into());
+        r.keep_counts();
+        return Ok(None);
+    }
+    let old_raw = l.material(cx.store)?;
+    let new_raw = key_material(&to, &l.spec.cipher.algorithm, &l.cipher, cx.store)?;
+    if material_eq(old_raw.expose(), new_raw.expose()) {
+        return Err(Error::Key(format!(
+            "{to} holds the same key bytes as {}, which the SSTable is under: rekeying to it changes nothing",
+            l.key
+        )));
+    }
+    let (old, new) = (l.cipher_of(&old_raw, &l.key)?, l.cipher_of(&new_raw, &to)?);
+    drop((old_raw, new_raw));
+    check::evidence(l, &old)?;
+    let target = target_of(cx.to, l)?;
+    if cx.dry_run {
+        r.status = Status::Planned;
+        r.reason = Some(format!("would rekey to {to}"));
+        return Ok(None);
+    }
+    let data_dir = data_dir_of(cx.data_dirs, &l.found.desc.dir)?;
+    let (free, _) = crate::fsio::free_space(&l.found.desc.dir)?;
+    if free < l.encrypted_bytes() + (1 << 20) {
+        return Err(Error::io(
+            &l.found.desc.dir,
+            "check free space",
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        ));
+    }
+    let new_desc = gens.allocate(&l.found.desc, &l.found.table.dir)?;
+    let swap = Swap {
+        l,
+        old: &old,
+        new: &new,
+        target: &target,
+        data_dir,
+    };
+    let written = swap.run(&new_desc)?;
+    r.status = Status::Rekeyed;
+    r.new = Some(new_desc.data_path().display().to_string());
+    r.bytes_in = written;
+    r.bytes_out = written;
+    r.keys_after = BTreeMap::from([(to.to_string(), l.files.len())]);
+    r.seconds = t0.elapsed().as_secs_f64();
+    Ok(Some(statement(&r.table, &target)))
+}
+
+/// The Scylla.db attributes of the target for this SSTable's cipher and strength.
+fn target_of(to: &KeyRef, l: &ScyllaLoaded) -> Result<RekeyTarget> {
+    let (cipher_algorithm, secret_key_strength) =
+        (l.spec.cipher.algorithm.clone(), l.spec.cipher.key_bits);
+    match to {
+        KeyRef::File(p) => Ok(RekeyTarget::Local {
+            secret_key_file: crate::keys::canonical(p).display().to_string(),
+            cipher_algorithm,
+            secret_key_strength,
+        }),
+        KeyRef::Kmip { group, id } => Ok(RekeyTarget::Kmip {
+            kmip_host: group.clone(),
+            key_id: id.clone(),
+            cipher_algorithm,
+            secret_key_strength,
+        }),
+        KeyRef::Replicated(_) => Err(Error::Usage(
+            "replicated keys can only be read: rekey --to a key file or a KMIP key".into(),
+        )),
+    }
+}
+
+/// `ALTER TABLE "ks"."t" WITH scylla_encryption_options = {...}`: new writes under the target.
+fn statement(table: &str, target: &RekeyTarget) -> String {
+    let quote = |s: &str| s.replace('\'', "''");
+    let opts: Vec<(&str, String)> = match target {
+        RekeyTarget::Local {
+            secret_key_file,
+            cipher_algorithm,
+            secret_key_strength,
+        } => vec![
+            ("cipher_algorithm", cipher_algorithm.clone()),
+            ("secret_key_strength", secret_key_strength.to_string()),
+            ("key_provider", "LocalFileSystemKeyProviderFactory".into()),
+            ("secret_key_file", secret_key_file.clone()),
+        ],
+        RekeyTarget::Kmip {
+            kmip_host,
+            cipher_algorithm,
+            secret_key_strength,
+            ..
+        } => vec![
+            ("cipher_algorithm", cipher_algorithm.clone()),
+            ("secret_key_strength", secret_key_strength.to_string()),
+            ("key_provider", "KmipKeyProviderFactory".into()),
+            ("kmip_host", kmip_host.clone()),
+        ],
+    };
+    let body: Vec<String> = opts
+        .iter()
+        .map(|(k, v)| format!("'{k}': '{}'", quote(v)))
+        .collect();
+    let (ks, t) = table.split_once('.').unwrap_or(("", table));
+    format!(
+        "ALTER TABLE \"{ks}\".\"{t}\" WITH scylla_encryption_options = {{{}}};",
+        body.join(", ")
+    )
+}
+
+/// The data directory holding an SSTable folder.
+fn data_dir_of<'a>(dirs: &'a [PathBuf], dir: &Path) -> Result<&'a Path> {
+    dirs.iter()
+        .find(|d| dir.starts_with(d))
+        .map(PathBuf::as_path)
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{} is in none of the data directories",
+                dir.display()
+            ))
+        })
+}

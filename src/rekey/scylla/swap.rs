@@ -1,0 +1,267 @@
+//! Steps 3 and 4 for a ScyllaDB SSTable X (generation g): the rekeyed copy X' (a fresh generation
+//! g') written beside it, then swapped in by ScyllaDB's own startup rules (FORMAT.md 4.9; there is
+//! no transaction log: a generation's state is which TOC files exist):
+//!
+//! 1. a journal `(folder, g, g')` in `<data_dir>/.sstable-rekey-scylla/` (never in a table
+//!    folder: ScyllaDB refuses to start on a file there it cannot parse as an SSTable name);
+//! 2. `TOC.txt.tmp(g')` (X's TOC bytes), durable: from here a start deletes whatever g' has;
+//! 3. X's other components under g': the encrypted ones re-ciphered, Scylla.db with the new key's
+//!    attributes, the rest hard-linked; each durable, then the folder;
+//! 4. `TOC.txt(g')`, durable (g' has both TOC files: still deleted at start);
+//! 5. **the commit**: rename `TOC.txt.tmp(g')` onto the free name `TOC.txt.tmp(g)`, folder fsync.
+//!    One rename seals X' (only its TOC.txt is left) and dooms X (a start deletes a generation with
+//!    a TOC.txt.tmp). No instant has both live: the "closing the window" order of 4.9;
+//! 6. X's files deleted, its `TOC.txt.tmp(g)` last, the folder fsynced; the journal removed.
+//!
+//! Before 5 a failure removes what this SSTable's swap created (TOC.txt.tmp(g') last) and the
+//! journal; a crash leaves g' doomed (a start, or `recover`, deletes it). After 5 a failure is
+//! finished by `recover` (or a start): X is doomed.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::crypto::scylla::{plain_len, recipher_into, FileCipher, FILE_BLOCK};
+use crate::error::{Error, Result};
+use crate::fsio::{rename_noreplace, sync_dir, Created};
+use crate::rekey::failpoint;
+use crate::rekey::scylla::load::ScyllaLoaded;
+use crate::sstable::data::read_at;
+use crate::sstable::scylla::{rekey_scylla_db, RekeyTarget};
+use crate::sstable::Descriptor;
+
+/// The folder of a data directory that holds the swaps in progress.
+pub const JOURNALS: &str = ".sstable-rekey-scylla";
+/// File blocks per read: 2 MiB, cut into pieces re-ciphered in parallel.
+const WINDOW_BLOCKS: usize = 512;
+const PIECE_BLOCKS: usize = 64;
+
+/// A swap in progress, as `recover` needs it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Journal {
+    /// The SSTable folder.
+    pub dir: PathBuf,
+    /// `me-3-big-` (X) and `me-4-big-` (X').
+    pub old: String,
+    pub new: String,
+}
+
+/// What a swap needs beyond the SSTable.
+pub struct Swap<'a> {
+    pub l: &'a ScyllaLoaded,
+    pub old: &'a FileCipher,
+    pub new: &'a FileCipher,
+    pub target: &'a RekeyTarget,
+    /// The data directory holding the SSTable (for the journal).
+    pub data_dir: &'a Path,
+}
+
+impl Swap<'_> {
+    /// Writes X' under `new` and swaps it in. Returns the bytes written.
+    pub fn run(&self, new: &Descriptor) -> Result<u64> {
+        let journal = self.journal(new)?;
+        let mut created = Created::new();
+        let written = match self.write(new, &mut created) {
+            Ok(n) => n,
+            Err(e) => return Err(self.abandon(e, created, &journal)),
+        };
+        // The commit point: one rename seals X' and dooms X.
+        let old_tmp = self.l.found.desc.path("TOC.txt.tmp");
+        let sealed = rename_noreplace(&new.path("TOC.txt.tmp"), &old_tmp)
+            .map_err(|e| Error::io(&old_tmp, "rename (commit)", e))
+            .and_then(|()| sync_dir(&new.dir));
+        if let Err(e) = sealed {
+            if old_tmp.exists() {
+                // The rename happened; whether it is durable is unknown: recover decides.
+                return Err(Error::CleanupFailed(Box::new(e)));
+            }
+            return Err(self.abandon(e, created, &journal));
+        }
+        created.keep();
+        failpoint::hit("scylla.committed").map_err(|e| Error::CleanupFailed(Box::new(e)))?;
+        let d = &self.l.found.desc;
+        finish(&d.dir, &d.prefix(), &self.l.found.present)
+            .and_then(|()| remove_journal(&journal))
+            .map_err(|e| Error::CleanupFailed(Box::new(e)))?;
+        Ok(written)
+    }
+
+    /// Steps 2–4: every file of X' (TOC.txt.tmp first), each durable, and the folder.
+    fn write(&self, new: &Descriptor, created: &mut Created) -> Result<u64> {
+        let d = &self.l.found.desc;
+        let toc_path = d.path("TOC.txt");
+        let toc = fs::read(&toc_path).map_err(|e| Error::io(&toc_path, "read", e))?;
+        let toc_meta = fs::metadata(&toc_path).map_err(|e| Error::io(&toc_path, "stat", e))?;
+        created.write_small(&new.path("TOC.txt.tmp"), &toc_path, &toc_meta, &toc)?;
+        sync_dir(&d.dir)?;
+        failpoint::hit("scylla.doomed")?;
+        let mut written = 0;
+        for c in self.l.toc.iter().filter(|c| *c != "TOC.txt") {
+            let (from, to) = (d.path(c), new.path(c));
+            if c == "Scylla.db" {
+                let old = fs::read(&from).map_err(|e| Error::io(&from, "read", e))?;
+                let bytes =
+                    rekey_scylla_db(&old, self.target).map_err(|m| Error::corrupt(&from, m.0))?;
+                let meta = fs::metadata(&from).map_err(|e| Error::io(&from, "stat", e))?;
+                created.write_small(&to, &from, &meta, &bytes)?;
+            } else if let Some(f) = self.l.files.iter().find(|f| f.component == *c) {
+                self.recipher_file(&from, &to, f.file_len, created)?;
+                written += f.file_len;
+            } else {
+                created.hard_link(&from, &to)?;
+            }
+            failpoint::hit("component.linked")?;
+        }
+        created.write_small(&new.path("TOC.txt"), &toc_path, &toc_meta, &toc)?;
+        sync_dir(&d.dir)?;
+        failpoint::hit("dir.fsynced")?;
+        Ok(written)
+    }
+
+    /// One encrypted component re-ciphered from the old key to the new, window by window.
+    fn recipher_file(&self, from: &Path, to: &Path, len: u64, created: &mut Created) -> Result<()> {
+        let plain = plain_len(len).map_err(|m| Error::corrupt(from, m.0))?;
+        let src = File::open(from).map_err(|e| Error::io(from, "open", e))?;
+        let meta = src.metadata().map_err(|e| Error::io(from, "stat", e))?;
+        if meta.len() != len {
+            return Err(Error::Changed {
+                path: from.to_path_buf(),
+                what: "changed size since it was read".into(),
+            });
+        }
+        let dst = created.create_like(to, from, &meta)?;
+        let window = WINDOW_BLOCKS * FILE_BLOCK;
+        let mut input = Zeroizing::new(vec![0u8; window.min(len as usize)]);
+        let mut output = vec![0u8; input.len()];
+        let mut off = 0u64;
+        while off < len {
+            let n = (len - off).min(window as u64) as usize;
+            read_at(&src, from, off, &mut input[..n])?;
+            let first = off / FILE_BLOCK as u64;
+            let piece = PIECE_BLOCKS * FILE_BLOCK;
+            let tails: Vec<bool> = input[..n]
+                .par_chunks(piece)
+                .zip(output[..n].par_chunks_mut(piece))
+                .enumerate()
+                .map(|(i, (s, o))| {
+                    let b = first + (i * PIECE_BLOCKS) as u64;
+                    recipher_into(self.old, self.new, b, s, o, plain)
+                })
+                .collect();
+            if tails.iter().any(|ok| !ok) {
+                return Err(Error::WrongKey {
+                    path: from.to_path_buf(),
+                    what: "its last block".into(),
+                    key: self.l.key.to_string(),
+                    msg: "the bytes after its plaintext's end are not zero".into(),
+                });
+            }
+            dst.write_all_at(&output[..n], off)
+                .map_err(|e| Error::io(to, "write", e))?;
+            off += n as u64;
+        }
+        dst.sync_all().map_err(|e| Error::io(to, "fsync", e))?;
+        Ok(())
+    }
+
+    /// The journal of this swap, durable before anything is written in the table folder.
+    fn journal(&self, new: &Descriptor) -> Result<PathBuf> {
+        let root = self.data_dir.join(JOURNALS);
+        if !root.is_dir() {
+            match fs::create_dir(&root) {
+                Ok(()) => {
+                    let m = fs::metadata(self.data_dir)
+                        .map_err(|e| Error::io(self.data_dir, "stat", e))?;
+                    std::os::unix::fs::chown(&root, Some(m.uid()), Some(m.gid()))
+                        .map_err(|e| Error::io(&root, "chown", e))?;
+                    sync_dir(self.data_dir)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&root, "create folder", e)),
+            }
+        }
+        let j = Journal {
+            dir: self.l.found.desc.dir.clone(),
+            old: self.l.found.desc.prefix(),
+            new: new.prefix(),
+        };
+        let name = format!(
+            "{}{}.json",
+            crate::sstable::txnlog::time_uuid()?,
+            new.prefix().trim_end_matches('-')
+        );
+        let path = root.join(name);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "create journal", e))?;
+        std::io::Write::write_all(&mut f, &serde_json::to_vec(&j).expect("serializes"))
+            .map_err(|e| Error::io(&path, "write", e))?;
+        f.sync_all().map_err(|e| Error::io(&path, "fsync", e))?;
+        sync_dir(&root)?;
+        Ok(path)
+    }
+
+    /// Before the commit: removes what this swap created (newest first: TOC.txt.tmp(g') last)
+    /// and its journal.
+    fn abandon(&self, e: Error, mut created: Created, journal: &Path) -> Error {
+        let undone = created
+            .remove_all()
+            .and_then(|()| sync_dir(&self.l.found.desc.dir))
+            .and_then(|()| remove_journal(journal));
+        match undone {
+            Ok(()) => e,
+            Err(e2) => Error::rollback_failed(e, e2),
+        }
+    }
+}
+
+/// After the commit: deletes the doomed generation `prefix` in `dir`, its `components` (as the run
+/// listed them), then its TOC.txt.tmp last, so that until then a start still deletes whatever is
+/// left of it. A file already gone is fine (a finish resumed by `recover`).
+pub fn finish(dir: &Path, prefix: &str, components: &[String]) -> Result<()> {
+    for c in components.iter().filter(|c| *c != "TOC.txt.tmp") {
+        remove_if_there(&dir.join(format!("{prefix}{c}")))?;
+        failpoint::hit("old.deleted")?;
+    }
+    sync_dir(dir)?;
+    remove_if_there(&dir.join(format!("{prefix}TOC.txt.tmp")))?;
+    sync_dir(dir)
+}
+
+/// The components of generation `prefix` in `dir`, from a listing (any error fails).
+pub fn components_of(dir: &Path, prefix: &str) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, "list folder", e))? {
+        let e = e.map_err(|e| Error::io(dir, "list folder", e))?;
+        let name = e.file_name();
+        if let Some(c) = name.as_encoded_bytes().strip_prefix(prefix.as_bytes()) {
+            v.push(String::from_utf8_lossy(c).into_owned());
+        }
+    }
+    Ok(v)
+}
+
+fn remove_if_there(p: &Path) -> Result<()> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(p, "delete", e)),
+    }
+}
+
+/// Removes a finished swap's journal.
+pub fn remove_journal(path: &Path) -> Result<()> {
+    remove_if_there(path)?;
+    match path.parent() {
+        Some(root) => sync_dir(root),
+        None => Ok(()),
+    }
+}
