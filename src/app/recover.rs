@@ -57,6 +57,18 @@ pub fn run(a: &RecoverArgs) -> Result<Exit> {
             ""
         }
     );
+    // ScyllaDB swaps a crashed rekey left (FORMAT.md 4.9).
+    match rekey::scylla::recover::recover(&dirs.dirs) {
+        Ok(done) => {
+            for r in done {
+                outln!("{}: {}", r.journal.display(), r.outcome);
+            }
+        }
+        Err(e) => {
+            failed = true;
+            outln!("FAILED resolving an interrupted ScyllaDB swap: {e}");
+        }
+    }
     // The old files a crashed staged commit had moved aside are obsolete by a committed log:
     // the rekey would have purged them at its end.
     match rekey::obsolete::purge(&dirs.dirs) {

@@ -26,6 +26,8 @@ pub const NAMES: &[&str] = &[
     "old.deleted",      // after each obsolete file is deleted or moved aside (use @K)
     "log.removed",      // log removed: the transaction is over
     "obsolete.deleted", // after each file moved aside is purged (use @K)
+    "scylla.doomed",    // ScyllaDB swap: the new generation's TOC.txt.tmp written and durable
+    "scylla.committed", // ScyllaDB swap: the commit rename done and durable
 ];
 
 /// True when this build honours [`ENV`] (built with the `failpoints` feature).

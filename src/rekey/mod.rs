@@ -73,6 +73,7 @@ pub fn rekey(
         true => None,
         false => Some(exclusive::ensure_alone(&opts.data_dirs.dirs)?),
     };
+    scylla::refuse_unfinished(&opts.data_dirs.dirs)?;
     let fallback = fallback_file(&opts.from);
     // Staged copies, before loading: an SSTable with one is loaded from its chunk runs.
     let staged = staged_copies(opts)?;

@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod load;
+pub mod recover;
 pub mod run;
 pub mod swap;
 
@@ -27,4 +28,16 @@ pub fn split(live: Discovered) -> (Vec<(Found, Box<ScyllaLoaded>)>, Discovered) 
         }
     }
     (scylla, others)
+}
+
+/// A rekey does not start while a ScyllaDB swap of an earlier run is unfinished.
+pub fn refuse_unfinished(data_dirs: &[std::path::PathBuf]) -> crate::error::Result<()> {
+    let left = recover::journals(data_dirs)?;
+    match left.first() {
+        None => Ok(()),
+        Some(j) => Err(crate::error::Error::Usage(format!(
+            "an earlier rekey of a ScyllaDB SSTable was interrupted ({}): run `sstable-rekey recover` (with ScyllaDB stopped) first",
+            j.display()
+        ))),
+    }
 }

@@ -75,6 +75,7 @@ fn one(
         r.keep_counts();
         return Ok(None);
     }
+    unfinished_in(&l.found.desc.dir)?;
     let old_raw = l.material(cx.store)?;
     let new_raw = key_material(&to, &l.spec.cipher.algorithm, &l.cipher, cx.store)?;
     if material_eq(old_raw.expose(), new_raw.expose()) {
@@ -176,6 +177,33 @@ fn statement(table: &str, target: &RekeyTarget) -> String {
         "ALTER TABLE \"{ks}\".\"{t}\" WITH scylla_encryption_options = {{{}}};",
         body.join(", ")
     )
+}
+
+/// ScyllaDB has unfinished work in an SSTable folder (FORMAT.md 4.9): a `TOC.txt.tmp` (an SSTable
+/// being written or deleted) or a `pending_delete/` entry. Its startup finishes that work; a
+/// rekey does not start in the middle of it. Any listing error refuses too.
+fn unfinished_in(dir: &Path) -> Result<()> {
+    let refuse = |what: String| {
+        Err(Error::unsupported(
+            dir,
+            format!("{what}: ScyllaDB has unfinished work here. Start ScyllaDB once (its startup finishes it) or run `sstable-rekey recover` if a rekey was interrupted, then rekey again"),
+        ))
+    };
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, "list folder", e))? {
+        let e = e.map_err(|e| Error::io(dir, "list folder", e))?;
+        if e.file_name().as_encoded_bytes().ends_with(b"TOC.txt.tmp") {
+            return refuse(format!("{} exists", e.path().display()));
+        }
+    }
+    let pending = dir.join("pending_delete");
+    match std::fs::read_dir(&pending) {
+        Ok(mut it) => match it.next() {
+            None => Ok(()),
+            Some(_) => refuse(format!("{} is not empty", pending.display())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&pending, "list folder", e)),
+    }
 }
 
 /// The data directory holding an SSTable folder.

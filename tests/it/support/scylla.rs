@@ -97,6 +97,19 @@ impl ScyllaDb {
     }
 
     /// The ExtensionAttributes (tag 3) pairs, in file order.
+    /// The `secret_key_file` of the encryption options, if any.
+    pub fn secret_key_file(&self) -> Option<String> {
+        self.attributes()
+            .into_iter()
+            .find(|(k, _)| k.as_slice() == b"scylla_encryption_options")
+            .and_then(|(_, v)| parse_le_map(&v).ok())
+            .and_then(|m| {
+                m.into_iter()
+                    .find(|(k, _)| k == "secret_key_file")
+                    .map(|(_, v)| v)
+            })
+    }
+
     pub fn attributes(&self) -> Vec<Attribute> {
         let Some((_, p)) = self.entries.iter().find(|(t, _)| *t == 3) else {
             return Vec::new();

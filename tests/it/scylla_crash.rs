@@ -1,0 +1,227 @@
+//! Crash safety of the ScyllaDB swap (FORMAT.md 4.9): a rekey of one ScyllaDB table crashed (or
+//! failed) at every failpoint of the swap, judged by an independent model of ScyllaDB's startup
+//! rule written here from FORMAT.md 4.9 (a generation with a TOC.txt.tmp is deleted; one with a
+//! TOC.txt is loaded; one with neither stops the node), not from the crate:
+//! - before `recover`, the folder as ScyllaDB would start it holds every original SSTable exactly
+//!   once (by its Scylla.db SSTableIdentifier, which a rekey keeps), and never stops the node;
+//! - `recover` resolves it to that same set, with no TOC.txt.tmp, journal or stray file left;
+//! - every SSTable left opens, with the key its Scylla.db names, to its MANIFEST plaintext (the
+//!   ScyllaDB oracle of ../shared, when present);
+//! - an unfaulted rekey then brings the whole table under the new key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs;
+use std::path::Path;
+
+use crate::support::oracle::{scylla_oracle, shared};
+use crate::support::{require_failpoints, scylla_manifest, strings, Scratch, ScyllaDb};
+
+const TABLE: &str = "t_local_CBC_128";
+
+/// `<v>-<generation>-<format>-` of an SSTable file name.
+fn prefix(name: &str) -> Option<String> {
+    let mut parts = name.splitn(4, '-');
+    let (v, g, f) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next()?;
+    Some(format!("{v}-{g}-{f}-"))
+}
+
+/// ScyllaDB's startup over one table folder (FORMAT.md 4.9): the live generations, or why the
+/// node would not start.
+fn scylla_boot(dir: &Path) -> Result<BTreeSet<String>, String> {
+    let mut gens: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if !e.file_type().unwrap().is_file() {
+            continue;
+        }
+        let name = e.file_name().into_string().unwrap();
+        let p = prefix(&name).ok_or(format!("{name}: not an SSTable name: no start"))?;
+        gens.entry(p.clone())
+            .or_default()
+            .insert(name[p.len()..].to_string());
+    }
+    let mut live = BTreeSet::new();
+    for (p, comps) in gens {
+        if comps.contains("TOC.txt.tmp") {
+            continue; // deleted at startup
+        }
+        if !comps.contains("TOC.txt") {
+            return Err(format!("{p}: files without a TOC: \"Refusing to boot\""));
+        }
+        live.insert(p);
+    }
+    Ok(live)
+}
+
+/// The SSTableIdentifier (tag 10) of a generation's Scylla.db.
+fn identifier(dir: &Path, prefix: &str) -> Vec<u8> {
+    let db = ScyllaDb::read(&dir.join(format!("{prefix}Scylla.db")));
+    db.entries
+        .iter()
+        .find(|(t, _)| *t == 10)
+        .map(|(_, p)| p.clone())
+        .expect("tag 10")
+}
+
+fn variants() -> Vec<String> {
+    let mut v = Vec::new();
+    for (name, ks) in [
+        ("scylla.doomed", 1..=1),
+        ("component.linked", 1..=8),
+        ("dir.fsynced", 1..=1),
+        ("scylla.committed", 1..=1),
+        ("old.deleted", 1..=9),
+    ] {
+        for k in ks {
+            let base = if k == 1 {
+                name.to_string()
+            } else {
+                format!("{name}@{k}")
+            };
+            v.push(base.clone());
+            v.push(format!("{base}:error"));
+        }
+    }
+    v
+}
+
+#[test]
+fn every_failpoint_of_the_scylla_swap_resolves_like_scylla_startup() {
+    require_failpoints();
+    let shared = shared();
+    let originals: Vec<&serde_json::Value> = scylla_manifest()
+        .iter()
+        .filter(|e| e["table"] == TABLE && e["location"] == "live")
+        .collect();
+    assert_eq!(originals.len(), 4, "the table's SSTables");
+    let mut failures = Vec::new();
+    let mut fired = 0;
+    for v in variants() {
+        let env = Scratch::of(&["scylla", "keys"]);
+        let data = env.s("scylla/data");
+        let dir = fs::read_dir(env.p("scylla/data/scylla_matrix"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with(&format!("{TABLE}-"))
+            })
+            .unwrap();
+        let ids_before: BTreeSet<Vec<u8>> = scylla_boot(&dir)
+            .unwrap()
+            .iter()
+            .map(|p| identifier(&dir, p))
+            .collect();
+        let mut args = strings(&["rekey", "-q", "--to"]);
+        args.push(format!("file:{}", env.s("keys/new.key")));
+        args.extend(strings(&["--data-dir", &data, "scylla_matrix", TABLE]));
+        let r = crate::support::run_in(&env.root, &args, &[("SSTABLE_REKEY_TEST_FAILPOINT", &v)]);
+        let error = v.ends_with(":error");
+        let hit = r.all().contains("injected failure") || r.stderr.contains("aborting");
+        fired += hit as usize;
+        let outcome = (|| -> Result<(), String> {
+            match (hit, error) {
+                (false, _) if r.code != 0 => return Err(format!("not fired, exit {}", r.code)),
+                (true, false) if r.code != 134 => return Err(format!("crash: exit {}", r.code)),
+                (true, true) if r.code != 1 => return Err(format!("error: exit {}", r.code)),
+                _ => {}
+            }
+            // As ScyllaDB would start the folder now.
+            let live = scylla_boot(&dir)?;
+            let ids: Vec<Vec<u8>> = live.iter().map(|p| identifier(&dir, p)).collect();
+            let set: BTreeSet<Vec<u8>> = ids.iter().cloned().collect();
+            if ids.len() != set.len() || set != ids_before {
+                return Err(format!(
+                    "before recover, ScyllaDB would load {live:?}: not each original once"
+                ));
+            }
+            let rec =
+                crate::support::run_in(&env.root, &strings(&["recover", "--data-dir", &data]), &[]);
+            if rec.code != 0 {
+                return Err(format!("recover: exit {}: {}", rec.code, rec.all()));
+            }
+            let after = scylla_boot(&dir)?;
+            if after != live {
+                return Err(format!(
+                    "recover left {after:?}, ScyllaDB would have kept {live:?}"
+                ));
+            }
+            for e in fs::read_dir(&dir).unwrap() {
+                let n = e.unwrap().file_name().into_string().unwrap();
+                if n.ends_with(".tmp") || prefix(&n).is_some_and(|p| !live.contains(&p)) {
+                    return Err(format!("left after recover: {n}"));
+                }
+            }
+            if env.p("scylla/data/.sstable-rekey-scylla").exists() {
+                return Err("the journal folder is left after recover".into());
+            }
+            if let Some(shared) = &shared {
+                for p in &live {
+                    let d = dir.join(format!("{p}Data.db"));
+                    let sdb = ScyllaDb::read(&dir.join(format!("{p}Scylla.db")));
+                    let key = sdb.secret_key_file().unwrap_or_default();
+                    let args: Vec<OsString> = vec![
+                        "verify".into(),
+                        d.clone().into(),
+                        "--key-file".into(),
+                        key.into(),
+                    ];
+                    let (code, out) = scylla_oracle(shared, &args);
+                    let want = originals
+                        .iter()
+                        .find(|e| identifier(&dir, p) == hex_id(e))
+                        .map(|e| e["plaintext_sha256_all"].clone());
+                    if code != 0 || Some(out["plaintext_sha256_all"].clone()) != want {
+                        return Err(format!("{p}: the oracle: exit {code}: {out}"));
+                    }
+                }
+            }
+            let again = crate::support::run_in(&env.root, &args, &[]);
+            if again.code != 0 {
+                return Err(format!("the rekey after recover: {}", again.all()));
+            }
+            let v = crate::support::run_in(
+                &env.root,
+                &strings(&[
+                    "verify",
+                    "--key",
+                    &format!("file:{}", env.s("keys/new.key")),
+                    "--data-dir",
+                    &data,
+                    "scylla_matrix",
+                    TABLE,
+                ]),
+                &[],
+            );
+            if v.code != 0 {
+                return Err(format!("verify after the final rekey: {}", v.all()));
+            }
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            failures.push(format!("{v}: {e}\n{}", r.all()));
+        }
+    }
+    println!(
+        "scylla swap failpoints: {} variants, {fired} fired",
+        variants().len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(
+        fired >= variants().len() - 4,
+        "most variants must fire: {fired}"
+    );
+}
+
+/// The SSTableIdentifier bytes of a MANIFEST entry (its 8-4-4-4-12 form).
+fn hex_id(e: &serde_json::Value) -> Vec<u8> {
+    let s = e["sstable_identifier"].as_str().unwrap().replace('-', "");
+    (0..16)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
