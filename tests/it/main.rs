@@ -24,6 +24,7 @@ mod oracle_interop;
 // ScyllaDB encryption at rest: key files, and the ScyllaDB part of testdata/ checked with
 // the ScyllaDB oracle of ../shared.
 mod scylla_crash;
+mod scylla_hostile;
 mod scylla_keys;
 mod scylla_rekey;
 mod scylla_testdata;

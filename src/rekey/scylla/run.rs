@@ -76,13 +76,19 @@ fn one(
         return Ok(None);
     }
     unfinished_in(&l.found.desc.dir)?;
-    let old_raw = l.material(cx.store)?;
-    let new_raw = key_material(&to, &l.spec.cipher.algorithm, &l.cipher, cx.store)?;
+    // Key errors name the SSTable: another SSTable of the run may need the same key fine.
+    let named = |e: Error| match e {
+        Error::Key(m) => Error::Key(format!("{}: {m}", l.found.desc.data_path().display())),
+        e => e,
+    };
+    let old_raw = l.material(cx.store).map_err(named)?;
+    let new_raw =
+        key_material(&to, &l.spec.cipher.algorithm, &l.cipher, cx.store).map_err(named)?;
     if material_eq(old_raw.expose(), new_raw.expose()) {
-        return Err(Error::Key(format!(
+        return Err(named(Error::Key(format!(
             "{to} holds the same key bytes as {}, which the SSTable is under: rekeying to it changes nothing",
             l.key
-        )));
+        ))));
     }
     let (old, new) = (l.cipher_of(&old_raw, &l.key)?, l.cipher_of(&new_raw, &to)?);
     drop((old_raw, new_raw));

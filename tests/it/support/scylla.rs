@@ -222,3 +222,25 @@ pub fn set_secret_key_file(path: &Path, f: impl Fn(&str) -> Option<String>) -> b
     }
     changed
 }
+
+/// Rewrites the Scylla.db at `path`: `edit` gets the encryption options and the attributes
+/// (`scylla_encryption_options` excluded, as raw pairs) to change as it likes.
+pub fn edit_scylla_db(
+    path: &Path,
+    edit: impl FnOnce(&mut Vec<(String, String)>, &mut Vec<Attribute>),
+) {
+    let mut sdb = ScyllaDb::read(path);
+    let attrs = sdb.attributes();
+    let key = b"scylla_encryption_options".to_vec();
+    let mut opts = attrs
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| parse_le_map(v).unwrap())
+        .unwrap_or_default();
+    let mut others: Vec<Attribute> = attrs.into_iter().filter(|(k, _)| *k != key).collect();
+    edit(&mut opts, &mut others);
+    let mut all = vec![(key, le_map(&opts))];
+    all.extend(others);
+    sdb.set_attributes(&all);
+    fs::write(path, sdb.serialize()).unwrap();
+}
