@@ -34,6 +34,8 @@ pub struct BenchOptions {
     /// Measure `stage` and the window's `rekey` too (and `stage --rate` with `stage_rate`).
     pub staged: bool,
     pub stage_rate: Option<f64>,
+    /// Also measure the ScyllaDB rekey on a ScyllaDB table of the same size.
+    pub scylla: bool,
 }
 
 /// Parses `2GiB`, `512MiB`, `100MB`, `1048576`.
@@ -64,7 +66,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
 }
 
 /// Row-like plaintext: repeated words with some noise, compressing about 3:1 with LZ4.
-fn row_chunk(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn row_chunk(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {
         x ^= x << 13;
@@ -253,6 +255,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs a child and returns (wall seconds, user CPU seconds, peak RSS in KiB).
 fn timed_child(cmd: &mut Command) -> Result<(f64, f64, u64)> {
+    timed(cmd)
+}
+
+/// Runs `cmd` to completion: (wall seconds, user CPU seconds, peak RSS KiB); a failure is an error.
+pub(crate) fn timed(cmd: &mut Command) -> Result<(f64, f64, u64)> {
     let t0 = Instant::now();
     let mut child = cmd
         .stdout(std::process::Stdio::null())
@@ -440,6 +447,13 @@ fn run_in(opts: &BenchOptions, root: &Path) -> Result<BenchReport> {
     if opts.staged {
         measures.extend(staged_rounds(opts, &data, &keyring, bytes)?);
     }
+    if opts.scylla {
+        errln!("bench: writing the ScyllaDB table ...");
+        let (sdata, a, b) = crate::app::bench_scylla::synth(root, opts)?;
+        measures.extend(crate::app::bench_scylla::rounds(
+            opts, root, &sdata, &a, &b,
+        )?);
+    }
 
     let ratios = ratios(opts, &measures, openssl);
     Ok(BenchReport {
@@ -478,7 +492,13 @@ fn cpu_model() -> String {
 
 impl Measure {
     /// A measure over `bytes` from its samples: medians, and the best wall time.
-    fn of(name: &str, bytes: u64, secs: Vec<f64>, user: Vec<f64>, rss_kib: Option<u64>) -> Self {
+    pub(crate) fn of(
+        name: &str,
+        bytes: u64,
+        secs: Vec<f64>,
+        user: Vec<f64>,
+        rss_kib: Option<u64>,
+    ) -> Self {
         let min_seconds = secs.iter().copied().fold(f64::INFINITY, f64::min);
         let s = median(secs);
         let u = median(user);
@@ -748,20 +768,29 @@ fn measure_of(name: &str, bytes: u64, runs: Vec<(f64, f64, u64)>) -> Measure {
 /// `cp` of every current Data.db into a scratch folder (then fsync of the copies when `sync`:
 /// the durable baseline for a disk), and removal of the copies.
 fn copy_all(data: &Path, copy_dir: &Path, sync: bool) -> Result<(f64, f64, u64)> {
+    // The rekey runs in between renamed the SSTables (new generations).
+    copy_all_in(&data_dbs_of(data)?, copy_dir, sync)
+}
+
+/// `cp` of `files` into a scratch folder (then fsync of the copies when `sync`), and removal of
+/// the copies.
+pub(crate) fn copy_all_in(
+    files: &[PathBuf],
+    copy_dir: &Path,
+    sync: bool,
+) -> Result<(f64, f64, u64)> {
     fs::create_dir_all(copy_dir).map_err(|e| Error::io(copy_dir, "create folder", e))?;
     let script = if sync {
         r#"cp -- "$@" "$D"/ && sync "$D"/*"#
     } else {
         r#"cp -- "$@" "$D"/"#
     };
-    // The rekey runs in between renamed the SSTables (new generations).
-    let current = data_dbs_of(data)?;
     let r = timed_child(
         Command::new("sh")
             .arg("-c")
             .arg(script)
             .arg("sh")
-            .args(&current)
+            .args(files)
             .env("D", copy_dir),
     );
     let _ = fs::remove_dir_all(copy_dir);
@@ -885,6 +914,28 @@ fn ratios(opts: &BenchOptions, measures: &[Measure], openssl: Option<f64>) -> Ve
             find("sstable-rekey stage ("),
             |r, s| s.gb_per_s / r.gb_per_s,
         ),
+        find(&format!(
+            "sstable-rekey rekey ({} threads, ScyllaDB)",
+            opts.threads
+        ))
+        .zip(rekey)
+        .map(|(s, r)| {
+            (
+                "ScyllaDB rekey s/GB / DSE rekey s/GB, same run (target <= 1.2)".to_string(),
+                r.gb_per_s / s.gb_per_s,
+            )
+        }),
+        find(&format!(
+            "sstable-rekey rekey ({} threads, ScyllaDB)",
+            opts.threads
+        ))
+        .zip(find("cp Data.db (ScyllaDB)"))
+        .map(|(s, c)| {
+            (
+                "ScyllaDB rekey wall / its cp wall".to_string(),
+                s.seconds / c.seconds,
+            )
+        }),
         find("sstable-rekey stage --rate")
             .zip(opts.stage_rate)
             .map(|(s, rate)| {
@@ -966,6 +1017,7 @@ pub fn run_command(a: &crate::app::cli::BenchArgs) -> Result<crate::app::exit::E
         sstables: a.sstables.max(1),
         staged: a.staged,
         stage_rate: a.stage_rate,
+        scylla: a.vendor == "scylla",
     };
     let r = crate::app::bench::run(&opts)?;
     if a.json {

@@ -125,6 +125,10 @@ pub struct BenchArgs {
     /// With --staged: also a `stage --rate MB/s` run, and how close it kept to the rate
     #[arg(long, value_name = "MB/s", requires = "staged")]
     pub stage_rate: Option<f64>,
+    /// `scylla`: also measure the ScyllaDB rekey (whole files re-ciphered block by block) on a
+    /// ScyllaDB table of the same size, against its `cp` and the DSE rekey of the same run
+    #[arg(long, value_name = "VENDOR", default_value = "dse", value_parser = ["dse", "scylla"])]
+    pub vendor: String,
 }
 
 /// Where the KMIP servers are. Passwords are never taken from the command line.

@@ -36,9 +36,8 @@ use crate::sstable::Descriptor;
 
 /// The folder of a data directory that holds the swaps in progress.
 pub const JOURNALS: &str = ".sstable-rekey-scylla";
-/// File blocks per read: 2 MiB, cut into pieces re-ciphered in parallel.
-const WINDOW_BLOCKS: usize = 512;
-const PIECE_BLOCKS: usize = 64;
+/// File blocks per window: 1 MiB, windows in parallel.
+const WINDOW_BLOCKS: usize = 256;
 
 /// A swap in progress, as `recover` needs it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -134,25 +133,39 @@ impl Swap<'_> {
             });
         }
         let dst = created.create_like(to, from, &meta)?;
-        let window = WINDOW_BLOCKS * FILE_BLOCK;
-        let mut input = Zeroizing::new(vec![0u8; window.min(len as usize)]);
-        let mut output = vec![0u8; input.len()];
-        let mut off = 0u64;
-        while off < len {
-            let n = (len - off).min(window as u64) as usize;
-            read_at(&src, from, off, &mut input[..n])?;
-            let first = off / FILE_BLOCK as u64;
-            let piece = PIECE_BLOCKS * FILE_BLOCK;
-            let tails: Vec<bool> = input[..n]
-                .par_chunks(piece)
-                .zip(output[..n].par_chunks_mut(piece))
-                .enumerate()
-                .map(|(i, (s, o))| {
-                    let b = first + (i * PIECE_BLOCKS) as u64;
-                    recipher_into(self.old, self.new, b, s, o, plain)
-                })
-                .collect();
-            if tails.iter().any(|ok| !ok) {
+        // Windows end to end in parallel (read, re-cipher, write), each worker reusing its two
+        // buffers: reads, AES work and page-cache writes of different windows overlap.
+        let window = (WINDOW_BLOCKS * FILE_BLOCK) as u64;
+        let starts: Vec<u64> = (0..len.div_ceil(window)).map(|i| i * window).collect();
+        let tails: Vec<Result<bool>> = starts
+            .par_iter()
+            .map_init(
+                || {
+                    (
+                        Zeroizing::new(vec![0u8; window as usize]),
+                        vec![0u8; window as usize],
+                    )
+                },
+                |(input, output), &off| {
+                    let n = (len - off).min(window) as usize;
+                    read_at(&src, from, off, &mut input[..n])?;
+                    let first = off / FILE_BLOCK as u64;
+                    let ok = recipher_into(
+                        self.old,
+                        self.new,
+                        first,
+                        &input[..n],
+                        &mut output[..n],
+                        plain,
+                    );
+                    dst.write_all_at(&output[..n], off)
+                        .map_err(|e| Error::io(to, "write", e))?;
+                    Ok(ok)
+                },
+            )
+            .collect();
+        for t in tails {
+            if !t? {
                 return Err(Error::WrongKey {
                     path: from.to_path_buf(),
                     what: "its last block".into(),
@@ -160,9 +173,6 @@ impl Swap<'_> {
                     msg: "the bytes after its plaintext's end are not zero".into(),
                 });
             }
-            dst.write_all_at(&output[..n], off)
-                .map_err(|e| Error::io(to, "write", e))?;
-            off += n as u64;
         }
         dst.sync_all().map_err(|e| Error::io(to, "fsync", e))?;
         Ok(())
