@@ -18,25 +18,11 @@ use sstable_rekey::crypto::envelope::{ProviderKind, Stage};
 use sstable_rekey::crypto::random::IvSource;
 use sstable_rekey::crypto::{AesKey, ChunkClass, CipherSpec, Envelope, KeyHeader};
 use sstable_rekey::error::{Error, Result};
+
+pub use crate::app::bench_kit::BenchOptions;
+use crate::app::bench_kit::{copy_all_in, row_chunk, timed, Measure};
 use sstable_rekey::sstable::data::format_digest;
 use sstable_rekey::sstable::CompressionInfo;
-
-pub struct BenchOptions {
-    pub dir: PathBuf,
-    pub size: u64,
-    pub chunk_kib: u32,
-    pub bits: u32,
-    pub threads: usize,
-    pub runs: usize,
-    pub keep: bool,
-    /// Split the data over this many SSTables (the cp and naive baselines use the first).
-    pub sstables: usize,
-    /// Measure `stage` and the window's `rekey` too (and `stage --rate` with `stage_rate`).
-    pub staged: bool,
-    pub stage_rate: Option<f64>,
-    /// Also measure the ScyllaDB rekey on a ScyllaDB table of the same size.
-    pub scylla: bool,
-}
 
 /// Parses `2GiB`, `512MiB`, `100MB`, `1048576`.
 pub fn parse_size(s: &str) -> Result<u64> {
@@ -63,33 +49,6 @@ pub fn parse_size(s: &str) -> Result<u64> {
         }
     };
     Ok((n * mult as f64) as u64)
-}
-
-/// Row-like plaintext: repeated words with some noise, compressing about 3:1 with LZ4.
-pub(crate) fn row_chunk(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let words: Vec<Vec<u8>> = (0..64)
-        .map(|_| {
-            let n = 3 + (next() % 10) as usize;
-            (0..n).map(|_| b'a' + (next() % 26) as u8).collect()
-        })
-        .collect();
-    let mut out = Vec::with_capacity(len + 64);
-    while out.len() < len {
-        for _ in 0..6 {
-            out.extend_from_slice(&words[(next() % 64) as usize]);
-            out.push(b' ');
-        }
-        out.extend_from_slice(&next().to_le_bytes()[..6]);
-    }
-    out.truncate(len);
-    out
 }
 
 /// Writes `sstables` encrypted BIG `nb` SSTables (EncryptingLZ4Compressor, AES/CBC, KMIP key header)
@@ -218,19 +177,6 @@ pub fn synth(
 }
 
 #[derive(Debug, Serialize)]
-pub struct Measure {
-    pub name: String,
-    /// Median wall seconds over the runs.
-    pub seconds: f64,
-    /// Best (least disturbed) run.
-    pub min_seconds: f64,
-    pub gb_per_s: f64,
-    pub user_cpu_s: f64,
-    pub user_cpu_s_per_gb: f64,
-    pub peak_rss_mib: Option<f64>,
-}
-
-#[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub machine: String,
     pub cores: usize,
@@ -248,38 +194,9 @@ pub struct BenchReport {
     pub ratios: Vec<(String, f64)>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 /// Runs a child and returns (wall seconds, user CPU seconds, peak RSS in KiB).
 fn timed_child(cmd: &mut Command) -> Result<(f64, f64, u64)> {
     timed(cmd)
-}
-
-/// Runs `cmd` to completion: (wall seconds, user CPU seconds, peak RSS KiB); a failure is an error.
-pub(crate) fn timed(cmd: &mut Command) -> Result<(f64, f64, u64)> {
-    let t0 = Instant::now();
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Usage(format!("cannot run {cmd:?}: {e}")))?;
-    let (status, user, rss) = sstable_rekey::fsio::wait_with_rusage(child.id())
-        .map_err(|e| Error::Usage(format!("{cmd:?}: wait: {e}")))?;
-    let secs = t0.elapsed().as_secs_f64();
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        return Err(Error::Usage(format!(
-            "{cmd:?} failed (status {status}): {err}"
-        )));
-    }
-    Ok((secs, user, rss))
 }
 
 /// `openssl speed -evp aes-N-cbc` on one core, for the chunk size: bytes per second, if openssl runs.
@@ -488,30 +405,6 @@ fn cpu_model() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default()
-}
-
-impl Measure {
-    /// A measure over `bytes` from its samples: medians, and the best wall time.
-    pub(crate) fn of(
-        name: &str,
-        bytes: u64,
-        secs: Vec<f64>,
-        user: Vec<f64>,
-        rss_kib: Option<u64>,
-    ) -> Self {
-        let min_seconds = secs.iter().copied().fold(f64::INFINITY, f64::min);
-        let s = median(secs);
-        let u = median(user);
-        Measure {
-            name: name.to_string(),
-            seconds: s,
-            min_seconds,
-            gb_per_s: bytes as f64 / 1e9 / s,
-            user_cpu_s: u,
-            user_cpu_s_per_gb: u / (bytes as f64 / 1e9),
-            peak_rss_mib: rss_kib.map(|k| k as f64 / 1024.0),
-        }
-    }
 }
 
 /// `openssl enc` over the first Data.db, for its CPU per GB. openssl's start-up would dominate a
@@ -770,31 +663,6 @@ fn measure_of(name: &str, bytes: u64, runs: Vec<(f64, f64, u64)>) -> Measure {
 fn copy_all(data: &Path, copy_dir: &Path, sync: bool) -> Result<(f64, f64, u64)> {
     // The rekey runs in between renamed the SSTables (new generations).
     copy_all_in(&data_dbs_of(data)?, copy_dir, sync)
-}
-
-/// `cp` of `files` into a scratch folder (then fsync of the copies when `sync`), and removal of
-/// the copies.
-pub(crate) fn copy_all_in(
-    files: &[PathBuf],
-    copy_dir: &Path,
-    sync: bool,
-) -> Result<(f64, f64, u64)> {
-    fs::create_dir_all(copy_dir).map_err(|e| Error::io(copy_dir, "create folder", e))?;
-    let script = if sync {
-        r#"cp -- "$@" "$D"/ && sync "$D"/*"#
-    } else {
-        r#"cp -- "$@" "$D"/"#
-    };
-    let r = timed_child(
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .args(files)
-            .env("D", copy_dir),
-    );
-    let _ = fs::remove_dir_all(copy_dir);
-    r
 }
 
 /// Untimed warm-up runs first. Then every trial once per round, rounds interleaved, so that the

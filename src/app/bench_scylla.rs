@@ -10,7 +10,7 @@ use std::process::Command;
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use crate::app::bench::{copy_all_in, timed, BenchOptions, Measure};
+use crate::app::bench_kit::{copy_all_in, row_chunk, timed, BenchOptions, Measure};
 use sstable_rekey::crypto::cipher::Mode;
 use sstable_rekey::crypto::scylla::{FileCipher, FILE_BLOCK};
 use sstable_rekey::error::{Error, Result};
@@ -92,7 +92,7 @@ fn write_sstable(
     let mut written = 0u64;
     for c in 0..n {
         offsets.push(written);
-        let bytes = crate::app::bench::row_chunk((generation * 1_000_003 + c) as u64, body);
+        let bytes = row_chunk((generation * 1_000_003 + c) as u64, body);
         whole.update(&bytes);
         let crc = crc32fast::hash(&bytes).to_be_bytes();
         whole.update(&crc);

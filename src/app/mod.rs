@@ -2,6 +2,7 @@
 //! library, printing results and mapping them to the exit-status contract ([`exit`]).
 
 pub mod bench;
+pub mod bench_kit;
 pub mod bench_scylla;
 pub mod cli;
 pub mod demo;
