@@ -314,6 +314,7 @@ fn usage_of(group: &str, id: &str, dirs: &DataDirs) -> Result<Usage> {
         data_dirs: dirs.clone(),
         selection: Selection::default(),
         deep: false,
+        log_dirs: Vec::new(),
     };
     // With no keys given, verify decrypts nothing: it reads every chunk header and checks CRCs.
     let store = KeyStore::new(Vec::new());
