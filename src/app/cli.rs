@@ -271,6 +271,16 @@ pub struct VerifyArgs {
     /// Also decompress every chunk and check its length
     #[arg(long)]
     pub deep: bool,
+    /// ScyllaDB commit log folder (repeatable; its sub-folders too): every segment whose side
+    /// file names a key not given fails verification. Default with --scylla-yaml: its
+    /// commitlog_directory (else <workdir>/commitlog, workdir /var/lib/scylla)
+    #[arg(long = "commitlog-dir", value_name = "DIR")]
+    pub commitlog_dirs: Vec<PathBuf>,
+    /// ScyllaDB hints folder (repeatable; its per-host sub-folders too), checked as
+    /// --commitlog-dir. Default with --scylla-yaml: its hints_directory and view_hints_directory
+    /// (else <workdir>/hints, <workdir>/view_hints)
+    #[arg(long = "hints-dir", value_name = "DIR")]
+    pub hints_dirs: Vec<PathBuf>,
     #[command(flatten)]
     pub scope: Scope,
 }

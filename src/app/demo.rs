@@ -152,12 +152,16 @@ pub fn run(dir: Option<&Path>) -> Result<Exit> {
             format!("file:{}", keys.join("new.key").display()),
         ],
         deep: true,
+        commitlog_dirs: Vec::new(),
+        hints_dirs: Vec::new(),
         scope: scope(Some(root.join("verify-report.json"))),
     })?;
     outln!("\n== 5. verify with only the old key: must fail (exit 1) before anyone destroys it");
     let old = run_verify(&VerifyArgs {
         keys: vec!["kmip://demo/demo-old".into()],
         deep: false,
+        commitlog_dirs: Vec::new(),
+        hints_dirs: Vec::new(),
         scope: scope(None),
     })?;
     outln!(

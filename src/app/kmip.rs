@@ -303,17 +303,25 @@ struct Usage {
     backups: BTreeMap<String, usize>,
     unknown: Vec<String>,
     not_checked: Option<String>,
+    /// ScyllaDB commit log segments and hints whose side file names the key.
+    segments: Vec<String>,
     /// The same id under another group: another key, unless that group is the same server under
     /// another name, which this tool cannot tell (file → the key names and their counts).
     same_id: BTreeMap<String, Vec<(String, usize)>>,
 }
 
-fn usage_of(group: &str, id: &str, dirs: &DataDirs) -> Result<Usage> {
+fn usage_of(
+    group: &str,
+    id: &str,
+    dirs: &DataDirs,
+    log_dirs: Vec<sstable_rekey::rekey::scylla::commitlog::LogDir>,
+) -> Result<Usage> {
     let opts = VerifyOptions {
         keys: Vec::new(),
         data_dirs: dirs.clone(),
         selection: Selection::default(),
         deep: false,
+        log_dirs,
     };
     // With no keys given, verify decrypts nothing: it reads every chunk header and checks CRCs.
     let store = KeyStore::new(Vec::new());
@@ -363,6 +371,17 @@ fn usage_of(group: &str, id: &str, dirs: &DataDirs) -> Result<Usage> {
             );
         }
     }
+    for c in &rep.commitlog {
+        if c.key.as_deref() == Some(name.as_str()) {
+            u.segments.push(c.path.clone());
+        } else if c.status == "failed" {
+            u.unknown.push(format!(
+                "{}: {}",
+                c.path,
+                c.error.as_deref().unwrap_or("unreadable")
+            ));
+        }
+    }
     for b in &rep.backups {
         if let Some(e) = &b.error {
             u.unknown.push(format!("{}: {e}", b.data));
@@ -397,13 +416,21 @@ fn destroy(a: &KmipDestroyArgs) -> Result<Exit> {
         id: a.id.clone(),
     };
     let mut refuse = Vec::new();
-    match usage_of(&a.group, &a.id, &dirs) {
+    // With --scylla-yaml, the node's commit log and hints folders too (FORMAT.md 4.10).
+    let log_dirs = match &a.kmip.scylla_yaml {
+        Some(y) => sstable_rekey::rekey::scylla::commitlog::read_scylla_yaml(y)?.log_dirs,
+        None => Vec::new(),
+    };
+    match usage_of(&a.group, &a.id, &dirs, log_dirs) {
         Ok(u) => {
             for (f, n) in &u.live {
                 refuse.push(format!("live      {f}: {n} records under {key}"));
             }
             for (f, n) in &u.backups {
                 refuse.push(format!("snapshot/backup {f}: {n} records under {key}"));
+            }
+            for f in &u.segments {
+                refuse.push(format!("segment   {f}: under {key} until ScyllaDB replays it (nodetool drain, then a clean start of the node)"));
             }
             for f in &u.unknown {
                 refuse.push(format!("unreadable {f} (cannot tell its keys)"));

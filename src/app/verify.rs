@@ -8,12 +8,66 @@ use sstable_rekey::error::Result;
 use crate::app::scope::resolve_data_dirs;
 use sstable_rekey::rekey;
 use sstable_rekey::rekey::report::write_json;
+use sstable_rekey::rekey::scylla::commitlog::{read_scylla_yaml, LogDir};
 use sstable_rekey::rekey::verify::VerifyOptions;
+
+/// The KMIP options of the run: a `--scylla-yaml` without `kmip_hosts` (a node with local keys
+/// only) names the commit log and hints folders, not KMIP servers.
+fn kmip_opts(a: &VerifyArgs) -> Result<crate::app::cli::KmipOpts> {
+    let mut o = a.scope.kmip.clone();
+    if let Some(y) = &o.scylla_yaml {
+        let has_hosts = read_scylla_yaml(y)?.has_kmip_hosts;
+        if !has_hosts {
+            errln!(
+                "sstable-rekey: note: {} has no kmip_hosts: KMIP keys only through --keyring",
+                y.display()
+            );
+            o.scylla_yaml = None;
+        }
+    }
+    Ok(o)
+}
+
+/// The commit log and hints folders to check: `--commitlog-dir`/`--hints-dir`, each kind else
+/// from `--scylla-yaml` (its settings or ScyllaDB's defaults); none without either.
+fn log_dirs(a: &VerifyArgs) -> Result<Vec<LogDir>> {
+    let from_yaml = match &a.scope.kmip.scylla_yaml {
+        Some(y) => read_scylla_yaml(y)?.log_dirs,
+        None => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for (kind, given, flag) in [
+        ("commitlog", &a.commitlog_dirs, "--commitlog-dir"),
+        ("hints", &a.hints_dirs, "--hints-dir"),
+    ] {
+        if given.is_empty() {
+            out.extend(from_yaml.iter().filter(|d| d.kind == kind).cloned());
+        } else {
+            out.extend(given.iter().map(|p| LogDir {
+                path: p.clone(),
+                kind,
+                from: flag.into(),
+            }));
+        }
+    }
+    for d in &out {
+        if d.from.starts_with("scylla.yaml") {
+            errln!(
+                "sstable-rekey: note: {} folder {} from {}",
+                d.kind,
+                d.path.display(),
+                d.from
+            );
+        }
+    }
+    Ok(out)
+}
 
 pub fn run(a: &VerifyArgs) -> Result<Exit> {
     let keys = parse_refs(&a.keys)?;
+    let kmip = kmip_opts(a)?;
     let store = crate::app::kmip::build_keys(
-        &a.scope.kmip,
+        &kmip,
         a.scope.keyring.as_deref(),
         &keys,
         None,
@@ -27,6 +81,7 @@ pub fn run(a: &VerifyArgs) -> Result<Exit> {
         data_dirs: resolve_data_dirs(&a.scope.data_dirs, a.scope.cassandra_yaml.as_deref())?,
         selection: selection(&a.scope),
         deep: a.deep,
+        log_dirs: log_dirs(a)?,
     };
     if let Some(p) = &a.scope.report {
         check_report_path(p)?;
@@ -76,6 +131,27 @@ pub fn run(a: &VerifyArgs) -> Result<Exit> {
             ),
         }
     }
+    for c in &rep.commitlog {
+        let key = c.key.as_deref().unwrap_or("");
+        let what = if c.kind == "hints" {
+            "hints  "
+        } else {
+            "segment"
+        };
+        match c.status {
+            "ok" => outln!("OK  {what}  {}: under {key}", c.path),
+            "other_key" => outln!(
+                "OTHER KEY {what} {}: under {key} (not given); ScyllaDB needs that key until it replays the segment: nodetool drain, then a clean start of the node, then verify again",
+                c.path
+            ),
+            "unencrypted" => outln!("UNENCRYPTED {what} {}", c.path),
+            _ => outln!(
+                "FAILED {what} {}: {}",
+                c.path,
+                c.error.as_deref().unwrap_or("")
+            ),
+        }
+    }
     for b in rep.backups.iter().filter(|b| b.error.is_none()) {
         let keys: Vec<String> = b
             .keys
@@ -106,6 +182,21 @@ pub fn run(a: &VerifyArgs) -> Result<Exit> {
         );
     }
     print_unreadable(&rep.backups);
+    if !rep.commitlog_dirs.is_empty() {
+        let n = |st: &str| rep.commitlog.iter().filter(|c| c.status == st).count();
+        let other = n("other_key");
+        outln!(
+            "{} commit log segments and hints: {} under given keys, {} under other keys, {} failed, {} unencrypted",
+            rep.commitlog.len(),
+            n("ok"),
+            other,
+            rep.commitlog.len() - n("ok") - other - n("unencrypted"),
+            n("unencrypted")
+        );
+        if other > 0 {
+            outln!("note: the keys of commit log segments and hints above stay needed until ScyllaDB replays them (nodetool drain, then a clean start); they are never rewritten. Do not destroy those keys before verify passes");
+        }
+    }
     if let Some(m) = rep.data_dirs.missing_sentence() {
         outln!("NOT VERIFIED: {m}. Nothing is proven about their SSTables");
     }

@@ -18,6 +18,7 @@ use crate::rekey::node_config::DataDirs;
 use crate::rekey::plan::{Load, Loaded};
 use crate::rekey::report::BackupReport;
 use crate::rekey::rewrite::{each_window, ChunkOpener, Framed};
+use crate::rekey::scylla::commitlog::{LogDir, SegmentVerdict};
 use crate::sstable::crc;
 use crate::sstable::data::{parse_digest, read_at};
 use crate::sstable::pages;
@@ -27,6 +28,9 @@ pub struct VerifyOptions {
     pub data_dirs: DataDirs,
     pub selection: Selection,
     pub deep: bool,
+    /// ScyllaDB commit log and hints folders whose segments must not be under other keys
+    /// (FORMAT.md 4.10); empty: none checked.
+    pub log_dirs: Vec<LogDir>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +73,11 @@ pub struct VerifyReport {
     /// Old files a `rekey --purge-later` moved aside, waiting for `purge` (not live: no verdict
     /// depends on them, but they are still data under the old keys).
     pub obsolete: Option<crate::rekey::obsolete::Obsolete>,
+    /// The ScyllaDB commit log and hints folders checked, and where they come from.
+    pub commitlog_dirs: Vec<LogDir>,
+    /// Every segment of those folders: a segment under a key not given ("other_key") still needs
+    /// that key until ScyllaDB replays it; one that could not be told ("failed") fails too.
+    pub commitlog: Vec<SegmentVerdict>,
     pub seconds: f64,
 }
 
@@ -77,6 +86,10 @@ impl VerifyReport {
         self.under_other_keys == 0
             && self.failed == 0
             && self.data_dirs.missing.is_empty()
+            && self
+                .commitlog
+                .iter()
+                .all(|s| matches!(s.status, "ok" | "unencrypted"))
             && crate::rekey::report::unreadable(&self.backups)
                 .next()
                 .is_none()
@@ -159,6 +172,8 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
         data_dirs: opts.data_dirs.clone(),
         notes: found.notes,
         obsolete: None,
+        commitlog_dirs: opts.log_dirs.clone(),
+        commitlog: Vec::new(),
         seconds: 0.0,
     };
     obsolete_note(&opts.data_dirs.dirs, &mut rep);
@@ -166,6 +181,10 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
         rep.sstables.push(SstableVerdict::unseen(u, opts.deep));
         rep.failed += 1;
     }
+    let scylla_seen = found
+        .live
+        .iter()
+        .any(|(_, l)| matches!(l, Ok(Load::Scylla(_))));
     for (found, load) in found.live {
         if cancel.load(Ordering::SeqCst) {
             return Err(Error::Interrupted);
@@ -221,6 +240,11 @@ pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Re
         }
         rep.raw_chunks += v.raw_chunks;
         rep.sstables.push(v);
+    }
+    rep.commitlog =
+        crate::rekey::scylla::commitlog::scan(&opts.log_dirs, &allowed, fallback.as_ref());
+    if scylla_seen && opts.log_dirs.is_empty() {
+        rep.notes.push("note: ScyllaDB SSTables, but no commit log or hints folder checked: their segments may still need an old key (FORMAT.md 4.10). Give --scylla-yaml, or --commitlog-dir and --hints-dir".into());
     }
     rep.seconds = t0.elapsed().as_secs_f64();
     Ok(rep)

@@ -1019,6 +1019,82 @@ fn scylla_and_dse_yaml_reach_the_server() {
     assert!(!o.all().contains("hunter2"), "password echoed: {}", o.all());
 }
 
+/// With `--scylla-yaml`, `kmip destroy` also looks at the node's commit log and hints folders
+/// (FORMAT.md 4.10): a hints file whose side file names the key keeps it alive until it is gone.
+#[test]
+fn destroy_refuses_while_a_scylla_segment_names_the_key() {
+    use base64::Engine;
+    let Some(e) = env() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let c = e.certs();
+    let (k1, _) = e.create(128);
+    let (k2, h2) = e.create(128);
+    e.admin(&["revoke", &k1]);
+    // The node's SSTables are all under K2.
+    let data = e.encrypted(&tmp.path().join("data"), &k2, &h2, 128);
+    let node = tmp.path().join("node");
+    let host = node.join("hints/7d2b1c3e-0b8a-4d59-a3f1-2e6c9b8d4f10");
+    for d in [
+        node.join("commitlog"),
+        node.join("view_hints"),
+        host.clone(),
+    ] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let scylla = tmp.path().join("scylla.yaml");
+    std::fs::write(
+        &scylla,
+        format!(
+            "workdir: {}\nkmip_hosts:\n  {GROUP}:\n    hosts: 127.0.0.1:{}\n    certificate: {}\n    keyfile: {}\n    truststore: {}\n",
+            s(&node),
+            port(&e),
+            s(&c.join("client.crt")),
+            s(&c.join("client.key")),
+            s(&c.join("ca.crt"))
+        ),
+    )
+    .unwrap();
+    // The side file: options, key_id = the id's bytes + 01 (not a UUID), the end mark.
+    let mut id = k1.as_bytes().to_vec();
+    id.push(1);
+    let seg = host.join("HintsLog-2-1.log");
+    std::fs::write(&seg, [0u8; 64]).unwrap();
+    std::fs::write(
+        host.join(".HintsLog-2-1.log"),
+        format!(
+            "key_provider=KmipKeyProviderFactory\nkmip_host={GROUP}\nsecret_key_strength=128\nkey_id={}\n#-- end of file\n",
+            base64::engine::general_purpose::STANDARD.encode(&id)
+        ),
+    )
+    .unwrap();
+    let destroy = || {
+        tool(&[
+            "kmip",
+            "destroy",
+            GROUP,
+            &k1,
+            "--data-dir",
+            s(&data),
+            "--scylla-yaml",
+            s(&scylla),
+        ])
+    };
+    let o = destroy();
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(
+        o.stdout.contains("refusing to destroy") && o.stdout.contains(s(&seg)),
+        "{}",
+        o.all()
+    );
+    assert_eq!(e.state(&k1), "COMPROMISED");
+    // Replayed: the segment and its side file are gone.
+    std::fs::remove_file(&seg).unwrap();
+    std::fs::remove_file(host.join(".HintsLog-2-1.log")).unwrap();
+    let o = destroy();
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(o.stdout.contains("destroyed"), "{}", o.all());
+}
+
 /// `kmip destroy`'s in-use check must look wherever the node keeps SSTables (issue 10, items 2
 /// and 8): a pre-2.1 table folder `<ks>/<table>/`, a `snapshots/` folder that is a symbolic link
 /// to another disk, and a data directory of the node's cassandra.yaml that `--data-dir` leaves

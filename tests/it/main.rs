@@ -21,8 +21,9 @@ mod bti_indexes;
 // Interop with the independent oracle of ../shared (real Cassandra SSTables).
 mod oracle_bti;
 mod oracle_interop;
-// ScyllaDB encryption at rest: key files, and the ScyllaDB part of testdata/ checked with
+// ScyllaDB encryption at rest: key files, commit log and hints, and the ScyllaDB part of testdata/ checked with
 // the ScyllaDB oracle of ../shared.
+mod scylla_commitlog;
 mod scylla_crash;
 mod scylla_hostile;
 mod scylla_keys;

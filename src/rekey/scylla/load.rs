@@ -137,8 +137,8 @@ pub fn load(found: &Found, fallback: Option<&KeyId>) -> Result<Option<ScyllaLoad
     }))
 }
 
-/// The key an SSTable's options name.
-fn key_of(spec: &KeySpec, fallback: Option<&KeyId>, path: &Path) -> Result<KeyId> {
+/// The key an SSTable's options name (also a commit log side file's: `path` is the file named in errors).
+pub(crate) fn key_of(spec: &KeySpec, fallback: Option<&KeyId>, path: &Path) -> Result<KeyId> {
     match &spec.source {
         KeySource::Kmip { kmip_host, key_id } => Ok(KeyId::Kmip {
             group: kmip_host.clone(),

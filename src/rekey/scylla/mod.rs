@@ -3,9 +3,11 @@
 //!
 //! - [`load`]: what an SSTable with encryption attributes in Scylla.db is, and which key it needs;
 //! - [`check`]: every encrypted component decrypted with a key and checked the way a wrong key
-//!   cannot pass (4.8): the proof `verify` gives and the evidence a rekey needs.
+//!   cannot pass (4.8): the proof `verify` gives and the evidence a rekey needs;
+//! - [`commitlog`]: the commit log segments and hints still under a key (4.10), for `verify`.
 
 pub mod check;
+pub mod commitlog;
 pub mod load;
 pub mod recover;
 pub mod run;

@@ -6,7 +6,8 @@
 //!   numbers and the `encrypted_components` mask;
 //! - [`options`]: what the options say about the key (provider, cipher, strength, source);
 //! - [`key_id`]: `scylla_key_id` for KMIP (and the replicated shape, to refuse it by name);
-//! - [`rekey`]: the Scylla.db a rekey writes.
+//! - [`rekey`]: the Scylla.db a rekey writes;
+//! - [`commitlog`]: the side file naming the key of a commit log segment or hints file (4.10).
 //!
 //! Bytes in, bytes out: nothing here reads files or knows keys. Errors are
 //! [`Malformed`](crate::error::Malformed) messages naming the entry, attribute or option and the offset; the
@@ -15,6 +16,7 @@
 //! well-formed options this tool does not handle.
 
 pub mod attributes;
+pub mod commitlog;
 pub mod key_id;
 pub mod metadata;
 pub mod options;

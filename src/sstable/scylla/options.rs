@@ -191,6 +191,15 @@ impl KeySpec {
                 "no scylla_encryption_options: Data.db is not encrypted, no key to find".into(),
             ));
         };
+        Self::from_options(options, attrs.key_id.as_deref())
+    }
+
+    /// The key that `options` with the provider id `key_id` (`scylla_key_id` of an SSTable, the
+    /// `key_id` line of a commit log side file) name; refused as [`KeySpec::from_attributes`] says.
+    pub fn from_options(
+        options: &EncryptionOptions,
+        key_id: Option<&[u8]>,
+    ) -> Result<KeySpec, Malformed> {
         let provider = Provider::from_options(options);
         let refuse = |why: &str| {
             Err(Malformed(format!(
@@ -226,13 +235,13 @@ impl KeySpec {
                 source: KeySource::Local {
                     secret_key_file: options.get("secret_key_file").map(str::to_string),
                 },
-                ignored_key_id: attrs.key_id.clone(),
+                ignored_key_id: key_id.map(<[u8]>::to_vec),
             });
         }
         let Some(kmip_host) = options.get("kmip_host") else {
             return refuse("no kmip_host option (ScyllaDB: \"kmip_host must be provided\")");
         };
-        let Some(raw_id) = &attrs.key_id else {
+        let Some(raw_id) = key_id else {
             return refuse(
                 "no scylla_key_id attribute: ScyllaDB would read with whatever key a new write \
                  gets (Locate or Create), not a fixed one",
