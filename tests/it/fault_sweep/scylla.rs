@@ -60,6 +60,9 @@ struct Orig {
     old_ref: String,
 }
 
+/// The oracle's verdict on a generation: the key it opened it with and its plaintext digest.
+type Verdict = Result<(String, Value), String>;
+
 pub struct ScyllaSet {
     scratch: Scratch,
     /// The pristine data dir (each run copies it).
@@ -72,7 +75,7 @@ pub struct ScyllaSet {
     oracle_keys: Vec<OsString>,
     oracle: Option<PathBuf>,
     /// Oracle verdicts by the SHA-256 of a generation's files.
-    verdicts: Mutex<BTreeMap<String, Result<(String, Value), String>>>,
+    verdicts: Mutex<BTreeMap<String, Verdict>>,
 }
 
 impl ScyllaSet {
@@ -201,12 +204,7 @@ impl ScyllaSet {
 
     /// The oracle's verdict on generation `prefix` in `dir`: the key it opened it with (its
     /// `key_ref`, the key the Scylla.db names) and its `plaintext_sha256_all`.
-    fn oracle_verdict(
-        &self,
-        shared: &Path,
-        dir: &Path,
-        prefix: &str,
-    ) -> Result<(String, Value), String> {
+    fn oracle_verdict(&self, shared: &Path, dir: &Path, prefix: &str) -> Verdict {
         let mut files: Vec<PathBuf> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -652,17 +650,16 @@ pub fn run(
     sc.judge_resolved(&data, &before, planted.as_deref(), &resolved, &mut j);
     let new = sc.under_new_key(&data, &resolved);
     match cmd.kind {
-        CmdKind::RecoverScylla { committed, .. } => {
-            if new != committed as usize {
-                j.add(
-                    "journal resolved the wrong way",
-                    format!(
-                        "{new} SSTables under the new key, {} expected",
-                        committed as usize
-                    ),
-                );
-            }
+        CmdKind::RecoverScylla { committed, .. } if new != committed as usize => {
+            j.add(
+                "journal resolved the wrong way",
+                format!(
+                    "{new} SSTables under the new key, {} expected",
+                    committed as usize
+                ),
+            );
         }
+        CmdKind::RecoverScylla { .. } => {}
         _ if eintr && new != sc.live() => {
             j.add(
                 "EINTR not retried",
