@@ -31,6 +31,15 @@
 //!   non-component names there, they stop the purge), and an unfaulted `purge` must then finish;
 //! - `verify --key NEW --report FILE` on four trees: everything under the old key, one table rekeyed and the
 //!   other not (both ways), and every live SSTable rekeyed (the snapshot still under the old key).
+//! - ScyllaDB (`fault_sweep/scylla.rs`, its own data set: `scylla_edge.t_snap` with its snapshot
+//!   and one SSTable of `scylla_matrix.t_kmip_CBC_128`, to `file:keys/new.key`): `rekey-scylla`
+//!   (the swap of FORMAT.md 4.9 under its journal) and `recover-scylla-doomed` /
+//!   `recover-scylla-committed` (`recover` of the journal a rekey crashed at the failpoint
+//!   `scylla.doomed` / `scylla.committed` left), judged by ScyllaDB's startup rule
+//!   (`support::scylla_boot`: every original SSTable loaded exactly once, by its SSTableIdentifier,
+//!   before and after `recover`, and `recover` resolving as a start would), the ScyllaDB oracle,
+//!   leftovers, foreign files and the exit status (that file's comment says how); then an
+//!   unfaulted `rekey` must finish the job.
 //!
 //! Injection: tests/it/support/inject.rs (ptrace + seccomp; one fault per run: strace's `when=K`
 //! counts per thread and fails the K-th call of every thread). A counting run lists the tool's
@@ -55,7 +64,8 @@
 //! to write back; std asserts it cannot happen) and from `getrandom(GRND_INSECURE)` (std's HashMap
 //! seed, which std treats as infallible). Every other call of those kinds is swept.
 //!
-//! After each injected run (and, for rekey and recover, a `recover` without fault):
+//! After each injected run of the DSE/HCD data set (and, for rekey and recover, a `recover` without
+//! fault):
 //! 1. every original live SSTable exists exactly once, under the old or the new key, with its
 //!    original plaintext (`support::check_resolved_except`: the independent decryptor and the
 //!    MANIFEST digests), and is counted lost when no intact generation of it is left;
@@ -98,6 +108,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::inject::{pid_namespace, traced, Call, Fault, Traced, FILE_KINDS, PLANTED};
 use crate::support::*;
+
+mod scylla;
 
 /// A run that takes longer is killed and reported as a hang.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -173,6 +185,8 @@ struct Sweep {
     decoys: BTreeSet<PathBuf>,
     kinds: Vec<&'static str>,
     live: usize,
+    /// The ScyllaDB data set of `rekey-scylla` and `recover-scylla-*` (the full sweep only).
+    scylla: Option<scylla::ScyllaSet>,
 }
 
 impl Sweep {
@@ -225,6 +239,7 @@ impl Sweep {
             decoys,
             kinds: FILE_KINDS.iter().map(|(k, _)| *k).collect(),
             live,
+            scylla: None,
         }
     }
 
@@ -610,7 +625,9 @@ fn check_report(kind: CmdKind, path: &Path, live: usize) -> Result<(), String> {
                 ));
             }
         }
-        CmdKind::Recover { .. } => return Ok(()),
+        CmdKind::Recover { .. } | CmdKind::RekeyScylla | CmdKind::RecoverScylla { .. } => {
+            return Ok(())
+        }
         CmdKind::Purge => {
             let files = n(&v["files"]);
             return match files > 0 && v["error"].is_null() {
@@ -660,6 +677,21 @@ enum CmdKind {
     RekeyStaged,
     /// `purge` of what an unfaulted `stage` and `rekey --purge-later` moved aside.
     Purge,
+    /// `rekey` of the ScyllaDB data set (`scylla::ScyllaSet`): after `recover`, an unfaulted
+    /// `rekey` must finish the job.
+    RekeyScylla,
+    /// `recover` of the journal a ScyllaDB rekey crashed at this failpoint left (`committed`: the
+    /// first SSTable's swap was committed).
+    RecoverScylla {
+        failpoint: &'static str,
+        committed: bool,
+    },
+}
+
+impl CmdKind {
+    fn is_scylla(self) -> bool {
+        matches!(self, CmdKind::RekeyScylla | CmdKind::RecoverScylla { .. })
+    }
 }
 
 /// The folder staged commits move the old files into until `purge`.
@@ -698,6 +730,9 @@ impl Cmd {
             CmdKind::Verify { .. } => sw.verify_args(data),
             CmdKind::Stage => stage_args(sw, data),
             CmdKind::Purge => strings(&["purge", "--data-dir", data.to_str().unwrap()]),
+            CmdKind::RekeyScylla | CmdKind::RecoverScylla { .. } => {
+                return scylla::args(sw.scylla.as_ref().unwrap(), self.kind, data)
+            }
         };
         args.push("--report".into());
         args.push(report_path(data).display().to_string());
@@ -748,6 +783,9 @@ impl Cmd {
 
     /// One run under the injector, and the checks.
     fn run(&self, sw: &Sweep, dir: &Path, fault: Option<Fault>, record: bool) -> (Traced, Judged) {
+        if self.kind.is_scylla() {
+            return scylla::run(self, sw, dir, fault, record);
+        }
         let (data, before) = self.prepare(sw, dir);
         let ready = state(&data);
         let ready_dirs = dirs(&data);
@@ -955,6 +993,7 @@ impl Cmd {
                     );
                 }
             }
+            CmdKind::RekeyScylla | CmdKind::RecoverScylla { .. } => unreachable!("scylla::run"),
             CmdKind::Rekey | CmdKind::Recover { .. } => {
                 let logs = logs_under(&data);
                 if code == 2 && !written.is_empty() {
@@ -1074,6 +1113,23 @@ fn commands(sw: &Sweep, base: &Path, verify_trees: &[VerifyTree]) -> Vec<Cmd> {
     cmds.push(("stage", CmdKind::Stage, sw.ds.data.clone(), 0));
     cmds.push(("rekey-staged", CmdKind::RekeyStaged, sw.ds.data.clone(), 0));
     cmds.push(("purge", CmdKind::Purge, sw.ds.data.clone(), 0));
+    if let Some(sc) = &sw.scylla {
+        cmds.push(("rekey-scylla", CmdKind::RekeyScylla, sc.data.clone(), 0));
+        for (label, failpoint, committed) in [
+            ("recover-scylla-doomed", "scylla.doomed", false),
+            ("recover-scylla-committed", "scylla.committed", true),
+        ] {
+            cmds.push((
+                label,
+                CmdKind::RecoverScylla {
+                    failpoint,
+                    committed,
+                },
+                sc.data.clone(),
+                0,
+            ));
+        }
+    }
     for &(label, keyspaces, old_live) in verify_trees {
         let template = base.join("templates").join(label);
         copy_tree(&sw.ds.data, &template);
@@ -1233,7 +1289,8 @@ fn fault_sweep_every_syscall_of_rekey_recover_stage_and_verify() {
         "FAULT_SWEEP_ONLY sweeps a part only: not with CI=true"
     );
     let t0 = Instant::now();
-    let sw = Sweep::new(&sweep_tables(), true);
+    let mut sw = Sweep::new(&sweep_tables(), true);
+    sw.scylla = Some(scylla::ScyllaSet::new());
     let base = sw.ds.root.join("sweep");
     let cmds = commands(
         &sw,
@@ -1785,5 +1842,175 @@ fn sweep_checks_catch_each_kind_of_damage() {
             "{name}: want [{want}], got {:?}",
             j.findings
         );
+    }
+}
+
+// ------------------------------------------------------------------ found by the ScyllaDB sweep
+
+/// Found by `rekey-scylla:write:1:EIO`: when writing the journal of a ScyllaDB swap failed, the
+/// empty journal file stayed in `.sstable-rekey-scylla/`: the run exited 1 without saying
+/// `recover`, `recover` then failed on it ("not a journal of sstable-rekey") and every later rekey
+/// refused to start. The rule: a journal that is not whole and durable is removed with the error
+/// (nothing was written in the table folder yet); the run fails that SSTable, `recover` has
+/// nothing to do and the next rekey finishes.
+#[test]
+fn a_failed_scylla_journal_write_leaves_no_journal() {
+    let sc = scylla::ScyllaSet::new();
+    let base = sc.root().join("journal-write");
+    let fresh = |name: &str| {
+        let data = base.join(name).join("data");
+        copy_tree(&sc.data, &data);
+        data
+    };
+    let data = fresh("count");
+    let t = traced(
+        sc.root(),
+        &sc.rekey_args(&data),
+        ENV,
+        &["write"],
+        None,
+        true,
+        TIMEOUT,
+    );
+    assert_eq!(t.run.code, 0, "{}", t.run.all());
+    let journal_write = t
+        .calls
+        .iter()
+        .find(|c| c.kind == "write" && c.what.contains(scylla::JOURNALS))
+        .expect("the journal is written")
+        .clone();
+
+    let data = fresh("faulted");
+    let before = state(&data);
+    let t = traced(
+        sc.root(),
+        &sc.rekey_args(&data),
+        ENV,
+        &["write"],
+        Some(Fault {
+            kind: "write",
+            nth: journal_write.nth,
+            errno: libc::EIO,
+            plant: false,
+        }),
+        false,
+        TIMEOUT,
+    );
+    assert!(
+        t.injected
+            .as_ref()
+            .is_some_and(|c| c.what.contains(scylla::JOURNALS)),
+        "the fault must hit the journal: {:?}",
+        t.injected
+    );
+    assert_eq!(t.run.code, 1, "that SSTable failed: {}", t.run.all());
+    let mut left = Vec::new();
+    if data.join(scylla::JOURNALS).is_dir() {
+        walk(&data.join(scylla::JOURNALS), &mut left);
+    }
+    assert!(left.is_empty(), "journal left: {left:?}\n{}", t.run.all());
+    let rec = run_in(
+        sc.root(),
+        &strings(&["recover", "--data-dir", data.to_str().unwrap()]),
+        ENV,
+    );
+    assert_eq!(rec.code, 0, "{}", rec.all());
+    let r = run_in(sc.root(), &sc.rekey_args(&data), ENV);
+    assert_eq!(r.code, 0, "the next rekey finishes: {}", r.all());
+    let after = state(&data);
+    assert!(
+        before
+            .keys()
+            .filter(|p| p.to_string_lossy().contains("/snapshots/"))
+            .all(|p| after.get(p) == before.get(p)),
+        "snapshots untouched"
+    );
+    assert!(!data.join(scylla::JOURNALS).exists());
+}
+
+/// Found by `recover-scylla-doomed:statx:15:EIO` and `recover-scylla-committed:statx:16:EIO`:
+/// `recover` asked whether a `TOC.txt.tmp` was there with `Path::exists`, which says "no" when the
+/// stat fails; it then took the swap for finished, removed its journal and exited 0, leaving the
+/// unsealed copy (or the doomed old SSTable) with its `TOC.txt.tmp`, and every later rekey
+/// refused the folder. The rule: a failed stat fails the recovery, the journal stays, and a
+/// `recover` without the fault resolves it.
+#[test]
+fn a_failed_stat_in_scylla_recover_keeps_the_journal() {
+    require_failpoints();
+    let sc = scylla::ScyllaSet::new();
+    for (failpoint, name) in [
+        ("scylla.doomed", "doomed"),
+        ("scylla.committed", "committed"),
+    ] {
+        let crashed = |run: &str| {
+            let data = sc
+                .root()
+                .join("recover-stat")
+                .join(name)
+                .join(run)
+                .join("data");
+            copy_tree(&sc.data, &data);
+            let mut env = ENV.to_vec();
+            env.push((sstable_rekey::rekey::failpoint::ENV, failpoint));
+            let r = run_in(sc.root(), &sc.rekey_args(&data), &env);
+            assert_eq!(r.code, 128 + libc::SIGABRT, "{}", r.all());
+            data
+        };
+        let recover_args =
+            |data: &Path| strings(&["recover", "--data-dir", data.to_str().unwrap()]);
+        let data = crashed("count");
+        let t = traced(
+            sc.root(),
+            &recover_args(&data),
+            ENV,
+            &["statx"],
+            None,
+            true,
+            TIMEOUT,
+        );
+        assert_eq!(t.run.code, 0, "{}", t.run.all());
+        let stats: Vec<u64> = t
+            .calls
+            .iter()
+            .filter(|c| c.kind == "statx" && c.what.contains("TOC.txt.tmp"))
+            .map(|c| c.nth)
+            .collect();
+        assert!(!stats.is_empty(), "{name}: recover looks for a TOC.txt.tmp");
+        for nth in stats {
+            let data = crashed(&format!("statx-{nth}"));
+            let t = traced(
+                sc.root(),
+                &recover_args(&data),
+                ENV,
+                &["statx"],
+                Some(Fault {
+                    kind: "statx",
+                    nth,
+                    errno: libc::EIO,
+                    plant: false,
+                }),
+                false,
+                TIMEOUT,
+            );
+            let mut journals = Vec::new();
+            if data.join(scylla::JOURNALS).is_dir() {
+                walk(&data.join(scylla::JOURNALS), &mut journals);
+            }
+            assert!(
+                t.run.code != 0 && journals.len() == 1,
+                "{name}, statx #{nth} failed: exit {}, journals {journals:?}\n{}",
+                t.run.code,
+                t.run.all()
+            );
+            let r = run_in(sc.root(), &recover_args(&data), ENV);
+            assert_eq!(r.code, 0, "{}", r.all());
+            let mut left = Vec::new();
+            walk(&data, &mut left);
+            assert!(
+                !left.iter().any(|p| p.to_string_lossy().ends_with(".tmp")),
+                "{name}: {left:?}"
+            );
+            assert!(!data.join(scylla::JOURNALS).exists());
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Crash safety of the ScyllaDB swap (FORMAT.md 4.9): a rekey of one ScyllaDB table crashed (or
 //! failed) at every failpoint of the swap, judged by an independent model of ScyllaDB's startup
-//! rule written here from FORMAT.md 4.9 (a generation with a TOC.txt.tmp is deleted; one with a
-//! TOC.txt is loaded; one with neither stops the node), not from the crate:
+//! rule written from FORMAT.md 4.9, not from the crate (`support::scylla_boot`, shared with the
+//! fault sweep: a generation with a TOC.txt.tmp is deleted; one with a TOC.txt is loaded; one with
+//! neither stops the node):
 //! - before `recover`, the folder as ScyllaDB would start it holds every original SSTable exactly
 //!   once (by its Scylla.db SSTableIdentifier, which a rekey keeps), and never stops the node;
 //! - `recover` resolves it to that same set, with no TOC.txt.tmp, journal or stray file left;
@@ -9,61 +10,18 @@
 //!   ScyllaDB oracle of ../shared, when present);
 //! - an unfaulted rekey then brings the whole table under the new key.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;
-use std::path::Path;
 
 use crate::support::oracle::{scylla_oracle, shared};
-use crate::support::{require_failpoints, scylla_manifest, strings, Scratch, ScyllaDb};
+use crate::support::{
+    manifest_identifier as hex_id, require_failpoints, scylla_boot,
+    scylla_identifier as identifier, scylla_manifest, scylla_prefix as prefix, strings, Scratch,
+    ScyllaDb,
+};
 
 const TABLE: &str = "t_local_CBC_128";
-
-/// `<v>-<generation>-<format>-` of an SSTable file name.
-fn prefix(name: &str) -> Option<String> {
-    let mut parts = name.splitn(4, '-');
-    let (v, g, f) = (parts.next()?, parts.next()?, parts.next()?);
-    parts.next()?;
-    Some(format!("{v}-{g}-{f}-"))
-}
-
-/// ScyllaDB's startup over one table folder (FORMAT.md 4.9): the live generations, or why the
-/// node would not start.
-fn scylla_boot(dir: &Path) -> Result<BTreeSet<String>, String> {
-    let mut gens: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for e in fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if !e.file_type().unwrap().is_file() {
-            continue;
-        }
-        let name = e.file_name().into_string().unwrap();
-        let p = prefix(&name).ok_or(format!("{name}: not an SSTable name: no start"))?;
-        gens.entry(p.clone())
-            .or_default()
-            .insert(name[p.len()..].to_string());
-    }
-    let mut live = BTreeSet::new();
-    for (p, comps) in gens {
-        if comps.contains("TOC.txt.tmp") {
-            continue; // deleted at startup
-        }
-        if !comps.contains("TOC.txt") {
-            return Err(format!("{p}: files without a TOC: \"Refusing to boot\""));
-        }
-        live.insert(p);
-    }
-    Ok(live)
-}
-
-/// The SSTableIdentifier (tag 10) of a generation's Scylla.db.
-fn identifier(dir: &Path, prefix: &str) -> Vec<u8> {
-    let db = ScyllaDb::read(&dir.join(format!("{prefix}Scylla.db")));
-    db.entries
-        .iter()
-        .find(|(t, _)| *t == 10)
-        .map(|(_, p)| p.clone())
-        .expect("tag 10")
-}
 
 fn variants() -> Vec<String> {
     let mut v = Vec::new();
@@ -216,12 +174,4 @@ fn every_failpoint_of_the_scylla_swap_resolves_like_scylla_startup() {
         fired >= variants().len() - 4,
         "most variants must fire: {fired}"
     );
-}
-
-/// The SSTableIdentifier bytes of a MANIFEST entry (its 8-4-4-4-12 form).
-fn hex_id(e: &serde_json::Value) -> Vec<u8> {
-    let s = e["sstable_identifier"].as_str().unwrap().replace('-', "");
-    (0..16)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
 }

@@ -69,11 +69,17 @@ fn one(path: &Path) -> Result<&'static str> {
     if !sane(&j.old) || !sane(&j.new) || !j.dir.is_absolute() {
         return Err(Error::corrupt(path, "names no SSTable prefixes"));
     }
-    let outcome = if j.dir.join(format!("{}TOC.txt.tmp", j.new)).exists() {
+    // Whether a TOC.txt.tmp is there decides everything: a stat that fails is an error, never
+    // "not there" (that would remove the journal and leave the swap unresolved).
+    let there = |prefix: &str| {
+        let p = j.dir.join(format!("{prefix}TOC.txt.tmp"));
+        p.try_exists().map_err(|e| Error::io(&p, "stat", e))
+    };
+    let outcome = if there(&j.new)? {
         // Never sealed: the old SSTable is the live one.
         finish(&j.dir, &j.new, &components_of(&j.dir, &j.new)?)?;
         "rolled back (the new copy was not sealed)"
-    } else if j.dir.join(format!("{}TOC.txt.tmp", j.old)).exists() {
+    } else if there(&j.old)? {
         // Committed: the old SSTable was doomed by the rename.
         finish(&j.dir, &j.old, &components_of(&j.dir, &j.old)?)?;
         "finished (the old SSTable deleted)"

@@ -74,8 +74,9 @@ impl Swap<'_> {
             .map_err(|e| Error::io(&old_tmp, "rename (commit)", e))
             .and_then(|()| sync_dir(&new.dir));
         if let Err(e) = sealed {
-            if old_tmp.exists() {
-                // The rename happened; whether it is durable is unknown: recover decides.
+            if old_tmp.try_exists().unwrap_or(true) {
+                // The rename happened (or whether it did is unknown); whether it is durable is
+                // unknown: recover decides. Nothing of X' may be removed now.
                 return Err(Error::CleanupFailed(Box::new(e)));
             }
             return Err(self.abandon(e, created, &journal));
@@ -212,11 +213,21 @@ impl Swap<'_> {
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| Error::io(&path, "create journal", e))?;
-        std::io::Write::write_all(&mut f, &serde_json::to_vec(&j).expect("serializes"))
-            .map_err(|e| Error::io(&path, "write", e))?;
-        f.sync_all().map_err(|e| Error::io(&path, "fsync", e))?;
-        sync_dir(&root)?;
-        Ok(path)
+        // A journal that is not whole and durable is removed before the error is returned: an
+        // empty or partial one would stop `recover` (it cannot tell what it named) and every
+        // later rekey, and nothing in the table folder has been written yet.
+        let whole = std::io::Write::write_all(&mut f, &serde_json::to_vec(&j).expect("serializes"))
+            .map_err(|e| Error::io(&path, "write", e))
+            .and_then(|()| f.sync_all().map_err(|e| Error::io(&path, "fsync", e)))
+            .and_then(|()| sync_dir(&root));
+        drop(f);
+        match whole {
+            Ok(()) => Ok(path),
+            Err(e) => Err(match remove_journal(&path) {
+                Ok(()) => e,
+                Err(e2) => Error::rollback_failed(e, e2),
+            }),
+        }
     }
 
     /// Before the commit: removes what this swap created (newest first: TOC.txt.tmp(g') last)

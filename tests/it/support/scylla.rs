@@ -244,3 +244,74 @@ pub fn edit_scylla_db(
     sdb.set_attributes(&all);
     fs::write(path, sdb.serialize()).unwrap();
 }
+
+// ------------------------------------------------------------------ ScyllaDB's startup rule
+
+/// `<v>-<generation>-<format>-` of an SSTable file name (`me-3-big-Data.db` → `me-3-big-`).
+pub fn scylla_prefix(name: &str) -> Option<String> {
+    let mut parts = name.splitn(4, '-');
+    let (v, g, f) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next()?;
+    Some(format!("{v}-{g}-{f}-"))
+}
+
+/// ScyllaDB's startup over one table folder (FORMAT.md 4.9), written from the format, not from
+/// the crate: a generation with a TOC.txt.tmp is deleted; one with a TOC.txt is loaded; one with
+/// neither stops the node ("Refusing to boot"), as does a file whose name is no SSTable's. Returns
+/// the live generations (their prefixes), or why the node would not start. Files named in `skip`
+/// (another process's, which the caller judges itself) are left out.
+pub fn scylla_boot_except(
+    dir: &Path,
+    skip: &std::collections::BTreeSet<String>,
+) -> Result<std::collections::BTreeSet<String>, String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut gens: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if !e.file_type().unwrap().is_file() {
+            continue;
+        }
+        let name = e.file_name().into_string().unwrap();
+        if skip.contains(&name) {
+            continue;
+        }
+        let p = scylla_prefix(&name).ok_or(format!("{name}: not an SSTable name: no start"))?;
+        gens.entry(p.clone())
+            .or_default()
+            .insert(name[p.len()..].to_string());
+    }
+    let mut live = BTreeSet::new();
+    for (p, comps) in gens {
+        if comps.contains("TOC.txt.tmp") {
+            continue; // deleted at startup
+        }
+        if !comps.contains("TOC.txt") {
+            return Err(format!("{p}: files without a TOC: \"Refusing to boot\""));
+        }
+        live.insert(p);
+    }
+    Ok(live)
+}
+
+/// [`scylla_boot_except`] with nothing left out.
+pub fn scylla_boot(dir: &Path) -> Result<std::collections::BTreeSet<String>, String> {
+    scylla_boot_except(dir, &Default::default())
+}
+
+/// The SSTableIdentifier (Scylla.db tag 10, which a rekey keeps) of generation `prefix` in `dir`.
+pub fn scylla_identifier(dir: &Path, prefix: &str) -> Vec<u8> {
+    let db = ScyllaDb::read(&dir.join(format!("{prefix}Scylla.db")));
+    db.entries
+        .iter()
+        .find(|(t, _)| *t == 10)
+        .map(|(_, p)| p.clone())
+        .expect("tag 10")
+}
+
+/// The SSTableIdentifier bytes of a MANIFEST entry (its 8-4-4-4-12 form).
+pub fn manifest_identifier(e: &serde_json::Value) -> Vec<u8> {
+    let s = e["sstable_identifier"].as_str().unwrap().replace('-', "");
+    (0..16)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
