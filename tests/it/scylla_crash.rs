@@ -59,17 +59,7 @@ fn every_failpoint_of_the_scylla_swap_resolves_like_scylla_startup() {
     for v in variants() {
         let env = Scratch::of(&["scylla", "keys"]);
         let data = env.s("scylla/data");
-        let dir = fs::read_dir(env.p("scylla/data/scylla_matrix"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .starts_with(&format!("{TABLE}-"))
-            })
-            .unwrap();
+        let dir = crate::support::table_dir(&env.p("scylla/data/scylla_matrix"), TABLE);
         let ids_before: BTreeSet<Vec<u8>> = scylla_boot(&dir)
             .unwrap()
             .iter()
@@ -174,4 +164,37 @@ fn every_failpoint_of_the_scylla_swap_resolves_like_scylla_startup() {
         fired >= variants().len() - 4,
         "most variants must fire: {fired}"
     );
+}
+
+/// A rekey given a relative `--data-dir`, crashed after its commit rename: the journal names the
+/// folder absolutely, so `recover` (relative or absolute) finishes the swap.
+#[test]
+fn a_journal_from_a_relative_data_dir_is_recovered() {
+    require_failpoints();
+    let env = Scratch::of(&["scylla", "keys"]);
+    let rel = env
+        .p("scylla/data")
+        .strip_prefix(env.tmp.path())
+        .unwrap()
+        .display()
+        .to_string();
+    let mut args = strings(&["rekey", "-q", "--to"]);
+    args.push(format!("file:{}", env.s("keys/new.key")));
+    args.extend(strings(&["--data-dir", &rel, "scylla_matrix", TABLE]));
+    let r = crate::support::run_in(
+        env.tmp.path(),
+        &args,
+        &[("SSTABLE_REKEY_TEST_FAILPOINT", "scylla.committed")],
+    );
+    assert_eq!(r.code, 134, "{}", r.all());
+    let rec = crate::support::run_in(
+        env.tmp.path(),
+        &strings(&["recover", "--data-dir", &rel]),
+        &[],
+    );
+    assert_eq!(rec.code, 0, "{}", rec.all());
+    assert!(rec.stdout.contains("finished"), "{}", rec.all());
+    let dir = crate::support::table_dir(&env.p("scylla/data/scylla_matrix"), TABLE);
+    assert_eq!(scylla_boot(&dir).unwrap().len(), 4);
+    assert!(!env.p("scylla/data/.sstable-rekey-scylla").exists());
 }

@@ -17,17 +17,7 @@ use crate::support::{edit_scylla_db, strings, tree_strict, Scratch};
 const TABLE: &str = "t_local_CBC_128";
 
 fn table_dir(env: &Scratch) -> PathBuf {
-    fs::read_dir(env.p("scylla/data/scylla_matrix"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with(&format!("{TABLE}-"))
-        })
-        .unwrap()
+    crate::support::table_dir(&env.p("scylla/data/scylla_matrix"), TABLE)
 }
 
 /// The files of generation `prefix` in `dir`: name → SHA-256.

@@ -11,23 +11,13 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::Path;
 
-use base64::Engine;
 use serde_json::Value;
 
 use crate::support::oracle::{par_map, scylla_oracle, shared};
 use crate::support::{hex, scylla_manifest, strings, tree_strict, walk, Scratch};
 
 fn keyring(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (id, k) = l.rsplit_once(':').unwrap();
-            let k = base64::engine::general_purpose::STANDARD.decode(k).unwrap();
-            (id.to_string(), k)
-        })
-        .collect()
+    crate::support::read_keyring(path)
 }
 
 fn env() -> Scratch {

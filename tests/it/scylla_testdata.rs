@@ -12,7 +12,6 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use serde_json::Value;
 
 use crate::support::oracle::{par_map, scylla_oracle, shared};
@@ -66,18 +65,7 @@ fn split(root: &Path, e: &Value) -> (PathBuf, String) {
 
 /// `<id>:<base64 key>` lines (comments start with '#').
 fn keyring(path: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (id, k) = l.rsplit_once(':').unwrap();
-            (
-                id.to_string(),
-                base64::engine::general_purpose::STANDARD.decode(k).unwrap(),
-            )
-        })
-        .collect()
+    crate::support::read_keyring(path)
 }
 
 #[test]

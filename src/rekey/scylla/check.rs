@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::scylla::{cipher_len, plain_len, tail_is_zero, FileCipher, FILE_BLOCK};
 use crate::error::{Error, Result};
-use crate::rekey::scylla::load::ScyllaLoaded;
+use crate::rekey::scylla::load::{EncryptedFile, ScyllaLoaded};
 use crate::sstable::data::{parse_digest, read_at};
 use crate::sstable::integrity::{statistics_toc, DataCheck};
 use crate::sstable::scylla::component_number;
@@ -166,26 +166,7 @@ fn check_data(
 ) -> Result<()> {
     let (wrong, as_wrong) = (|p: &Path, m: &str| wrong(p, key, m), |e| as_wrong(e, key));
     let path = l.path("Data.db");
-    let data = l
-        .files
-        .iter()
-        .find(|f| f.component == "Data.db")
-        .expect("Data.db is always encrypted");
-    let plain = plain_len(data.file_len).map_err(|m| Error::corrupt(&path, m.0))?;
-    let mut check = match (kept.get("CompressionInfo.db"), kept.get("CRC.db")) {
-        (Some(ci), _) => {
-            let ci_path = l.path("CompressionInfo.db");
-            let ci = CompressionInfo::parse(ci, false, Some(plain), &ci_path).map_err(as_wrong)?;
-            DataCheck::compressed(&ci, plain, &path).map_err(as_wrong)?
-        }
-        (None, Some(crc_db)) => DataCheck::uncompressed(crc_db, plain, &path).map_err(as_wrong)?,
-        (None, None) => {
-            return Err(Error::corrupt(
-                &path,
-                "neither CompressionInfo.db nor CRC.db: nothing to check Data.db against",
-            ))
-        }
-    };
+    let (data, plain, mut check) = data_check(l, kept, &path, key)?;
     let mut crc = crc32fast::Hasher::new();
     let tail = decrypt_stream(cipher, &path, data.file_len, |p| {
         crc.update(p);
@@ -223,27 +204,8 @@ fn sample_data(
     key: &str,
 ) -> Result<()> {
     let path = l.path("Data.db");
-    let data = l
-        .files
-        .iter()
-        .find(|f| f.component == "Data.db")
-        .expect("Data.db is always encrypted");
-    let plain = plain_len(data.file_len).map_err(|m| Error::corrupt(&path, m.0))?;
     let as_wrong = |e| as_wrong(e, key);
-    let mut check = match (kept.get("CompressionInfo.db"), kept.get("CRC.db")) {
-        (Some(ci), _) => {
-            let ci_path = l.path("CompressionInfo.db");
-            let ci = CompressionInfo::parse(ci, false, Some(plain), &ci_path).map_err(as_wrong)?;
-            DataCheck::compressed(&ci, plain, &path).map_err(as_wrong)?
-        }
-        (None, Some(crc_db)) => DataCheck::uncompressed(crc_db, plain, &path).map_err(as_wrong)?,
-        (None, None) => {
-            return Err(Error::corrupt(
-                &path,
-                "neither CompressionInfo.db nor CRC.db: nothing to check Data.db against",
-            ))
-        }
-    };
+    let (data, plain, mut check) = data_check(l, kept, &path, key)?;
     let first = (WINDOW_BLOCKS as usize * FILE_BLOCK).min(data.file_len as usize);
     let mut head = Zeroizing::new(vec![0u8; first]);
     let f = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
@@ -267,6 +229,38 @@ fn sample_data(
         ));
     }
     Ok(())
+}
+
+/// Data.db's encrypted file, its plaintext length, and the check of its records against its
+/// CompressionInfo.db (or CRC.db, uncompressed), both already decrypted in `kept`.
+fn data_check<'a>(
+    l: &'a ScyllaLoaded,
+    kept: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+    path: &'a Path,
+    key: &str,
+) -> Result<(&'a EncryptedFile, u64, DataCheck<'a>)> {
+    let as_wrong = |e| as_wrong(e, key);
+    let data = l
+        .files
+        .iter()
+        .find(|f| f.component == "Data.db")
+        .expect("Data.db is always encrypted");
+    let plain = plain_len(data.file_len).map_err(|m| Error::corrupt(&path, m.0))?;
+    let check = match (kept.get("CompressionInfo.db"), kept.get("CRC.db")) {
+        (Some(ci), _) => {
+            let ci_path = l.path("CompressionInfo.db");
+            let ci = CompressionInfo::parse(ci, false, Some(plain), &ci_path).map_err(as_wrong)?;
+            DataCheck::compressed(&ci, plain, &path).map_err(as_wrong)?
+        }
+        (None, Some(crc_db)) => DataCheck::uncompressed(crc_db, plain, &path).map_err(as_wrong)?,
+        (None, None) => {
+            return Err(Error::corrupt(
+                &path,
+                "neither CompressionInfo.db nor CRC.db: nothing to check Data.db against",
+            ))
+        }
+    };
+    Ok((data, plain, check))
 }
 
 /// Tag 12 (2026.2+): every listed component's plaintext CRC32.

@@ -40,11 +40,16 @@ pub fn journals(data_dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// Resolves every journal of `data_dirs`, then removes the empty journal folders.
 pub fn recover(data_dirs: &[PathBuf]) -> Result<Vec<Recovered>> {
     let mut done = Vec::new();
-    for j in journals(data_dirs)? {
-        done.push(Recovered {
-            outcome: one(&j)?,
-            journal: j,
-        });
+    for dd in data_dirs {
+        // Journals name absolute folders: one that names a folder outside its own data
+        // directory is not trusted to decide what to delete.
+        let home = fs::canonicalize(dd).map_err(|e| Error::io(dd, "resolve path", e))?;
+        for j in journals(std::slice::from_ref(dd))? {
+            done.push(Recovered {
+                outcome: one(&j, &home)?,
+                journal: j,
+            });
+        }
     }
     for dd in data_dirs {
         match fs::remove_dir(dd.join(JOURNALS)) {
@@ -57,7 +62,7 @@ pub fn recover(data_dirs: &[PathBuf]) -> Result<Vec<Recovered>> {
     Ok(done)
 }
 
-fn one(path: &Path) -> Result<&'static str> {
+fn one(path: &Path, home: &Path) -> Result<&'static str> {
     let text = fs::read(path).map_err(|e| Error::io(path, "read journal", e))?;
     let j: Journal = serde_json::from_slice(&text).map_err(|e| {
         Error::corrupt(
@@ -68,6 +73,16 @@ fn one(path: &Path) -> Result<&'static str> {
     let sane = |p: &str| p.ends_with('-') && !p.contains('/') && !p.contains('\0');
     if !sane(&j.old) || !sane(&j.new) || !j.dir.is_absolute() {
         return Err(Error::corrupt(path, "names no SSTable prefixes"));
+    }
+    if !j.dir.starts_with(home) || j.dir == home {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "names the folder {}, outside the data directory {} that holds it: move it away and resolve that folder by starting ScyllaDB",
+                j.dir.display(),
+                home.display()
+            ),
+        ));
     }
     // Whether a TOC.txt.tmp is there decides everything: a stat that fails is an error, never
     // "not there" (that would remove the journal and leave the swap unresolved).

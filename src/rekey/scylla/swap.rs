@@ -195,8 +195,12 @@ impl Swap<'_> {
                 Err(e) => return Err(Error::io(&root, "create folder", e)),
             }
         }
+        // Absolute and resolved: `recover` may run from another working directory, and checks
+        // the folder is inside the journal's data directory.
+        let dir = fs::canonicalize(&self.l.found.desc.dir)
+            .map_err(|e| Error::io(&self.l.found.desc.dir, "resolve path", e))?;
         let j = Journal {
-            dir: self.l.found.desc.dir.clone(),
+            dir,
             old: self.l.found.desc.prefix(),
             new: new.prefix(),
         };

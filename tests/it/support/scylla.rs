@@ -315,3 +315,18 @@ pub fn manifest_identifier(e: &serde_json::Value) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
         .collect()
 }
+
+/// An offline keyring file (`<id>:<base64 key>` lines, `#` comments): id → key bytes.
+pub fn read_keyring(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use base64::Engine;
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (id, k) = l.rsplit_once(':').unwrap();
+            let k = base64::engine::general_purpose::STANDARD.decode(k).unwrap();
+            (id.to_string(), k)
+        })
+        .collect()
+}
