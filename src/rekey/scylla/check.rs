@@ -245,17 +245,17 @@ fn data_check<'a>(
         .iter()
         .find(|f| f.component == "Data.db")
         .expect("Data.db is always encrypted");
-    let plain = plain_len(data.file_len).map_err(|m| Error::corrupt(&path, m.0))?;
+    let plain = plain_len(data.file_len).map_err(|m| Error::corrupt(path, m.0))?;
     let check = match (kept.get("CompressionInfo.db"), kept.get("CRC.db")) {
         (Some(ci), _) => {
             let ci_path = l.path("CompressionInfo.db");
             let ci = CompressionInfo::parse(ci, false, Some(plain), &ci_path).map_err(as_wrong)?;
-            DataCheck::compressed(&ci, plain, &path).map_err(as_wrong)?
+            DataCheck::compressed(&ci, plain, path).map_err(as_wrong)?
         }
-        (None, Some(crc_db)) => DataCheck::uncompressed(crc_db, plain, &path).map_err(as_wrong)?,
+        (None, Some(crc_db)) => DataCheck::uncompressed(crc_db, plain, path).map_err(as_wrong)?,
         (None, None) => {
             return Err(Error::corrupt(
-                &path,
+                path,
                 "neither CompressionInfo.db nor CRC.db: nothing to check Data.db against",
             ))
         }
