@@ -85,11 +85,8 @@ pub fn admit(found: Found, load: Result<Load>, cx: &Context) -> Admission {
             return Admission::Skip(r);
         }
         Ok(Load::Scylla(_)) => {
-            // `rekey` takes ScyllaDB SSTables apart (rekey::scylla); only `stage` gets here.
-            r.reason = Some(
-                "a ScyllaDB SSTable: not staged (the staged path is DSE/HCD only for now); the window's `rekey` rewrites it"
-                    .into(),
-            );
+            // `rekey` and `stage` take ScyllaDB SSTables apart (rekey::scylla) before admission.
+            r.reason = Some("a ScyllaDB SSTable: rekeyed by its own path (rekey::scylla)".into());
             return Admission::Skip(r);
         }
         Err(e) if e.is_config() => return problem(vec![e.to_string()]),

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::crypto::Envelope;
 use crate::error::{Error, Result};
-use crate::fsio::{free_space, sync_dir, Created};
+use crate::fsio::{free_space, Created};
 use crate::rekey::commit::Transaction;
 use crate::rekey::failpoint;
 use crate::rekey::generation::Generations;
@@ -210,13 +210,6 @@ impl Out<'_> {
             Out::Entry(dir) => dir.join(component),
         }
     }
-
-    fn dir(&self) -> &Path {
-        match self {
-            Out::Generation(d) => &d.dir,
-            Out::Entry(dir) => dir,
-        }
-    }
 }
 
 /// What a staged or rekeyed SSTable's rewrite produced: chunk counts, and per rewritten file its
@@ -266,16 +259,14 @@ impl NewSstable<'_> {
         Ok((counts, plan::sum_new_len(&self.job.new_lens)))
     }
 
-    /// Writes what a staging entry holds (all durable, the folder too): the new Data.db,
-    /// CompressionInfo.db, encrypted index pages and Digest.crc32.
+    /// Writes what a staging entry holds, each file durable (the folder is the caller's to
+    /// fsync): the new Data.db, CompressionInfo.db, encrypted index pages and Digest.crc32.
     pub fn write_staged(
         &self,
         created: &mut Created,
         progress: &dyn Progress,
     ) -> Result<Rewritten> {
-        let r = self.rewrite(created, progress)?;
-        sync_dir(self.out.dir())?;
-        Ok(r)
+        self.rewrite(created, progress)
     }
 
     /// The files the new key changes, except Statistics.db: Data.db, CompressionInfo.db, the

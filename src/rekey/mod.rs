@@ -102,14 +102,19 @@ pub fn rekey(
         kmip_configured: opts.kmip_configured,
         move_kmip_group: opts.move_kmip_group,
     };
-    let (scylla, live) = scylla::split(found.live);
+    let (mut scylla, live) = scylla::split(found.live);
     let jobs = admit::all(live, &cx, &opts.to, &mut report.sstables)?;
-    admit::owners(jobs.iter().map(|j| &j.loaded.found), &target)?;
+    let scylla_found = scylla.iter().map(|j| &j.loaded.found);
+    admit::owners(
+        jobs.iter().map(|j| &j.loaded.found).chain(scylla_found),
+        &target,
+    )?;
     let (jobs, refused) = evidence::confirm(jobs);
     report.sstables.extend(refused);
     let mut jobs = jobs;
     let stale = stage::attach(
         &mut jobs,
+        &mut scylla,
         staged,
         &target.id.to_string(),
         &opts.selection,
@@ -148,7 +153,7 @@ pub fn rekey(
 /// The ScyllaDB SSTables of the run (FORMAT.md 4), rekeyed one after the other (planned only with
 /// `--dry-run`).
 fn scylla_sstables(
-    sstables: Vec<(find::Found, Box<scylla::ScyllaLoaded>)>,
+    sstables: Vec<scylla::ScyllaJob>,
     opts: &RekeyOptions,
     store: &KeyStore,
 ) -> (

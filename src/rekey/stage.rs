@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::fsio::{self, free_space, sync_dir, Created};
+use crate::fsio::{self, free_space, sync_dir};
 use crate::keys::{KeyRef, KeyStore};
 use crate::rekey::admit;
 use crate::rekey::discover::{discover_with, fallback_file, Logs};
@@ -35,11 +35,13 @@ use crate::rekey::execute::{pool, NewSstable, Out, Rewritten};
 use crate::rekey::find::Selection;
 use crate::rekey::plan::{self, Job, Target};
 use crate::rekey::report::{human_bytes, RekeyReport, SstableReport, Status};
+use crate::rekey::scylla::{self, stage::Todo, ScyllaJob};
 use crate::rekey::staging::{
-    load, prune, remove_empty_up, remove_entry, staging_dir, Entry, Manifest, SourceFile,
-    StagedFile, Staging, MANIFEST, MANIFEST_FORMAT, MANIFEST_TMP,
+    data_dir_of, entry_failed, load, prune, remove_entry, staging_dir, write_entry, Entry,
+    EntryOutcome, Manifest, SourceFile, StagedFile, Staging, MANIFEST_FORMAT,
 };
 use crate::rekey::{evidence, exclusive, node_config, Progress};
+use crate::sstable::Descriptor;
 
 /// The files an entry of `job` holds, in the order they are written.
 fn files_of(job: &Job) -> Vec<&str> {
@@ -52,11 +54,12 @@ fn files_of(job: &Job) -> Vec<&str> {
     v
 }
 
-/// For a rekey: attaches to each job the valid entry of its SSTable, and returns the entries
-/// that can no longer be used (their source gone or changed, or another target), with why.
-/// Entries of tables outside `sel` are left alone.
-pub fn attach(
+/// For a rekey: attaches to each job (DSE/HCD and ScyllaDB) the valid entry of its SSTable, and
+/// returns the entries that can no longer be used (their source gone or changed, or another
+/// target), with why. Entries of tables outside `sel` are left alone.
+pub fn attach<'a>(
     jobs: &mut [Job],
+    scylla: impl IntoIterator<Item = &'a mut ScyllaJob>,
     staging: Staging,
     target: &str,
     sel: &Selection,
@@ -68,20 +71,28 @@ pub fn attach(
         .map(|e| (e.manifest.source.clone(), e))
         .collect();
     let mut stale = Vec::new();
-    for j in jobs.iter_mut() {
-        let path = j.loaded.found.desc.data_path();
+    let mut take = |desc: &Descriptor, expected: &[&str]| -> Result<Option<Box<Entry>>> {
+        let path = desc.data_path();
         let data = fs::canonicalize(&path).map_err(|e| Error::io(&path, "resolve path", e))?;
         let Some(e) = entries.remove(&data) else {
-            continue;
+            return Ok(None);
         };
-        let expected = files_of(j);
         let why = e
-            .stale_for(&j.loaded.found.desc, &expected, target)
+            .stale_for(desc, expected, target)
             .or_else(|| verify.then(|| e.corrupt()).flatten());
         match why {
-            None => j.staged = Some(Box::new(e)),
-            Some(why) => stale.push((e, why)),
+            None => Ok(Some(Box::new(e))),
+            Some(why) => {
+                stale.push((e, why));
+                Ok(None)
+            }
         }
+    };
+    for j in jobs.iter_mut() {
+        j.staged = take(&j.loaded.found.desc, &files_of(j))?;
+    }
+    for j in scylla {
+        j.staged = take(&j.loaded.found.desc, &scylla::stage::files_of(&j.loaded))?;
     }
     for e in entries.into_values() {
         let (ks, t) = e.manifest.table.split_once('.').unwrap_or(("", ""));
@@ -139,9 +150,9 @@ pub fn stage(
     let dirs = &opts.data_dirs.dirs;
     // Never while a rekey or recover works on the data directories; verify may run.
     let _locks = exclusive::lock_data_dirs_shared(dirs)?;
-    let (mut report, jobs) = admitted(opts, store, &target)?;
+    let (mut report, work) = admitted(opts, store, &target)?;
     let staging = lock_staging(dirs)?;
-    let todo = match reconcile(dirs, jobs, &target, &opts.selection, &mut report)
+    let todo = match reconcile(dirs, work, &target, &opts.selection, &mut report)
         .and_then(|todo| check_staging_space(dirs, &todo).map(|()| todo))
     {
         Ok(todo) => todo,
@@ -159,13 +170,15 @@ pub fn stage(
     Ok(report.finish(started))
 }
 
+/// What a stage writes: DSE/HCD jobs and ScyllaDB SSTables, each decided.
+struct Work {
+    jobs: Vec<Job>,
+    scylla: Vec<Todo>,
+}
+
 /// Discovery, admission and the old keys' evidence, as for a rekey: the report so far and the
-/// jobs to stage. The tables may be in use: a compaction's transaction log is no obstacle.
-fn admitted(
-    opts: &StageOptions,
-    store: &KeyStore,
-    target: &Target,
-) -> Result<(RekeyReport, Vec<Job>)> {
+/// SSTables to stage. The tables may be in use: a compaction's transaction log is no obstacle.
+fn admitted(opts: &StageOptions, store: &KeyStore, target: &Target) -> Result<(RekeyReport, Work)> {
     let dirs = &opts.data_dirs.dirs;
     let fallback = fallback_file(&opts.from);
     let found = discover_with(
@@ -193,8 +206,9 @@ fn admitted(
         move_kmip_group: opts.move_kmip_group,
     };
     let busy = compacting(&found.live)?;
+    let (scylla, live) = scylla::split(found.live);
     let before = report.sstables.len();
-    let jobs = admit::all(found.live, &cx, &opts.to, &mut report.sstables)?;
+    let jobs = admit::all(live, &cx, &opts.to, &mut report.sstables)?;
     // An SSTable that fails in a table a compaction writes in is probably its output: nothing to
     // stage yet (the rekey reads it again).
     for r in report.sstables[before..]
@@ -209,11 +223,66 @@ fn admitted(
             ));
         }
     }
-    admit::owners(jobs.iter().map(|j| &j.loaded.found), target)?;
-    same_file_system(dirs, &jobs)?;
-    let (jobs, refused) = evidence::confirm(jobs);
+    let from = cx.from.clone();
+    let scylla = scylla_decided(scylla, opts, store, &from, &mut report.sstables);
+    let work = Work { jobs, scylla };
+    admit::owners(work.founds(), target)?;
+    same_file_system(dirs, work.descs())?;
+    let (jobs, refused) = evidence::confirm(work.jobs);
     report.sstables.extend(refused);
-    Ok((report, jobs))
+    Ok((
+        report,
+        Work {
+            jobs,
+            scylla: work.scylla,
+        },
+    ))
+}
+
+impl Work {
+    fn founds(&self) -> impl Iterator<Item = &crate::rekey::find::Found> {
+        let dse = self.jobs.iter().map(|j| &j.loaded.found);
+        dse.chain(self.scylla.iter().map(|t| &t.job.loaded.found))
+    }
+
+    fn descs(&self) -> impl Iterator<Item = &Descriptor> {
+        self.founds().map(|f| &f.desc)
+    }
+}
+
+/// The ScyllaDB SSTables to stage, each decided as a rekey would ([`scylla::run::prepare`]: its
+/// old key proven); the others reported (skipped or failed) into `reports`.
+fn scylla_decided(
+    sstables: Vec<ScyllaJob>,
+    opts: &StageOptions,
+    store: &KeyStore,
+    from: &[crate::keys::KeyId],
+    reports: &mut Vec<SstableReport>,
+) -> Vec<Todo> {
+    let cx = scylla::run::Context {
+        to: &opts.to,
+        from,
+        store,
+        data_dirs: &opts.data_dirs.dirs,
+        dry_run: false,
+    };
+    let mut todo = Vec::new();
+    for job in sstables {
+        let mut report = scylla::run::report_of(&job.loaded);
+        match scylla::run::prepare(&job.loaded, &cx, &mut report) {
+            Ok(Some(prepared)) => todo.push(Todo {
+                job,
+                prepared,
+                report,
+            }),
+            Ok(None) => reports.push(report),
+            Err(e) => {
+                report.fail(&e);
+                reports.push(report);
+            }
+        }
+    }
+    todo
 }
 
 /// The table folders with a transaction log: a compaction (or flush) is writing there now.
@@ -236,11 +305,11 @@ fn compacting(
 /// SSTables reported as already staged). Returns the jobs still to stage.
 fn reconcile(
     dirs: &[PathBuf],
-    mut jobs: Vec<Job>,
+    mut work: Work,
     target: &Target,
     sel: &Selection,
     report: &mut RekeyReport,
-) -> Result<Vec<Job>> {
+) -> Result<Work> {
     let mut staging = load(dirs)?;
     for d in std::mem::take(&mut staging.incomplete) {
         remove_entry(&d)?;
@@ -249,27 +318,34 @@ fn reconcile(
             d.display()
         ));
     }
-    for (e, why) in attach(&mut jobs, staging, &target.id.to_string(), sel, false)? {
+    let scylla = work.scylla.iter_mut().map(|t| &mut t.job);
+    let target = target.id.to_string();
+    for (e, why) in attach(&mut work.jobs, scylla, staging, &target, sel, false)? {
         remove_entry(&e.dir)?;
         report.notes.push(format!(
             "removed the stale staging entry of {} ({why})",
             e.manifest.source.display()
         ));
     }
-    let (kept, todo): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.staged.is_some());
-    for j in kept {
-        let mut r = j.report;
+    let (kept, jobs): (Vec<Job>, Vec<Job>) =
+        work.jobs.into_iter().partition(|j| j.staged.is_some());
+    let (kept_scylla, scylla): (Vec<Todo>, Vec<Todo>) = work
+        .scylla
+        .into_iter()
+        .partition(|t| t.job.staged.is_some());
+    let kept = kept.into_iter().map(|j| j.report);
+    for mut r in kept.chain(kept_scylla.into_iter().map(|t| t.report)) {
         r.status = Status::Skipped;
         r.reason = Some("already staged (valid entry kept)".into());
         r.keep_counts();
         report.sstables.push(r);
     }
-    Ok(todo)
+    Ok(Work { jobs, scylla })
 }
 
 /// Stages `todo`, `--jobs` at a time under `--rate`; after Ctrl-C nothing new starts.
 fn write_entries(
-    todo: Vec<Job>,
+    todo: Work,
     opts: &StageOptions,
     target: &Target,
     cancel: &AtomicBool,
@@ -277,15 +353,24 @@ fn write_entries(
     report: &mut RekeyReport,
 ) {
     let throttle = Throttle::new(opts.rate, progress);
-    let total: u64 = todo.iter().map(|j| j.loaded.data_len).sum();
-    progress.start(total, todo.len());
-    let (done, never) = pool(todo, opts.jobs, cancel, |job| {
+    let dse: u64 = todo.jobs.iter().map(|j| j.loaded.data_len).sum();
+    let scylla: u64 = todo
+        .scylla
+        .iter()
+        .map(|t| t.job.loaded.encrypted_bytes())
+        .sum();
+    progress.start(dse + scylla, todo.jobs.len() + todo.scylla.len());
+    let (done, never) = pool(todo.jobs, opts.jobs, cancel, |job| {
         let r = stage_one(&job, &opts.data_dirs.dirs, target, cancel, &throttle);
         progress.finished(&r);
         r
     });
+    let dirs = &opts.data_dirs.dirs;
+    let target = target.id.to_string();
+    let scylla = scylla::stage::stage_all(todo.scylla, dirs, &target, cancel, &throttle);
     progress.end();
     report.sstables.extend(done);
+    report.sstables.extend(scylla);
     report.sstables.extend(never.into_iter().map(|j| {
         let mut r = j.report;
         r.status = Status::NotStarted;
@@ -363,22 +448,13 @@ fn lock_staging(data_dirs: &[PathBuf]) -> Result<StagingLocks> {
     Ok(locks)
 }
 
-/// The data directory of an SSTable folder.
-fn data_dir_of<'a>(dirs: &'a [PathBuf], sstable_dir: &Path) -> Result<&'a PathBuf> {
-    dirs.iter()
-        .find(|d| sstable_dir.starts_with(d))
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "{} is in none of the data directories",
-                sstable_dir.display()
-            ))
-        })
-}
-
 /// Committing is a rename: every table folder must be on its staging folder's file system.
-fn same_file_system(dirs: &[PathBuf], jobs: &[Job]) -> Result<()> {
-    for j in jobs {
-        let dir = &j.loaded.found.desc.dir;
+fn same_file_system<'a>(
+    dirs: &[PathBuf],
+    sstables: impl Iterator<Item = &'a Descriptor>,
+) -> Result<()> {
+    for d in sstables {
+        let dir = &d.dir;
         let dd = data_dir_of(dirs, dir)?;
         // The staging folder is made in the data directory, or is there already.
         let root = match staging_dir(dd) {
@@ -399,13 +475,21 @@ fn same_file_system(dirs: &[PathBuf], jobs: &[Job]) -> Result<()> {
 }
 
 /// Room for every staged copy at once (they stay until the rekey), per file system.
-fn check_staging_space(dirs: &[PathBuf], jobs: &[Job]) -> Result<()> {
+fn check_staging_space(dirs: &[PathBuf], work: &Work) -> Result<()> {
+    let dse = work
+        .jobs
+        .iter()
+        .map(|j| (&j.loaded.found.desc, plan::sum_new_len(&j.new_lens)));
+    let scylla = work
+        .scylla
+        .iter()
+        .map(|t| (&t.job.loaded.found.desc, t.job.loaded.encrypted_bytes()));
     let mut per_fs: BTreeMap<u64, (u64, u64, PathBuf)> = BTreeMap::new();
-    for j in jobs {
-        let root = staging_dir(data_dir_of(dirs, &j.loaded.found.desc.dir)?);
+    for (desc, bytes) in dse.chain(scylla) {
+        let root = staging_dir(data_dir_of(dirs, &desc.dir)?);
         let (free, fsid) = free_space(&root)?;
         let e = per_fs.entry(fsid).or_insert((free, 0, root));
-        e.1 += plan::sum_new_len(&j.new_lens) + 64 * 1024;
+        e.1 += bytes + 64 * 1024;
     }
     for (free, need, root) in per_fs.into_values() {
         if need > free {
@@ -420,16 +504,6 @@ fn check_staging_space(dirs: &[PathBuf], jobs: &[Job]) -> Result<()> {
     Ok(())
 }
 
-/// The entry folder of an SSTable: its folder's path below the data directory, then its prefix.
-fn entry_dir(dirs: &[PathBuf], job: &Job) -> Result<PathBuf> {
-    let desc = &job.loaded.found.desc;
-    let dd = data_dir_of(dirs, &desc.dir)?;
-    let rel = desc.dir.strip_prefix(dd).expect("checked");
-    Ok(staging_dir(dd)
-        .join(rel)
-        .join(desc.prefix().trim_end_matches('-')))
-}
-
 /// Stages one SSTable: its entry written and its manifest last; on failure, what this run wrote
 /// of it is removed.
 fn stage_one(
@@ -440,68 +514,39 @@ fn stage_one(
     progress: &dyn Progress,
 ) -> SstableReport {
     let t0 = Instant::now();
+    let desc = &job.loaded.found.desc;
+    let outcome = write_entry(
+        dirs,
+        desc,
+        &|| sources_of(job),
+        |dir, created| {
+            let w = NewSstable {
+                job,
+                target,
+                out: Out::Entry(dir),
+                cancel,
+            };
+            w.write_staged(created, progress)
+        },
+        |sources, w| manifest_of(job, sources, target, w),
+        cancel,
+    );
     let mut r = job.report.clone();
-    let mut created = Created::new();
-    let mut made_dir = None;
-    let outcome = (|| {
-        let dir = entry_dir(dirs, job)?;
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create staging entry", e))?;
-        made_dir = Some(dir.clone());
-        let sources = sources_of(job)?;
-        let w = NewSstable {
-            job,
-            target,
-            out: Out::Entry(&dir),
-            cancel,
-        };
-        let written = w.write_staged(&mut created, progress)?;
-        if cancel.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::Interrupted);
-        }
-        // The sources must not have moved while they were read.
-        if sources_of(job)? != sources {
-            return Err(Error::Changed {
-                path: job.loaded.found.desc.data_path(),
-                what: "changed while it was staged (compacted away?); stage again".into(),
-            });
-        }
-        write_manifest(&dir, job, sources, target, &written)?;
-        Ok(written)
-    })();
     match outcome {
-        Ok(w) => {
-            created.keep();
+        EntryOutcome::Written { dir, written: w } => {
             r.status = Status::Staged;
-            r.new = made_dir.map(|d| d.display().to_string());
+            r.new = Some(dir.display().to_string());
             r.rekeyed_chunks = w.counts.rekeyed;
             r.unchanged_chunks = w.counts.unchanged;
             r.raw_chunks = w.counts.raw;
             r.bytes_in = job.loaded.data_len;
             r.bytes_out = plan::sum_new_len(&job.new_lens);
         }
-        Err(e) => {
-            let cleanup = created
-                .remove_all()
-                .and_then(|()| made_dir.as_deref().map_or(Ok(()), remove_empty_up));
-            match cleanup {
-                Ok(()) if moved_away(job, &e) => {
-                    r.status = Status::Skipped;
-                    r.reason = Some(format!(
-                        "changed or removed while it was staged (a compaction?): nothing staged for it ({e})"
-                    ));
-                }
-                Ok(()) => r.fail(&e),
-                Err(e2) => r.fail(&Error::rollback_failed(e, e2)),
-            }
-        }
+        EntryOutcome::Failed(e) => entry_failed(&mut r, desc, &e),
+        EntryOutcome::CleanupFailed(e) => r.fail(&e),
     }
     r.seconds = t0.elapsed().as_secs_f64();
     r
-}
-
-/// Did the running node change or remove the SSTable under `stage` (then `e` is no fault)?
-fn moved_away(job: &Job, e: &Error) -> bool {
-    matches!(e, Error::Changed { .. }) || !job.loaded.found.desc.data_path().exists()
 }
 
 /// The identities of the source files a staged file is made from.
@@ -512,16 +557,15 @@ fn sources_of(job: &Job) -> Result<Vec<SourceFile>> {
     v.iter().map(|c| SourceFile::of(&desc.path(c), c)).collect()
 }
 
-/// The manifest, last: a temp file, fsync, rename, folder fsync.
-fn write_manifest(
-    dir: &Path,
+/// The manifest of a DSE/HCD entry.
+fn manifest_of(
     job: &Job,
     sources: Vec<SourceFile>,
     target: &Target,
     w: &Rewritten,
-) -> Result<()> {
+) -> Result<Manifest> {
     let data = job.loaded.found.desc.data_path();
-    let m = Manifest {
+    Ok(Manifest {
         format: MANIFEST_FORMAT,
         table: job.loaded.found.table.qualified(),
         source: fs::canonicalize(&data).map_err(|e| Error::io(&data, "resolve path", e))?,
@@ -540,19 +584,7 @@ fn write_manifest(
         unchanged_chunks: w.counts.unchanged,
         raw_chunks: w.counts.raw,
         chunk_runs: job.loaded.chunk_runs(),
-    };
-    let text = serde_json::to_string_pretty(&m).expect("manifests serialize") + "\n";
-    let tmp = dir.join(MANIFEST_TMP);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| Error::io(&tmp, "create", e))?;
-    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| Error::io(&tmp, "write", e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, "fsync", e))?;
-    let dst = dir.join(MANIFEST);
-    fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, "rename", e))?;
-    sync_dir(dir)
+    })
 }
 
 /// `--rate`: a token bucket over read plus write bytes, wrapped around the caller's progress. It
@@ -596,5 +628,9 @@ impl Progress for Throttle<'_> {
             }
         }
         self.inner.advance(bytes);
+    }
+
+    fn finished(&self, r: &SstableReport) {
+        self.inner.finished(r);
     }
 }

@@ -11,20 +11,27 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fsio::sync_dir;
+use crate::fsio::{sync_dir, Created};
+use crate::rekey::report::{SstableReport, Status};
 use crate::sstable::Descriptor;
 
 /// The staging folder's name in a data directory (no keyspace name starts with a dot).
 pub const STAGING: &str = ".sstable-rekey-staging";
 pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_TMP: &str = "manifest.json.tmp";
-/// The files an entry may hold; anything else in the staging folder stops `stage`.
-const ENTRY_FILES: [&str; 7] = [
+/// The files an entry may hold (DSE/HCD: the rewritten components; ScyllaDB: every component it
+/// can encrypt); anything else in the staging folder stops `stage`.
+const ENTRY_FILES: [&str; 12] = [
     "Data.db",
     "CompressionInfo.db",
     "Partitions.db",
     "Rows.db",
     "Digest.crc32",
+    "Index.db",
+    "Summary.db",
+    "CRC.db",
+    "Filter.db",
+    "Statistics.db",
     MANIFEST,
     MANIFEST_TMP,
 ];
@@ -41,6 +48,118 @@ pub fn data_dir_of_entry(entry: &Path) -> Option<&Path> {
         .ancestors()
         .find(|a| a.file_name().is_some_and(|n| n == STAGING))
         .and_then(Path::parent)
+}
+
+/// The data directory of an SSTable folder, among `dirs`.
+pub fn data_dir_of<'a>(dirs: &'a [PathBuf], sstable_dir: &Path) -> Result<&'a PathBuf> {
+    dirs.iter()
+        .find(|d| sstable_dir.starts_with(d))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{} is in none of the data directories",
+                sstable_dir.display()
+            ))
+        })
+}
+
+/// The entry folder of the SSTable `desc`: its folder's path below the data directory, then its
+/// prefix.
+pub fn entry_dir(dirs: &[PathBuf], desc: &Descriptor) -> Result<PathBuf> {
+    let dd = data_dir_of(dirs, &desc.dir)?;
+    let rel = desc.dir.strip_prefix(dd).expect("checked");
+    Ok(staging_dir(dd)
+        .join(rel)
+        .join(desc.prefix().trim_end_matches('-')))
+}
+
+/// How writing one entry ended.
+pub enum EntryOutcome<W> {
+    /// Written, manifest last.
+    Written { dir: PathBuf, written: W },
+    /// Failed; what this run wrote of it is gone.
+    Failed(Error),
+    /// Failed, and removing what was written failed too.
+    CleanupFailed(Error),
+}
+
+/// Writes the staging entry of the SSTable `desc`: its folder made, `write` fills it (every file
+/// it creates recorded in the `Created` it is given, each durable), the folder fsynced, the
+/// sources checked unchanged since before `write` (`sources` reads their identities), then the
+/// manifest `manifest` makes from them, last. On failure what was written of it is removed.
+pub fn write_entry<W>(
+    dirs: &[PathBuf],
+    desc: &Descriptor,
+    sources: &dyn Fn() -> Result<Vec<SourceFile>>,
+    write: impl FnOnce(&Path, &mut Created) -> Result<W>,
+    manifest: impl FnOnce(Vec<SourceFile>, &W) -> Result<Manifest>,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> EntryOutcome<W> {
+    let mut created = Created::new();
+    let mut made_dir = None;
+    let outcome = (|| {
+        let dir = entry_dir(dirs, desc)?;
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create staging entry", e))?;
+        made_dir = Some(dir.clone());
+        let before = sources()?;
+        let written = write(&dir, &mut created)?;
+        sync_dir(&dir)?;
+        if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Interrupted);
+        }
+        // The sources must not have moved while they were read.
+        if sources()? != before {
+            return Err(Error::Changed {
+                path: desc.data_path(),
+                what: "changed while it was staged (compacted away?); stage again".into(),
+            });
+        }
+        write_manifest(&dir, &manifest(before, &written)?)?;
+        Ok((dir, written))
+    })();
+    match outcome {
+        Ok((dir, written)) => {
+            created.keep();
+            EntryOutcome::Written { dir, written }
+        }
+        Err(e) => {
+            let cleanup = created
+                .remove_all()
+                .and_then(|()| made_dir.as_deref().map_or(Ok(()), remove_empty_up));
+            match cleanup {
+                Ok(()) => EntryOutcome::Failed(e),
+                Err(e2) => EntryOutcome::CleanupFailed(Error::rollback_failed(e, e2)),
+            }
+        }
+    }
+}
+
+/// The report of an SSTable whose entry failed (what was written of it removed): skipped when the
+/// running node changed or removed it meanwhile (then `e` is no fault), else failed.
+pub fn entry_failed(r: &mut SstableReport, desc: &Descriptor, e: &Error) {
+    if matches!(e, Error::Changed { .. }) || !desc.data_path().exists() {
+        r.status = Status::Skipped;
+        r.reason = Some(format!(
+            "changed or removed while it was staged (a compaction?): nothing staged for it ({e})"
+        ));
+    } else {
+        r.fail(e);
+    }
+}
+
+/// An entry's manifest, last: a temp file, fsync, rename, folder fsync.
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
+    let text = serde_json::to_string_pretty(m).expect("manifests serialize") + "\n";
+    let tmp = dir.join(MANIFEST_TMP);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, "create", e))?;
+    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| Error::io(&tmp, "write", e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, "fsync", e))?;
+    let dst = dir.join(MANIFEST);
+    fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, "rename", e))?;
+    sync_dir(dir)
 }
 
 /// A source file as it was when it was staged.

@@ -63,45 +63,28 @@ fn oracle_verify(
     scylla_oracle(shared, &args)
 }
 
-#[test]
-fn rekey_to_a_local_key_file_then_the_oracle_opens_every_sstable_with_it() {
-    let Some(shared) = shared() else { return };
-    let env = env();
-    let new_key = env.s("keys/new.key");
-    let snapshot_before: BTreeMap<String, String> = tree_strict(&env.p("scylla/data"))
-        .into_iter()
-        .filter(|(p, _)| p.contains("/snapshots/"))
-        .collect();
-    let report = env.tmp.path().join("rekey.json");
-    let mut args = strings(&["rekey", "-q", "--to"]);
-    args.push(format!("file:{new_key}"));
-    args.extend(strings(&[
-        "--keyring",
-        &env.s("all.keyring"),
-        "--data-dir",
-        &env.s("scylla/data"),
-    ]));
-    args.extend(["--report".into(), report.display().to_string()]);
-    let r = env.run(&args);
-    assert_eq!(r.code, 0, "{}", r.all());
-    let rep: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
-    let new = news(&rep, &env.root);
+/// After a rekey to the key file `new_key` (report `rep`): the oracle opens every new SSTable with
+/// it, with the MANIFEST's plaintexts, other Scylla.db entries and attributes, mask, CRC layout,
+/// tags and cipher; no old SSTable, TOC.txt.tmp or journal is left; the snapshot is untouched.
+fn judge_local(
+    env: &Scratch,
+    shared: &Path,
+    rep: &Value,
+    new_key: &str,
+    snapshot_before: &BTreeMap<String, String>,
+) {
+    let new = news(rep, &env.root);
     let live: Vec<&Value> = scylla_manifest()
         .iter()
         .filter(|e| e["location"] == "live")
         .collect();
     assert_eq!(new.len(), live.len(), "{}", rep["totals"]);
-    assert!(
-        r.stdout.contains("WITH scylla_encryption_options = {"),
-        "{}",
-        r.stdout
-    );
 
     let failures = par_map(&live, |e| {
         let old = e["data"].as_str().unwrap();
         let data = env.p(&new[old]);
         let mut bad = Vec::new();
-        let (code, out) = oracle_verify(&shared, &data, &Ok(new_key.clone()));
+        let (code, out) = oracle_verify(shared, &data, &Ok(new_key.to_string()));
         if code != 0 {
             return vec![format!("{old}: the oracle refuses the new SSTable: {out}")];
         }
@@ -141,7 +124,7 @@ fn rekey_to_a_local_key_file_then_the_oracle_opens_every_sstable_with_it() {
         }
         // The new Scylla.db names the target key file (and nothing opens it without that key:
         // the KMIP test below checks a wrong key on rekeyed files).
-        if out["key_ref"].as_str() != Some(new_key.as_str()) {
+        if out["key_ref"].as_str() != Some(new_key) {
             bad.push(format!("{old}: key_ref {}", out["key_ref"]));
         }
         if env.p(old).exists() {
@@ -166,7 +149,37 @@ fn rekey_to_a_local_key_file_then_the_oracle_opens_every_sstable_with_it() {
         .into_iter()
         .filter(|(p, _)| p.contains("/snapshots/"))
         .collect();
-    assert_eq!(snapshot_before, snapshot_after);
+    assert_eq!(*snapshot_before, snapshot_after);
+}
+
+#[test]
+fn rekey_to_a_local_key_file_then_the_oracle_opens_every_sstable_with_it() {
+    let Some(shared) = shared() else { return };
+    let env = env();
+    let new_key = env.s("keys/new.key");
+    let snapshot_before: BTreeMap<String, String> = tree_strict(&env.p("scylla/data"))
+        .into_iter()
+        .filter(|(p, _)| p.contains("/snapshots/"))
+        .collect();
+    let report = env.tmp.path().join("rekey.json");
+    let mut args = strings(&["rekey", "-q", "--to"]);
+    args.push(format!("file:{new_key}"));
+    args.extend(strings(&[
+        "--keyring",
+        &env.s("all.keyring"),
+        "--data-dir",
+        &env.s("scylla/data"),
+    ]));
+    args.extend(["--report".into(), report.display().to_string()]);
+    let r = env.run(&args);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rep: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(
+        r.stdout.contains("WITH scylla_encryption_options = {"),
+        "{}",
+        r.stdout
+    );
+    judge_local(&env, &shared, &rep, &new_key, &snapshot_before);
 
     // verify proves it; a second rekey has nothing to do.
     let v = env.run(&strings(&[
@@ -237,4 +250,109 @@ fn rekey_to_a_kmip_key_then_the_oracle_opens_it_and_a_wrong_key_does_not() {
         r.all()
     );
     assert_eq!(before, tree_strict(&env.p("scylla/data/scylla_matrix")));
+}
+
+/// The SSTables of a stage or rekey report with `status`.
+fn with_status<'a>(rep: &'a Value, status: &str) -> Vec<&'a Value> {
+    rep["sstables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == status)
+        .collect()
+}
+
+/// The staged path: `stage` (node serving) writes every live SSTable's re-ciphered files into
+/// the staging folder and touches no table folder; an SSTable whose Data.db is replaced after
+/// staging (a new inode, same bytes) has its entry discarded; the `rekey` then commits every other
+/// staged copy by renames, rewrites that one, and the oracle judges the result as for an
+/// ordinary rekey.
+#[test]
+fn stage_then_rekey_commits_the_staged_copies_and_the_oracle_opens_them() {
+    let Some(shared) = shared() else { return };
+    let env = env();
+    let new_key = env.s("keys/new.key");
+    let data = env.p("scylla/data");
+    let outside_staging = |t: BTreeMap<String, String>| -> BTreeMap<String, String> {
+        t.into_iter()
+            .filter(|(p, _)| !p.starts_with(".sstable-rekey-staging"))
+            .collect()
+    };
+    let before = tree_strict(&data);
+    let snapshot_before: BTreeMap<String, String> = before
+        .clone()
+        .into_iter()
+        .filter(|(p, _)| p.contains("/snapshots/"))
+        .collect();
+    let common = |cmd: &str, report: &str| {
+        let mut a = strings(&[cmd, "-q", "--to"]);
+        a.push(format!("file:{new_key}"));
+        a.extend(strings(&["--keyring", &env.s("all.keyring"), "--data-dir"]));
+        a.push(env.s("scylla/data"));
+        a.extend([
+            "--report".into(),
+            env.tmp.path().join(report).display().to_string(),
+        ]);
+        a
+    };
+    let read = |report: &str| -> Value {
+        serde_json::from_str(&fs::read_to_string(env.tmp.path().join(report)).unwrap()).unwrap()
+    };
+    let live: Vec<&Value> = scylla_manifest()
+        .iter()
+        .filter(|e| e["location"] == "live")
+        .collect();
+
+    let st = env.run(&common("stage", "stage.json"));
+    assert_eq!(st.code, 0, "{}", st.all());
+    let staged = read("stage.json");
+    assert_eq!(
+        with_status(&staged, "staged").len(),
+        live.len(),
+        "{}",
+        staged["totals"]
+    );
+    assert_eq!(
+        outside_staging(tree_strict(&data)),
+        before,
+        "stage changed a table folder"
+    );
+    // A second stage keeps every valid entry.
+    let again = env.run(&common("stage", "stage2.json"));
+    assert_eq!(again.code, 0, "{}", again.all());
+    let kept = read("stage2.json");
+    assert_eq!(with_status(&kept, "staged").len(), 0, "{}", kept["totals"]);
+
+    // One source replaced by a copy of itself: its entry is stale.
+    let changed = env.p(live[0]["data"].as_str().unwrap());
+    let copy = changed.with_extension("copy");
+    fs::copy(&changed, &copy).unwrap();
+    fs::rename(&copy, &changed).unwrap();
+
+    let r = env.run(&common("rekey", "rekey.json"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rep = read("rekey.json");
+    let rekeyed = with_status(&rep, "rekeyed");
+    assert_eq!(rekeyed.len(), live.len(), "{}", rep["totals"]);
+    let rewritten: Vec<&str> = rekeyed
+        .iter()
+        .filter(|s| s["from_staged"] != true)
+        .map(|s| s["old"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rewritten,
+        [changed.display().to_string()],
+        "{}",
+        rep["notes"]
+    );
+    assert!(
+        rep["notes"]
+            .to_string()
+            .contains("discarded the staged copy"),
+        "{}",
+        rep["notes"]
+    );
+    assert!(!data.join(".sstable-rekey-staging").exists());
+    assert!(!data.join(".sstable-rekey-obsolete").exists());
+    judge_local(&env, &shared, &rep, &new_key, &snapshot_before);
 }

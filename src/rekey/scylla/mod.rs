@@ -4,28 +4,35 @@
 //! - [`load`]: what an SSTable with encryption attributes in Scylla.db is, and which key it needs;
 //! - [`check`]: every encrypted component decrypted with a key and checked the way a wrong key
 //!   cannot pass (4.8): the proof `verify` gives and the evidence a rekey needs;
-//! - [`commitlog`]: the commit log segments and hints still under a key (4.10), for `verify`.
+//! - [`commitlog`]: the commit log segments and hints still under a key (4.10), for `verify`;
+//! - [`run`]: each SSTable decided and, through [`swap`], rekeyed (with its staged copy, if any);
+//! - [`stage`]: the re-ciphered files written into a staging entry while the node serves;
+//! - [`recover`]: the swaps an interrupted rekey left, finished or undone.
 
 pub mod check;
 pub mod commitlog;
 pub mod load;
 pub mod recover;
 pub mod run;
+pub mod stage;
 pub mod swap;
 
 pub use load::{load, ScyllaLoaded};
+pub use run::ScyllaJob;
 
 use crate::rekey::discover::Discovered;
-use crate::rekey::find::Found;
 use crate::rekey::plan::Load;
 
 /// Splits loaded live SSTables into the ScyllaDB encrypted ones and the others.
-pub fn split(live: Discovered) -> (Vec<(Found, Box<ScyllaLoaded>)>, Discovered) {
+pub fn split(live: Discovered) -> (Vec<ScyllaJob>, Discovered) {
     let mut scylla = Vec::new();
     let mut others = Vec::new();
     for (f, l) in live {
         match l {
-            Ok(Load::Scylla(s)) => scylla.push((f, s)),
+            Ok(Load::Scylla(loaded)) => scylla.push(ScyllaJob {
+                loaded,
+                staged: None,
+            }),
             l => others.push((f, l)),
         }
     }

@@ -92,11 +92,11 @@ fn one(path: &Path, home: &Path) -> Result<&'static str> {
     };
     let outcome = if there(&j.new)? {
         // Never sealed: the old SSTable is the live one.
-        finish(&j.dir, &j.new, &components_of(&j.dir, &j.new)?)?;
+        finish(&j.dir, &j.new, &components_of(&j.dir, &j.new)?, None)?;
         "rolled back (the new copy was not sealed)"
     } else if there(&j.old)? {
         // Committed: the old SSTable was doomed by the rename.
-        finish(&j.dir, &j.old, &components_of(&j.dir, &j.old)?)?;
+        finish(&j.dir, &j.old, &components_of(&j.dir, &j.old)?, None)?;
         "finished (the old SSTable deleted)"
     } else {
         "nothing left to do"

@@ -1,19 +1,21 @@
 //! A rekey's ScyllaDB SSTables, each decided and rewritten: skipped when already under the
 //! target or outside `--from`; its old key proven on its plaintext ([`check::evidence`]); the new
 //! key taken for the table's cipher and strength; then [`swap`] writes the copy and swaps it in.
-//! Failures are per SSTable, in its report; nothing of a failed SSTable stays.
+//! Failures are per SSTable, in its report; nothing of a failed SSTable stays. `stage` decides
+//! its SSTables here too ([`prepare`]) and writes their copies with [`super::stage`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use crate::crypto::scylla::FileCipher;
 use crate::error::{Error, Result};
 use crate::keys::{material_eq, KeyId, KeyRef, KeyStore};
-use crate::rekey::find::Found;
 use crate::rekey::generation::Generations;
 use crate::rekey::report::{SstableReport, Status};
 use crate::rekey::scylla::check;
 use crate::rekey::scylla::load::{key_material, ScyllaLoaded};
 use crate::rekey::scylla::swap::Swap;
+use crate::rekey::staging::{remove_used_entry, Entry};
 use crate::sstable::scylla::RekeyTarget;
 
 /// What every SSTable of the run shares.
@@ -25,27 +27,32 @@ pub struct Context<'a> {
     pub dry_run: bool,
 }
 
-/// Rekeys `sstables` one after the other; returns their reports and, per table, the statement
-/// that makes ScyllaDB's new writes use the target.
-pub fn all(
-    sstables: Vec<(Found, Box<ScyllaLoaded>)>,
-    cx: &Context,
-) -> (Vec<SstableReport>, HashMap<String, String>) {
+/// A ScyllaDB SSTable of a run, with the staged copy `stage` left for it, if still valid.
+pub struct ScyllaJob {
+    pub loaded: Box<ScyllaLoaded>,
+    pub staged: Option<Box<Entry>>,
+}
+
+/// What rekeying one SSTable needs, decided before anything is written: both file ciphers (the
+/// old key proven on the plaintext) and the target's Scylla.db attributes.
+pub struct Prepared {
+    pub old: FileCipher,
+    pub new: FileCipher,
+    pub target: RekeyTarget,
+}
+
+/// Rekeys `jobs` one after the other; returns their reports and, per table, the statement that
+/// makes ScyllaDB's new writes use the target.
+pub fn all(jobs: Vec<ScyllaJob>, cx: &Context) -> (Vec<SstableReport>, HashMap<String, String>) {
     let gens = Generations::new();
     let mut statements = HashMap::new();
-    let reports = sstables
+    let reports = jobs
         .into_iter()
-        .map(|(found, l)| {
-            let mut r = SstableReport::new(
-                found.table.qualified(),
-                found.location.clone(),
-                &found.desc.data_path(),
-            );
-            r.keys_before = BTreeMap::from([(l.key.to_string(), l.files.len())]);
-            r.chunks = l.files.len();
-            match one(&l, cx, &gens, &mut r) {
+        .map(|job| {
+            let mut r = report_of(&job.loaded);
+            match one(&job, cx, &gens, &mut r) {
                 Ok(Some(stmt)) => {
-                    statements.insert(found.table.qualified(), stmt);
+                    statements.insert(job.loaded.found.table.qualified(), stmt);
                 }
                 Ok(None) => {}
                 Err(e) => r.fail(&e),
@@ -56,14 +63,70 @@ pub fn all(
     (reports, statements)
 }
 
+/// The report of an SSTable before anything is done: its files under its key.
+pub fn report_of(l: &ScyllaLoaded) -> SstableReport {
+    let found = &l.found;
+    let mut r = SstableReport::new(
+        found.table.qualified(),
+        found.location.clone(),
+        &found.desc.data_path(),
+    );
+    r.keys_before = BTreeMap::from([(l.key.to_string(), l.files.len())]);
+    r.chunks = l.files.len();
+    r
+}
+
 /// One SSTable: skipped (`Ok(None)`, the reason in `r`), or rekeyed (its table's statement).
 fn one(
-    l: &ScyllaLoaded,
+    job: &ScyllaJob,
     cx: &Context,
     gens: &Generations,
     r: &mut SstableReport,
 ) -> Result<Option<String>> {
     let t0 = std::time::Instant::now();
+    let l = &job.loaded;
+    let Some(p) = prepare(l, cx, r)? else {
+        return Ok(None);
+    };
+    unfinished_in(&l.found.desc.dir)?;
+    if cx.dry_run {
+        r.status = Status::Planned;
+        r.reason = Some(format!("would rekey to {}", cx.to.id()));
+        return Ok(None);
+    }
+    let data_dir = data_dir_of(cx.data_dirs, &l.found.desc.dir)?;
+    if job.staged.is_none() {
+        enough_space(l)?;
+    }
+    let new_desc = gens.allocate(&l.found.desc, &l.found.table.dir)?;
+    let swap = Swap {
+        l,
+        old: &p.old,
+        new: &p.new,
+        target: &p.target,
+        data_dir,
+        staged: job.staged.as_deref(),
+    };
+    let written = swap.run(&new_desc)?;
+    r.status = Status::Rekeyed;
+    r.from_staged = job.staged.is_some();
+    r.new = Some(new_desc.data_path().display().to_string());
+    r.bytes_in = written;
+    r.bytes_out = written;
+    r.keys_after = BTreeMap::from([(cx.to.id().to_string(), l.files.len())]);
+    r.seconds = t0.elapsed().as_secs_f64();
+    // The staged copy is used up: its manifest and folder go. Failing that is harmless: a
+    // manifest without its files is stale, and the next run discards it.
+    if let Some(Err(e)) = job.staged.as_ref().map(|e| remove_used_entry(&e.dir)) {
+        r.reason = Some(format!("committed; the used staging entry remains: {e}"));
+    }
+    Ok(Some(statement(&r.table, &p.target)))
+}
+
+/// Decides one SSTable for `rekey` or `stage`: skipped (`Ok(None)`, the reason in `r`) when it
+/// is already under the target or outside `--from`; else both keys taken for the table's cipher
+/// and strength (refused when they are the same bytes) and the old one proven on the plaintext.
+pub fn prepare(l: &ScyllaLoaded, cx: &Context, r: &mut SstableReport) -> Result<Option<Prepared>> {
     let to = cx.to.id();
     if l.key == to {
         r.reason = Some(format!("already under {to}"));
@@ -75,7 +138,6 @@ fn one(
         r.keep_counts();
         return Ok(None);
     }
-    unfinished_in(&l.found.desc.dir)?;
     // Key errors name the SSTable: another SSTable of the run may need the same key fine.
     let named = |e: Error| match e {
         Error::Key(m) => Error::Key(format!("{}: {m}", l.found.desc.data_path().display())),
@@ -94,12 +156,11 @@ fn one(
     drop((old_raw, new_raw));
     check::evidence(l, &old)?;
     let target = target_of(cx.to, l)?;
-    if cx.dry_run {
-        r.status = Status::Planned;
-        r.reason = Some(format!("would rekey to {to}"));
-        return Ok(None);
-    }
-    let data_dir = data_dir_of(cx.data_dirs, &l.found.desc.dir)?;
+    Ok(Some(Prepared { old, new, target }))
+}
+
+/// Room beside the SSTable for its re-ciphered copy.
+fn enough_space(l: &ScyllaLoaded) -> Result<()> {
     let (free, _) = crate::fsio::free_space(&l.found.desc.dir)?;
     if free < l.encrypted_bytes() + (1 << 20) {
         return Err(Error::io(
@@ -108,22 +169,7 @@ fn one(
             std::io::Error::from_raw_os_error(libc::ENOSPC),
         ));
     }
-    let new_desc = gens.allocate(&l.found.desc, &l.found.table.dir)?;
-    let swap = Swap {
-        l,
-        old: &old,
-        new: &new,
-        target: &target,
-        data_dir,
-    };
-    let written = swap.run(&new_desc)?;
-    r.status = Status::Rekeyed;
-    r.new = Some(new_desc.data_path().display().to_string());
-    r.bytes_in = written;
-    r.bytes_out = written;
-    r.keys_after = BTreeMap::from([(to.to_string(), l.files.len())]);
-    r.seconds = t0.elapsed().as_secs_f64();
-    Ok(Some(statement(&r.table, &target)))
+    Ok(())
 }
 
 /// The Scylla.db attributes of the target for this SSTable's cipher and strength.
@@ -213,7 +259,7 @@ fn unfinished_in(dir: &Path) -> Result<()> {
 }
 
 /// The data directory holding an SSTable folder.
-fn data_dir_of<'a>(dirs: &'a [PathBuf], dir: &Path) -> Result<&'a Path> {
+pub fn data_dir_of<'a>(dirs: &'a [PathBuf], dir: &Path) -> Result<&'a Path> {
     dirs.iter()
         .find(|d| dir.starts_with(d))
         .map(PathBuf::as_path)

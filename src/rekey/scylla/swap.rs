@@ -12,6 +12,11 @@
 //!    One rename seals X' (only its TOC.txt is left) and dooms X (a start deletes a generation with
 //!    a TOC.txt.tmp). No instant has both live: the "closing the window" order of 4.9;
 //! 6. X's files deleted, its `TOC.txt.tmp(g)` last, the folder fsynced; the journal removed.
+//!    A swap of a staged copy moves X's files aside instead ([`obsolete`]): deleting gigabytes is
+//!    not window work; its `TOC.txt.tmp(g)` is still deleted last.
+//!
+//! With a staged copy (`stage`), step 3 renames the staged re-ciphered files in instead of writing
+//! them; a failure before 5 moves them back into their staging entry.
 //!
 //! Before 5 a failure removes what this SSTable's swap created (TOC.txt.tmp(g') last) and the
 //! journal; a crash leaves g' doomed (a start, or `recover`, deletes it). After 5 a failure is
@@ -28,8 +33,10 @@ use zeroize::Zeroizing;
 use crate::crypto::scylla::{plain_len, recipher_into, FileCipher, FILE_BLOCK};
 use crate::error::{Error, Result};
 use crate::fsio::{rename_noreplace, sync_dir, Created};
-use crate::rekey::failpoint;
+use crate::keys::KeyId;
 use crate::rekey::scylla::load::ScyllaLoaded;
+use crate::rekey::staging::Entry;
+use crate::rekey::{failpoint, obsolete};
 use crate::sstable::data::read_at;
 use crate::sstable::scylla::{rekey_scylla_db, RekeyTarget};
 use crate::sstable::Descriptor;
@@ -57,6 +64,8 @@ pub struct Swap<'a> {
     pub target: &'a RekeyTarget,
     /// The data directory holding the SSTable (for the journal).
     pub data_dir: &'a Path,
+    /// The SSTable's staged copy (`stage`), whose re-ciphered files are moved in.
+    pub staged: Option<&'a Entry>,
 }
 
 impl Swap<'_> {
@@ -84,7 +93,10 @@ impl Swap<'_> {
         created.keep();
         failpoint::hit("scylla.committed").map_err(|e| Error::CleanupFailed(Box::new(e)))?;
         let d = &self.l.found.desc;
-        finish(&d.dir, &d.prefix(), &self.l.found.present)
+        let aside = self
+            .staged
+            .and_then(|_| obsolete::aside_dir(self.data_dir, &d.dir));
+        finish(&d.dir, &d.prefix(), &self.l.found.present, aside.as_deref())
             .and_then(|()| remove_journal(&journal))
             .map_err(|e| Error::CleanupFailed(Box::new(e)))?;
         Ok(written)
@@ -109,7 +121,17 @@ impl Swap<'_> {
                 let meta = fs::metadata(&from).map_err(|e| Error::io(&from, "stat", e))?;
                 created.write_small(&to, &from, &meta, &bytes)?;
             } else if let Some(f) = self.l.files.iter().find(|f| f.component == *c) {
-                self.recipher_file(&from, &to, f.file_len, created)?;
+                match self.staged {
+                    Some(entry) => created.adopt(&entry.dir.join(c), &to)?,
+                    None => {
+                        let ciphers = Reciphering {
+                            old: self.old,
+                            new: self.new,
+                            key: &self.l.key,
+                        };
+                        ciphers.file(&from, &to, f.file_len, created, &|_| {})?;
+                    }
+                }
                 written += f.file_len;
             } else {
                 created.hard_link(&from, &to)?;
@@ -120,63 +142,6 @@ impl Swap<'_> {
         sync_dir(&d.dir)?;
         failpoint::hit("dir.fsynced")?;
         Ok(written)
-    }
-
-    /// One encrypted component re-ciphered from the old key to the new, window by window.
-    fn recipher_file(&self, from: &Path, to: &Path, len: u64, created: &mut Created) -> Result<()> {
-        let plain = plain_len(len).map_err(|m| Error::corrupt(from, m.0))?;
-        let src = File::open(from).map_err(|e| Error::io(from, "open", e))?;
-        let meta = src.metadata().map_err(|e| Error::io(from, "stat", e))?;
-        if meta.len() != len {
-            return Err(Error::Changed {
-                path: from.to_path_buf(),
-                what: "changed size since it was read".into(),
-            });
-        }
-        let dst = created.create_like(to, from, &meta)?;
-        // Windows end to end in parallel (read, re-cipher, write), each worker reusing its two
-        // buffers: reads, AES work and page-cache writes of different windows overlap.
-        let window = (WINDOW_BLOCKS * FILE_BLOCK) as u64;
-        let starts: Vec<u64> = (0..len.div_ceil(window)).map(|i| i * window).collect();
-        let tails: Vec<Result<bool>> = starts
-            .par_iter()
-            .map_init(
-                || {
-                    (
-                        Zeroizing::new(vec![0u8; window as usize]),
-                        vec![0u8; window as usize],
-                    )
-                },
-                |(input, output), &off| {
-                    let n = (len - off).min(window) as usize;
-                    read_at(&src, from, off, &mut input[..n])?;
-                    let first = off / FILE_BLOCK as u64;
-                    let ok = recipher_into(
-                        self.old,
-                        self.new,
-                        first,
-                        &input[..n],
-                        &mut output[..n],
-                        plain,
-                    );
-                    dst.write_all_at(&output[..n], off)
-                        .map_err(|e| Error::io(to, "write", e))?;
-                    Ok(ok)
-                },
-            )
-            .collect();
-        for t in tails {
-            if !t? {
-                return Err(Error::WrongKey {
-                    path: from.to_path_buf(),
-                    what: "its last block".into(),
-                    key: self.l.key.to_string(),
-                    msg: "the bytes after its plaintext's end are not zero".into(),
-                });
-            }
-        }
-        dst.sync_all().map_err(|e| Error::io(to, "fsync", e))?;
-        Ok(())
     }
 
     /// The journal of this swap, durable before anything is written in the table folder.
@@ -248,12 +213,98 @@ impl Swap<'_> {
     }
 }
 
+/// The two file ciphers of a re-cipher, and the old key's name (for errors).
+pub struct Reciphering<'a> {
+    pub old: &'a FileCipher,
+    pub new: &'a FileCipher,
+    pub key: &'a KeyId,
+}
+
+impl Reciphering<'_> {
+    /// One encrypted component file `from` (`len` bytes) re-ciphered from the old key to the new
+    /// into the new file `to` (owned like `from`, durable), window by window; `advance` is told
+    /// the bytes of each window done. Returns the CRC32 of what was written.
+    pub fn file(
+        &self,
+        from: &Path,
+        to: &Path,
+        len: u64,
+        created: &mut Created,
+        advance: &(dyn Fn(u64) + Sync),
+    ) -> Result<u32> {
+        let plain = plain_len(len).map_err(|m| Error::corrupt(from, m.0))?;
+        let src = File::open(from).map_err(|e| Error::io(from, "open", e))?;
+        let meta = src.metadata().map_err(|e| Error::io(from, "stat", e))?;
+        if meta.len() != len {
+            return Err(Error::Changed {
+                path: from.to_path_buf(),
+                what: "changed size since it was read".into(),
+            });
+        }
+        let dst = created.create_like(to, from, &meta)?;
+        // Windows end to end in parallel (read, re-cipher, write), each worker reusing its two
+        // buffers: reads, AES work and page-cache writes of different windows overlap.
+        let window = (WINDOW_BLOCKS * FILE_BLOCK) as u64;
+        let starts: Vec<u64> = (0..len.div_ceil(window)).map(|i| i * window).collect();
+        let done: Vec<Result<(bool, crc32fast::Hasher)>> = starts
+            .par_iter()
+            .map_init(
+                || {
+                    (
+                        Zeroizing::new(vec![0u8; window as usize]),
+                        vec![0u8; window as usize],
+                    )
+                },
+                |(input, output), &off| {
+                    let n = (len - off).min(window) as usize;
+                    read_at(&src, from, off, &mut input[..n])?;
+                    let first = off / FILE_BLOCK as u64;
+                    let ok = recipher_into(
+                        self.old,
+                        self.new,
+                        first,
+                        &input[..n],
+                        &mut output[..n],
+                        plain,
+                    );
+                    dst.write_all_at(&output[..n], off)
+                        .map_err(|e| Error::io(to, "write", e))?;
+                    let mut crc = crc32fast::Hasher::new();
+                    crc.update(&output[..n]);
+                    advance(n as u64);
+                    Ok((ok, crc))
+                },
+            )
+            .collect();
+        let mut crc = crc32fast::Hasher::new();
+        for d in done {
+            let (ok, part) = d?;
+            if !ok {
+                return Err(Error::WrongKey {
+                    path: from.to_path_buf(),
+                    what: "its last block".into(),
+                    key: self.key.to_string(),
+                    msg: "the bytes after its plaintext's end are not zero".into(),
+                });
+            }
+            crc.combine(&part);
+        }
+        dst.sync_all().map_err(|e| Error::io(to, "fsync", e))?;
+        Ok(crc.finalize())
+    }
+}
+
 /// After the commit: deletes the doomed generation `prefix` in `dir`, its `components` (as the run
-/// listed them), then its TOC.txt.tmp last, so that until then a start still deletes whatever is
-/// left of it. A file already gone is fine (a finish resumed by `recover`).
-pub fn finish(dir: &Path, prefix: &str, components: &[String]) -> Result<()> {
+/// listed them; moved into `aside` instead when given), then its TOC.txt.tmp last, so that until
+/// then a start still deletes whatever is left of it. A file already gone is fine (a finish
+/// resumed by `recover`).
+pub fn finish(dir: &Path, prefix: &str, components: &[String], aside: Option<&Path>) -> Result<()> {
     for c in components.iter().filter(|c| *c != "TOC.txt.tmp") {
-        remove_if_there(&dir.join(format!("{prefix}{c}")))?;
+        let p = dir.join(format!("{prefix}{c}"));
+        match aside {
+            Some(a) if exists(&p)? && obsolete::move_aside(&p, a)? => {}
+            _ => remove_if_there(&p)?,
+        }
         failpoint::hit("old.deleted")?;
     }
     sync_dir(dir)?;
@@ -272,6 +323,15 @@ pub fn components_of(dir: &Path, prefix: &str) -> Result<Vec<String>> {
         }
     }
     Ok(v)
+}
+
+/// Whether `p` names a file (a failed stat is an error, never "not there").
+fn exists(p: &Path) -> Result<bool> {
+    match fs::symlink_metadata(p) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(p, "stat", e)),
+    }
 }
 
 fn remove_if_there(p: &Path) -> Result<()> {
