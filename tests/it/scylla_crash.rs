@@ -47,6 +47,17 @@ fn variants() -> Vec<String> {
 
 #[test]
 fn every_failpoint_of_the_scylla_swap_resolves_like_scylla_startup() {
+    every_failpoint(false);
+}
+
+/// The same for the commit of staged copies (`stage` first, unfaulted): the staged files are
+/// renamed in instead of written, the old files moved aside instead of deleted.
+#[test]
+fn every_failpoint_of_a_staged_scylla_swap_resolves_like_scylla_startup() {
+    every_failpoint(true);
+}
+
+fn every_failpoint(staged: bool) {
     require_failpoints();
     let shared = shared();
     let originals: Vec<&serde_json::Value> = scylla_manifest()
@@ -68,6 +79,16 @@ fn every_failpoint_of_the_scylla_swap_resolves_like_scylla_startup() {
         let mut args = strings(&["rekey", "-q", "--to"]);
         args.push(format!("file:{}", env.s("keys/new.key")));
         args.extend(strings(&["--data-dir", &data, "scylla_matrix", TABLE]));
+        if staged {
+            let mut stage = args.clone();
+            stage[0] = "stage".into();
+            let st = crate::support::run_in(&env.root, &stage, &[]);
+            assert_eq!(st.code, 0, "{}", st.all());
+            let mut files = Vec::new();
+            crate::support::walk(&env.p("scylla/data/.sstable-rekey-staging"), &mut files);
+            let manifests = files.iter().filter(|f| f.ends_with("manifest.json"));
+            assert_eq!(manifests.count(), originals.len(), "staged: {files:?}");
+        }
         let r = crate::support::run_in(&env.root, &args, &[("SSTABLE_REKEY_TEST_FAILPOINT", &v)]);
         let error = v.ends_with(":error");
         let hit = r.all().contains("injected failure") || r.stderr.contains("aborting");
@@ -149,6 +170,11 @@ fn every_failpoint_of_the_scylla_swap_resolves_like_scylla_startup() {
             if v.code != 0 {
                 return Err(format!("verify after the final rekey: {}", v.all()));
             }
+            for left in [".sstable-rekey-staging", ".sstable-rekey-obsolete"] {
+                if env.p("scylla/data").join(left).exists() {
+                    return Err(format!("{left} is left after the final rekey"));
+                }
+            }
             Ok(())
         })();
         if let Err(e) = outcome {
@@ -156,7 +182,7 @@ fn every_failpoint_of_the_scylla_swap_resolves_like_scylla_startup() {
         }
     }
     println!(
-        "scylla swap failpoints: {} variants, {fired} fired",
+        "scylla swap failpoints (staged: {staged}): {} variants, {fired} fired",
         variants().len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
