@@ -37,7 +37,7 @@ use crate::rekey::plan::{self, Job, Target};
 use crate::rekey::report::{human_bytes, RekeyReport, SstableReport, Status};
 use crate::rekey::scylla::{self, stage::Todo, ScyllaJob};
 use crate::rekey::staging::{
-    data_dir_of, entry_failed, load, prune, remove_entry, staging_dir, write_entry, Entry,
+    data_dir_of, load, moved_reason, prune, remove_entry, staging_dir, write_entry, Entry,
     EntryOutcome, Manifest, SourceFile, StagedFile, Staging, MANIFEST_FORMAT,
 };
 use crate::rekey::{evidence, exclusive, node_config, Progress};
@@ -542,7 +542,11 @@ fn stage_one(
             r.bytes_in = job.loaded.data_len;
             r.bytes_out = plan::sum_new_len(&job.new_lens);
         }
-        EntryOutcome::Failed(e) => entry_failed(&mut r, desc, &e),
+        EntryOutcome::Moved(e) => {
+            r.status = Status::Skipped;
+            r.reason = Some(moved_reason(&e));
+        }
+        EntryOutcome::Failed(e) => r.fail(&e),
         EntryOutcome::CleanupFailed(e) => r.fail(&e),
     }
     r.seconds = t0.elapsed().as_secs_f64();

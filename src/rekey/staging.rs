@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsio::{sync_dir, Created};
-use crate::rekey::report::{SstableReport, Status};
 use crate::sstable::Descriptor;
 
 /// The staging folder's name in a data directory (no keyspace name starts with a dot).
@@ -76,6 +75,9 @@ pub fn entry_dir(dirs: &[PathBuf], desc: &Descriptor) -> Result<PathBuf> {
 pub enum EntryOutcome<W> {
     /// Written, manifest last.
     Written { dir: PathBuf, written: W },
+    /// The running node changed or removed the SSTable meanwhile (a compaction): no fault; what
+    /// this run wrote of it is gone.
+    Moved(Error),
     /// Failed; what this run wrote of it is gone.
     Failed(Error),
     /// Failed, and removing what was written failed too.
@@ -125,7 +127,9 @@ pub fn write_entry<W>(
             let cleanup = created
                 .remove_all()
                 .and_then(|()| made_dir.as_deref().map_or(Ok(()), remove_empty_up));
+            let moved = matches!(e, Error::Changed { .. }) || !desc.data_path().exists();
             match cleanup {
+                Ok(()) if moved => EntryOutcome::Moved(e),
                 Ok(()) => EntryOutcome::Failed(e),
                 Err(e2) => EntryOutcome::CleanupFailed(Error::rollback_failed(e, e2)),
             }
@@ -133,17 +137,9 @@ pub fn write_entry<W>(
     }
 }
 
-/// The report of an SSTable whose entry failed (what was written of it removed): skipped when the
-/// running node changed or removed it meanwhile (then `e` is no fault), else failed.
-pub fn entry_failed(r: &mut SstableReport, desc: &Descriptor, e: &Error) {
-    if matches!(e, Error::Changed { .. }) || !desc.data_path().exists() {
-        r.status = Status::Skipped;
-        r.reason = Some(format!(
-            "changed or removed while it was staged (a compaction?): nothing staged for it ({e})"
-        ));
-    } else {
-        r.fail(e);
-    }
+/// Why an SSTable the running node changed or removed meanwhile has no entry.
+pub fn moved_reason(e: &Error) -> String {
+    format!("changed or removed while it was staged (a compaction?): nothing staged for it ({e})")
 }
 
 /// An entry's manifest, last: a temp file, fsync, rename, folder fsync.

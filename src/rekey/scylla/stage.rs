@@ -17,7 +17,7 @@ use crate::rekey::scylla::load::ScyllaLoaded;
 use crate::rekey::scylla::run::{Prepared, ScyllaJob};
 use crate::rekey::scylla::swap::Reciphering;
 use crate::rekey::staging::{
-    entry_failed, write_entry, EntryOutcome, Manifest, SourceFile, StagedFile, MANIFEST_FORMAT,
+    moved_reason, write_entry, EntryOutcome, Manifest, SourceFile, StagedFile, MANIFEST_FORMAT,
 };
 
 /// A ScyllaDB SSTable to stage: decided, with its report so far.
@@ -58,7 +58,11 @@ pub fn stage_all(
                     r.bytes_in = l.encrypted_bytes();
                     r.bytes_out = l.encrypted_bytes();
                 }
-                EntryOutcome::Failed(e) => entry_failed(&mut r, &l.found.desc, &e),
+                EntryOutcome::Moved(e) => {
+                    r.status = Status::Skipped;
+                    r.reason = Some(moved_reason(&e));
+                }
+                EntryOutcome::Failed(e) => r.fail(&e),
                 EntryOutcome::CleanupFailed(e) => r.fail(&e),
             }
             progress.finished(&r);
