@@ -804,6 +804,17 @@ fn ratios(opts: &BenchOptions, measures: &[Measure], openssl: Option<f64>) -> Ve
                 s.seconds / c.seconds,
             )
         }),
+        find("sstable-rekey rekey --purge-later (window, ScyllaDB)")
+            .zip(find(&format!(
+                "sstable-rekey rekey ({} threads, ScyllaDB)",
+                opts.threads
+            )))
+            .map(|(w, r)| {
+                (
+                    "ScyllaDB window (rekey --purge-later of staged copies) / its offline rekey wall (target <= 0.05)".to_string(),
+                    w.seconds / r.seconds,
+                )
+            }),
         find("sstable-rekey stage --rate")
             .zip(opts.stage_rate)
             .map(|(s, rate)| {

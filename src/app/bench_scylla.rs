@@ -171,7 +171,8 @@ fn scylla_db(key: &Path, bits: u32) -> Vec<u8> {
 }
 
 /// `cp` of the ScyllaDB Data.db files and the rekey (all threads) between the two key files,
-/// `--runs` interleaved rounds after a warm-up.
+/// `--runs` interleaved rounds after a warm-up; with `--staged`, each round also stages to the
+/// next key and times the window's `rekey --purge-later` that commits the staged copies.
 pub fn rounds(
     opts: &BenchOptions,
     root: &Path,
@@ -187,43 +188,67 @@ pub fn rounds(
         .sum();
     let copy_dir = root.join("scylla-copy");
     let mut to_b = true;
-    let mut rekey = |threads: usize| {
+    let mut rekey = |cmd: &str, threads: usize, extra: &[&str]| {
+        // A stage and the rekey that commits it go to the same key.
         let to = if to_b { b } else { a };
-        to_b = !to_b;
+        if cmd == "rekey" {
+            to_b = !to_b;
+        }
         timed(
             Command::new(&exe)
                 .env("RAYON_NUM_THREADS", threads.to_string())
-                .args(["rekey", "-q", "--jobs", &threads.to_string(), "--to"])
+                .args([cmd, "-q", "--jobs", &threads.to_string(), "--to"])
                 .arg(format!("file:{}", to.display()))
                 .arg("--data-dir")
-                .arg(data),
+                .arg(data)
+                .args(extra),
         )
     };
     errln!("bench: ScyllaDB warm-up (cp, rekey) ...");
     copy_all_in(&data_dbs(&table)?, &copy_dir, false)?;
-    rekey(opts.threads)?;
+    rekey("rekey", opts.threads, &[])?;
     let (mut cp, mut rk) = (Vec::new(), Vec::new());
+    let (mut stage, mut window) = (Vec::new(), Vec::new());
     for round in 1..=opts.runs {
         errln!(
-            "bench: ScyllaDB round {round} of {} (cp, rekey) ...",
-            opts.runs
+            "bench: ScyllaDB round {round} of {} (cp, rekey{}) ...",
+            opts.runs,
+            if opts.staged {
+                ", stage, the window's rekey, purge"
+            } else {
+                ""
+            }
         );
         cp.push(copy_all_in(&data_dbs(&table)?, &copy_dir, false)?);
-        rk.push(rekey(opts.threads)?);
+        rk.push(rekey("rekey", opts.threads, &[])?);
+        if opts.staged {
+            stage.push(rekey("stage", opts.threads, &[])?);
+            window.push(rekey("rekey", opts.threads, &["--purge-later"])?);
+            timed(Command::new(&exe).arg("purge").arg("--data-dir").arg(data))?;
+        }
     }
     let of = |name: &str, runs: Vec<(f64, f64, u64)>, rss: bool| {
         let peak = runs.iter().map(|r| r.2).max().filter(|_| rss);
         let (secs, user) = runs.iter().map(|r| (r.0, r.1)).unzip();
         Measure::of(name, bytes, secs, user, peak)
     };
-    Ok(vec![
+    let mut m = vec![
         of("cp Data.db (ScyllaDB)", cp, false),
         of(
             &format!("sstable-rekey rekey ({} threads, ScyllaDB)", opts.threads),
             rk,
             true,
         ),
-    ])
+    ];
+    if opts.staged {
+        m.push(of("sstable-rekey stage (ScyllaDB)", stage, true));
+        m.push(of(
+            "sstable-rekey rekey --purge-later (window, ScyllaDB)",
+            window,
+            true,
+        ));
+    }
+    Ok(m)
 }
 
 fn data_dbs(table: &Path) -> Result<Vec<PathBuf>> {

@@ -49,6 +49,8 @@ pub enum Command {
 
 Procedure per node: `sstable-rekey stage --to NEW` (node running, throttled with --rate); then in the window: nodetool drain, stop the node, `sstable-rekey rekey --to NEW` (commits every staged copy whose source is unchanged, rewrites the rest), `sstable-rekey verify --key NEW`, start the node.
 
+ScyllaDB SSTables are staged too: each encrypted component re-ciphered under the new key into the staging folder; the window's `rekey` renames them in and swaps by ScyllaDB's startup rules.
+
 A killed stage leaves files only in the staging folder; the next stage removes the incomplete entries and keeps the valid ones. `stage --discard` removes the staging folders.",
         after_help = KEYREF_HELP
     )]
