@@ -224,3 +224,34 @@ fn a_journal_from_a_relative_data_dir_is_recovered() {
     assert_eq!(scylla_boot(&dir).unwrap().len(), 4);
     assert!(!env.p("scylla/data/.sstable-rekey-scylla").exists());
 }
+
+/// An empty journal (its write failed and removing it failed too, or a crash right after it was
+/// created) had no swap: `recover` removes it, leaves every table folder as it was, and a rekey
+/// can run again; a journal that is not empty but unreadable still stops `recover`.
+#[test]
+fn an_empty_journal_is_removed_and_an_unreadable_one_stops_recover() {
+    let env = Scratch::of(&["scylla", "keys"]);
+    let data = env.s("scylla/data");
+    let journals = env.p("scylla/data/.sstable-rekey-scylla");
+    fs::create_dir(&journals).unwrap();
+    let before = crate::support::tree_strict(&env.p("scylla/data/scylla_matrix"));
+    let empty = journals.join("0-me-99-big.json");
+    fs::write(&empty, b"").unwrap();
+    let recover = strings(&["recover", "--data-dir", &data]);
+    let rec = crate::support::run_in(&env.root, &recover, &[]);
+    assert_eq!(rec.code, 0, "{}", rec.all());
+    assert!(!empty.exists() && !journals.exists(), "{}", rec.all());
+    let after = crate::support::tree_strict(&env.p("scylla/data/scylla_matrix"));
+    assert_eq!(before, after);
+
+    fs::create_dir(&journals).unwrap();
+    let garbage = journals.join("0-me-98-big.json");
+    fs::write(&garbage, b"{\"dir\":").unwrap();
+    let rec = crate::support::run_in(&env.root, &recover, &[]);
+    assert_eq!(rec.code, 1, "{}", rec.all());
+    assert!(
+        garbage.exists() && rec.all().contains("not a journal"),
+        "{}",
+        rec.all()
+    );
+}

@@ -2,8 +2,9 @@
 //! `<data_dir>/.sstable-rekey-scylla/` is finished or undone the way ScyllaDB's startup would
 //! resolve the folder: a new generation still holding its `TOC.txt.tmp` was never sealed (it is
 //! deleted, `TOC.txt.tmp` last); an old one holding a `TOC.txt.tmp` was doomed by the commit
-//! rename (it is deleted, `TOC.txt.tmp` last). Nothing else is touched. A journal that cannot be
-//! read stops the recovery with nothing done for it.
+//! rename (it is deleted, `TOC.txt.tmp` last). Nothing else is touched. An empty journal had no
+//! swap (it is removed); any other journal that cannot be read stops the recovery with nothing
+//! done for it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,12 @@ pub fn recover(data_dirs: &[PathBuf]) -> Result<Vec<Recovered>> {
 
 fn one(path: &Path, home: &Path) -> Result<&'static str> {
     let text = fs::read(path).map_err(|e| Error::io(path, "read journal", e))?;
+    if text.is_empty() {
+        // A swap writes nothing in a table folder before its journal is whole and durable: an
+        // empty journal (a crash, or a failed write whose cleanup failed too) had no swap.
+        remove_journal(path)?;
+        return Ok("removed (empty: its swap never started)");
+    }
     let j: Journal = serde_json::from_slice(&text).map_err(|e| {
         Error::corrupt(
             path,
