@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use crate::app::scope::resolve_data_dirs;
 use sstable_rekey::keys::KeyRef;
 use sstable_rekey::rekey::report::{human_bytes, write_json, RekeyReport, SstableReport, Status};
+use sstable_rekey::rekey::scylla::commitlog::read_scylla_yaml;
 use sstable_rekey::rekey::{self, RekeyOptions};
 
 pub fn run(a: &RekeyArgs) -> Result<Exit> {
@@ -24,7 +25,7 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
         errln!("sstable-rekey: warning: {m}. Their SSTables are not rekeyed in this run");
     }
     let keys = crate::app::kmip::build_keys(
-        &a.scope.kmip,
+        &crate::app::scope::kmip_opts(&a.scope.kmip)?,
         a.scope.keyring.as_deref(),
         &from,
         Some(&to),
@@ -45,6 +46,10 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
         ignore_staged: a.ignore_staged,
         verify_staged: a.verify_staged,
         purge_later: a.purge_later,
+        scylla_yaml: match &a.scope.kmip.scylla_yaml {
+            Some(p) => Some((p.clone(), read_scylla_yaml(p)?)),
+            None => None,
+        },
     };
     if let Some(p) = &a.scope.report {
         check_report_path(p)?;
@@ -65,6 +70,12 @@ pub fn run(a: &RekeyArgs) -> Result<Exit> {
     if !report.alter_table.is_empty() {
         outln!("\nRun once per table (on any node) so that new writes use the new key:");
         for s in &report.alter_table {
+            outln!("  {s}");
+        }
+    }
+    if !report.scylla_yaml.is_empty() {
+        outln!("\nChange scylla.yaml on every node so that new writes use the new key:");
+        for s in &report.scylla_yaml {
             outln!("  {s}");
         }
     }

@@ -57,3 +57,21 @@ pub fn check_report_path(p: &Path) -> Result<()> {
     sstable_rekey::fsio::check_replaceable(p)
         .map_err(|e| Error::Usage(format!("--report {}: cannot write there: {e}", p.display())))
 }
+
+/// The KMIP options of a run: a `--scylla-yaml` without `kmip_hosts` (a node with local keys only)
+/// names folders and node-wide encryption settings, not KMIP servers.
+pub fn kmip_opts(o: &crate::app::cli::KmipOpts) -> Result<crate::app::cli::KmipOpts> {
+    let mut o = o.clone();
+    if let Some(y) = &o.scylla_yaml {
+        let has_hosts =
+            sstable_rekey::rekey::scylla::commitlog::read_scylla_yaml(y)?.has_kmip_hosts;
+        if !has_hosts {
+            errln!(
+                "sstable-rekey: note: {} has no kmip_hosts: KMIP keys only through --keyring",
+                y.display()
+            );
+            o.scylla_yaml = None;
+        }
+    }
+    Ok(o)
+}

@@ -11,23 +11,6 @@ use sstable_rekey::rekey::report::write_json;
 use sstable_rekey::rekey::scylla::commitlog::{read_scylla_yaml, LogDir};
 use sstable_rekey::rekey::verify::VerifyOptions;
 
-/// The KMIP options of the run: a `--scylla-yaml` without `kmip_hosts` (a node with local keys
-/// only) names the commit log and hints folders, not KMIP servers.
-fn kmip_opts(a: &VerifyArgs) -> Result<crate::app::cli::KmipOpts> {
-    let mut o = a.scope.kmip.clone();
-    if let Some(y) = &o.scylla_yaml {
-        let has_hosts = read_scylla_yaml(y)?.has_kmip_hosts;
-        if !has_hosts {
-            errln!(
-                "sstable-rekey: note: {} has no kmip_hosts: KMIP keys only through --keyring",
-                y.display()
-            );
-            o.scylla_yaml = None;
-        }
-    }
-    Ok(o)
-}
-
 /// The commit log and hints folders to check: `--commitlog-dir`/`--hints-dir`, each kind else
 /// from `--scylla-yaml` (its settings or ScyllaDB's defaults); none without either.
 fn log_dirs(a: &VerifyArgs) -> Result<Vec<LogDir>> {
@@ -65,7 +48,7 @@ fn log_dirs(a: &VerifyArgs) -> Result<Vec<LogDir>> {
 
 pub fn run(a: &VerifyArgs) -> Result<Exit> {
     let keys = parse_refs(&a.keys)?;
-    let kmip = kmip_opts(a)?;
+    let kmip = crate::app::scope::kmip_opts(&a.scope.kmip)?;
     let store = crate::app::kmip::build_keys(
         &kmip,
         a.scope.keyring.as_deref(),

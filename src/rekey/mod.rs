@@ -56,6 +56,8 @@ pub struct RekeyOptions {
     pub verify_staged: bool,
     /// Leave the replaced files that staged commits moved aside for `sstable-rekey purge`.
     pub purge_later: bool,
+    /// `--scylla-yaml`: the node's scylla.yaml (path and what it says), for its follow-up.
+    pub scylla_yaml: Option<(std::path::PathBuf, scylla::commitlog::ScyllaYaml)>,
 }
 
 /// Runs a rekey. Returns `Err` only for errors before any work (configuration, keys, space):
@@ -139,6 +141,7 @@ pub fn rekey(
         done,
         &statements.into_iter().chain(scylla_statements).collect(),
     );
+    report.scylla_yaml = scylla_yaml_changes(opts, &report);
     if !opts.ignore_staged {
         let notes = staging::prune_all(&opts.data_dirs.dirs);
         report.notes.extend(notes);
@@ -176,6 +179,20 @@ fn scylla_sstables(
         let _ = std::fs::remove_dir(dd.join(scylla::swap::JOURNALS));
     }
     done
+}
+
+/// The scylla.yaml changes this run calls for (see [`scylla::follow_up::yaml_changes`]).
+fn scylla_yaml_changes(opts: &RekeyOptions, report: &RekeyReport) -> Vec<String> {
+    let Some((path, yaml)) = &opts.scylla_yaml else {
+        return Vec::new();
+    };
+    let replaced = report
+        .sstables
+        .iter()
+        .filter(|r| r.status == report::Status::Rekeyed)
+        .flat_map(|r| r.keys_before.keys().cloned())
+        .collect();
+    scylla::follow_up::yaml_changes(path, yaml, &replaced, &opts.to)
 }
 
 /// The purge of the replaced files moved aside (or, with `later`, what waits for one).

@@ -164,6 +164,10 @@ pub struct RekeyReport {
     pub totals: Totals,
     /// Statements each rekeyed table now needs so that new writes use the new key too.
     pub alter_table: Vec<String>,
+    /// scylla.yaml changes (`--scylla-yaml`): a node-wide encryption section still under a key
+    /// this run replaced.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scylla_yaml: Vec<String>,
     /// Snapshot and backup SSTables: never modified; they still need their old keys.
     pub backups: Vec<BackupReport>,
     /// The data directories scanned, and where they came from (`--data-dir`, the node's
@@ -208,6 +212,7 @@ impl RekeyReport {
             sstables: unseen.iter().map(SstableReport::unseen).collect(),
             totals: Default::default(),
             alter_table: Vec::new(),
+            scylla_yaml: Vec::new(),
             backups,
             data_dirs: data_dirs.clone(),
             notes,

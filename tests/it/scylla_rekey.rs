@@ -356,3 +356,76 @@ fn stage_then_rekey_commits_the_staged_copies_and_the_oracle_opens_them() {
     assert!(!data.join(".sstable-rekey-obsolete").exists());
     judge_local(&env, &shared, &rep, &new_key, &snapshot_before);
 }
+
+/// `--scylla-yaml` whose `user_info_encryption` names the key file a rekeyed table was under:
+/// the rekey prints (and reports) the scylla.yaml change that makes new writes use the new key; a
+/// disabled section, or one naming another key, calls for nothing.
+#[test]
+fn a_scylla_yaml_still_naming_the_replaced_key_gets_its_change_printed() {
+    let env = env();
+    let table = "t_local_CBC_128";
+    let dir = crate::support::table_dir(&env.p("scylla/data/scylla_matrix"), table);
+    let scylla_db = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.display().to_string().ends_with("Scylla.db"))
+        .unwrap();
+    let old = crate::support::ScyllaDb::read(&scylla_db)
+        .secret_key_file()
+        .unwrap();
+    let new_key = env.s("keys/new.key");
+    let yaml = env.tmp.path().join("scylla.yaml");
+    let section = |name: &str, enabled: bool, file: &str| {
+        format!(
+            "{name}:\n  enabled: {enabled}\n  cipher_algorithm: AES/CBC/PKCS5Padding\n  secret_key_strength: 128\n  key_provider: LocalFileSystemKeyProviderFactory\n  secret_key_file: {file}\n"
+        )
+    };
+    let run = |text: String| {
+        fs::write(&yaml, text).unwrap();
+        let report = env.tmp.path().join("rekey.json");
+        let mut args = strings(&["rekey", "-q", "--to"]);
+        args.push(format!("file:{new_key}"));
+        args.extend(strings(&["--keyring", &env.s("all.keyring"), "--data-dir"]));
+        args.push(env.s("scylla/data"));
+        args.extend(strings(&["--scylla-yaml", &yaml.display().to_string()]));
+        args.extend(["--report".into(), report.display().to_string()]);
+        args.extend(strings(&["scylla_matrix", table]));
+        let r = env.run(&args);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let rep: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+        (r, rep)
+    };
+    // Another key in user_info_encryption, the old one only in a disabled section: nothing.
+    let other = env.s("keys/new.key");
+    let (r, rep) = run(section("user_info_encryption", true, &other)
+        + &section("system_info_encryption", false, &old));
+    assert!(
+        rep["totals"]["rekeyed"].as_u64().unwrap() > 0,
+        "{}",
+        rep["totals"]
+    );
+    assert!(rep.get("scylla_yaml").is_none(), "{rep}");
+    assert!(!r.stdout.contains("Change scylla.yaml"), "{}", r.stdout);
+
+    // Back under the old key, then with user_info_encryption naming it.
+    let mut back = strings(&["rekey", "-q", "--to"]);
+    back.push(format!("file:{old}"));
+    back.extend(strings(&["--keyring", &env.s("all.keyring"), "--data-dir"]));
+    back.push(env.s("scylla/data"));
+    back.extend(strings(&["scylla_matrix", table]));
+    let b = env.run(&back);
+    assert_eq!(b.code, 0, "{}", b.all());
+    let (r, rep) = run(section("user_info_encryption", true, &old));
+    let changes = rep["scylla_yaml"].as_array().expect("scylla_yaml changes");
+    assert_eq!(changes.len(), 1, "{rep}");
+    let c = changes[0].as_str().unwrap();
+    assert!(
+        c.contains("user_info_encryption") && c.contains(&format!("secret_key_file: {new_key}")),
+        "{c}"
+    );
+    assert!(
+        r.stdout.contains("Change scylla.yaml on every node"),
+        "{}",
+        r.stdout
+    );
+}

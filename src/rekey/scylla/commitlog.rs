@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
 use crate::sstable::scylla::commitlog::{parse_side_file, SideFile, MAX_SIDE_FILE};
-use crate::sstable::scylla::KeySpec;
+use crate::sstable::scylla::{EncryptionOptions, KeySpec};
 
 /// Where ScyllaDB keeps its files when scylla.yaml sets no `workdir`.
 pub const DEFAULT_WORKDIR: &str = "/var/lib/scylla";
@@ -257,12 +257,54 @@ pub fn read_scylla_yaml(path: &Path) -> Result<ScyllaYaml> {
     parse_scylla_yaml(&text, path)
 }
 
-/// What `verify` takes from a scylla.yaml besides KMIP servers.
+/// What `verify` and `rekey` take from a scylla.yaml besides KMIP servers.
 #[derive(Debug, Clone)]
 pub struct ScyllaYaml {
     pub log_dirs: Vec<LogDir>,
     /// Whether it has a `kmip_hosts` section (a node with local keys only has none).
     pub has_kmip_hosts: bool,
+    /// The enabled node-wide encryption sections (`user_info_encryption`,
+    /// `system_info_encryption`) with their options: what new writes of tables without options
+    /// of their own use (FORMAT.md 4.1).
+    pub info_encryption: Vec<(&'static str, EncryptionOptions)>,
+}
+
+/// The scylla.yaml sections whose options encrypt tables without options of their own.
+const INFO_SECTIONS: [&str; 2] = ["user_info_encryption", "system_info_encryption"];
+
+/// The options of an `*_info_encryption` section when it is enabled (`enabled: true`); values
+/// as strings, as ScyllaDB reads them.
+fn info_section(
+    doc: &yaml_rust2::Yaml,
+    section: &str,
+    at: &dyn Fn(String) -> Error,
+) -> Result<Option<EncryptionOptions>> {
+    use yaml_rust2::Yaml;
+    let map = match &doc[section] {
+        Yaml::BadValue | Yaml::Null => return Ok(None),
+        Yaml::Hash(h) => h,
+        _ => return Err(at(format!("{section}: expected a mapping of options"))),
+    };
+    let mut pairs = Vec::new();
+    for (k, v) in map {
+        let key = k
+            .as_str()
+            .ok_or_else(|| at(format!("{section}: an option name that is not text")))?;
+        let value = match v {
+            Yaml::String(s) => s.clone(),
+            Yaml::Integer(i) => i.to_string(),
+            Yaml::Boolean(b) => b.to_string(),
+            Yaml::Real(r) => r.clone(),
+            _ => return Err(at(format!("{section}.{key}: expected a single value"))),
+        };
+        pairs.push((key.to_string(), value));
+    }
+    let options =
+        EncryptionOptions::from_pairs(pairs).map_err(|m| at(format!("{section}: {}", m.0)))?;
+    let enabled = options
+        .get("enabled")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    Ok(enabled.then_some(options))
 }
 
 pub fn parse_scylla_yaml(text: &str, path: &Path) -> Result<ScyllaYaml> {
@@ -314,15 +356,47 @@ pub fn parse_scylla_yaml(text: &str, path: &Path) -> Result<ScyllaYaml> {
             });
         }
     }
+    let mut info_encryption = Vec::new();
+    for section in INFO_SECTIONS {
+        if let Some(o) = info_section(doc, section, &at)? {
+            info_encryption.push((section, o));
+        }
+    }
     Ok(ScyllaYaml {
         log_dirs: out,
         has_kmip_hosts: !doc["kmip_hosts"].is_badvalue(),
+        info_encryption,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scylla_yaml_info_encryption_sections() {
+        let y = Path::new("/etc/scylla/scylla.yaml");
+        let d = parse_scylla_yaml(
+            "user_info_encryption:\n  enabled: True\n  secret_key_strength: 256\n  key_provider: KmipKeyProviderFactory\n  kmip_host: g\nsystem_info_encryption:\n  enabled: false\n  key_provider: x\n",
+            y,
+        )
+        .unwrap();
+        assert_eq!(d.info_encryption.len(), 1);
+        let (name, o) = &d.info_encryption[0];
+        assert_eq!(*name, "user_info_encryption");
+        assert_eq!(o.get("secret_key_strength"), Some("256"));
+        assert_eq!(o.get("kmip_host"), Some("g"));
+        for (text, says) in [
+            ("user_info_encryption: 1\n", "expected a mapping"),
+            (
+                "user_info_encryption:\n  enabled: [1]\n",
+                "user_info_encryption.enabled",
+            ),
+        ] {
+            let e = parse_scylla_yaml(text, y).unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn scylla_yaml_folders_and_defaults() {

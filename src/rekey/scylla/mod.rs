@@ -5,12 +5,14 @@
 //! - [`check`]: every encrypted component decrypted with a key and checked the way a wrong key
 //!   cannot pass (4.8): the proof `verify` gives and the evidence a rekey needs;
 //! - [`commitlog`]: the commit log segments and hints still under a key (4.10), for `verify`;
+//! - [`follow_up`]: the ALTER TABLE statements and scylla.yaml changes a rekey prints;
 //! - [`run`]: each SSTable decided and, through [`swap`], rekeyed (with its staged copy, if any);
 //! - [`stage`]: the re-ciphered files written into a staging entry while the node serves;
 //! - [`recover`]: the swaps an interrupted rekey left, finished or undone.
 
 pub mod check;
 pub mod commitlog;
+pub mod follow_up;
 pub mod load;
 pub mod recover;
 pub mod run;

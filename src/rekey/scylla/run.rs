@@ -12,9 +12,9 @@ use crate::error::{Error, Result};
 use crate::keys::{material_eq, KeyId, KeyRef, KeyStore};
 use crate::rekey::generation::Generations;
 use crate::rekey::report::{SstableReport, Status};
-use crate::rekey::scylla::check;
 use crate::rekey::scylla::load::{key_material, ScyllaLoaded};
 use crate::rekey::scylla::swap::Swap;
+use crate::rekey::scylla::{check, follow_up};
 use crate::rekey::staging::{remove_used_entry, Entry};
 use crate::sstable::scylla::RekeyTarget;
 
@@ -120,7 +120,7 @@ fn one(
     if let Some(Err(e)) = job.staged.as_ref().map(|e| remove_used_entry(&e.dir)) {
         r.reason = Some(format!("committed; the used staging entry remains: {e}"));
     }
-    Ok(Some(statement(&r.table, &p.target)))
+    Ok(Some(follow_up::statement(&r.table, &p.target)))
 }
 
 /// Decides one SSTable for `rekey` or `stage`: skipped (`Ok(None)`, the reason in `r`) when it
@@ -192,43 +192,6 @@ fn target_of(to: &KeyRef, l: &ScyllaLoaded) -> Result<RekeyTarget> {
             "replicated keys can only be read: rekey --to a key file or a KMIP key".into(),
         )),
     }
-}
-
-/// `ALTER TABLE "ks"."t" WITH scylla_encryption_options = {...}`: new writes under the target.
-fn statement(table: &str, target: &RekeyTarget) -> String {
-    let quote = |s: &str| s.replace('\'', "''");
-    let opts: Vec<(&str, String)> = match target {
-        RekeyTarget::Local {
-            secret_key_file,
-            cipher_algorithm,
-            secret_key_strength,
-        } => vec![
-            ("cipher_algorithm", cipher_algorithm.clone()),
-            ("secret_key_strength", secret_key_strength.to_string()),
-            ("key_provider", "LocalFileSystemKeyProviderFactory".into()),
-            ("secret_key_file", secret_key_file.clone()),
-        ],
-        RekeyTarget::Kmip {
-            kmip_host,
-            cipher_algorithm,
-            secret_key_strength,
-            ..
-        } => vec![
-            ("cipher_algorithm", cipher_algorithm.clone()),
-            ("secret_key_strength", secret_key_strength.to_string()),
-            ("key_provider", "KmipKeyProviderFactory".into()),
-            ("kmip_host", kmip_host.clone()),
-        ],
-    };
-    let body: Vec<String> = opts
-        .iter()
-        .map(|(k, v)| format!("'{k}': '{}'", quote(v)))
-        .collect();
-    let (ks, t) = table.split_once('.').unwrap_or(("", table));
-    format!(
-        "ALTER TABLE \"{ks}\".\"{t}\" WITH scylla_encryption_options = {{{}}};",
-        body.join(", ")
-    )
 }
 
 /// ScyllaDB has unfinished work in an SSTable folder (FORMAT.md 4.9): a `TOC.txt.tmp` (an SSTable
