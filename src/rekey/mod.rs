@@ -97,33 +97,11 @@ pub fn rekey(
     );
 
     // Plan: every SSTable admitted or not, every key resolved, before anything is written.
-    let cx = admit::Context {
-        target: &target,
-        from: opts.from.iter().map(KeyRef::id).collect(),
-        store,
-        kmip_configured: opts.kmip_configured,
-        move_kmip_group: opts.move_kmip_group,
-    };
-    let (mut scylla, live) = scylla::split(found.live);
-    let jobs = admit::all(live, &cx, &opts.to, &mut report.sstables)?;
-    let scylla_found = scylla.iter().map(|j| &j.loaded.found);
-    admit::owners(
-        jobs.iter().map(|j| &j.loaded.found).chain(scylla_found),
-        &target,
-    )?;
-    let (jobs, refused) = evidence::confirm(jobs);
-    report.sstables.extend(refused);
-    let mut jobs = jobs;
-    let stale = stage::attach(
-        &mut jobs,
-        &mut scylla,
-        staged,
-        &target.id.to_string(),
-        &opts.selection,
-        opts.verify_staged,
-    )?;
-    let unstaged: Vec<&plan::Job> = jobs.iter().filter(|j| j.staged.is_none()).collect();
-    plan::check_space(&unstaged, opts.jobs)?;
+    let Planned {
+        jobs,
+        scylla,
+        stale,
+    } = plan_all(opts, store, &target, found.live, staged, &mut report)?;
     if opts.dry_run {
         report.planned(jobs.into_iter().map(|j| j.report), &target.id);
         report.done(scylla_sstables(scylla, opts, store).0, &Default::default());
@@ -151,6 +129,57 @@ pub fn rekey(
     report.totals.window_seconds = started.elapsed().as_secs_f64();
     report.obsolete = obsolete_files(&opts.data_dirs.dirs, opts.purge_later);
     Ok(report.finish(started))
+}
+
+/// What a rekey will do, decided before anything is written.
+struct Planned {
+    jobs: Vec<plan::Job>,
+    scylla: Vec<scylla::ScyllaJob>,
+    /// Staged copies that can no longer be used, with why.
+    stale: Vec<(staging::Entry, String)>,
+}
+
+/// Every live SSTable admitted or not (its report in `report` when not), owners checked, the old
+/// keys proven, the staged copies attached, the space checked.
+fn plan_all(
+    opts: &RekeyOptions,
+    store: &KeyStore,
+    target: &Target,
+    live: Discovered,
+    staged: staging::Staging,
+    report: &mut RekeyReport,
+) -> Result<Planned> {
+    let cx = admit::Context {
+        target,
+        from: opts.from.iter().map(KeyRef::id).collect(),
+        store,
+        kmip_configured: opts.kmip_configured,
+        move_kmip_group: opts.move_kmip_group,
+    };
+    let (mut scylla, live) = scylla::split(live);
+    let jobs = admit::all(live, &cx, &opts.to, &mut report.sstables)?;
+    let scylla_found = scylla.iter().map(|j| &j.loaded.found);
+    admit::owners(
+        jobs.iter().map(|j| &j.loaded.found).chain(scylla_found),
+        target,
+    )?;
+    let (mut jobs, refused) = evidence::confirm(jobs);
+    report.sstables.extend(refused);
+    let stale = stage::attach(
+        &mut jobs,
+        &mut scylla,
+        staged,
+        &target.id.to_string(),
+        &opts.selection,
+        opts.verify_staged,
+    )?;
+    let unstaged: Vec<&plan::Job> = jobs.iter().filter(|j| j.staged.is_none()).collect();
+    plan::check_space(&unstaged, opts.jobs)?;
+    Ok(Planned {
+        jobs,
+        scylla,
+        stale,
+    })
 }
 
 /// The ScyllaDB SSTables of the run (FORMAT.md 4), rekeyed one after the other (planned only with
