@@ -242,6 +242,7 @@ fn resolve_active(
             let id = src
                 .with_client(group, |c| c.create_aes(bits, None, &want.create_texts()))
                 .map_err(|e| refused_create(e, &want))?;
+            src.check_created(group, &id, &want)?;
             notes.push(format!(
                 "created and activated KMIP key {group}/{id} ({aes}{more})"
             ));

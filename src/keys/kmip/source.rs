@@ -126,6 +126,26 @@ impl KmipSource {
     }
 }
 
+impl KmipSource {
+    /// A key just created for `want` must read back as `want` asks: a server that dropped an
+    /// attribute (say `x-key-namespace`) made a key the tables' database would not find.
+    pub fn check_created(&self, group: &str, id: &str, want: &ActiveWant) -> Result<()> {
+        let a = self
+            .with_client(group, |c| {
+                c.attributes_with(&[id.to_string()], want.extra_names())
+            })?
+            .pop()
+            .expect("one result")?;
+        if want.fits(&a) {
+            return Ok(());
+        }
+        let (aes, more) = want.describe();
+        Err(Error::Key(format!(
+            "created and activated KMIP key {group}/{id}, but the server does not report it as an Active {aes} key{more}, so the database would not find it: revoke and destroy it (`sstable-rekey kmip revoke`, `kmip destroy`), and make the key with the server's own tools"
+        )))
+    }
+}
+
 /// How `kmip://GROUP/active` looks for its key: as the database of the tables does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocateAs {
