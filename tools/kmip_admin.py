@@ -4,9 +4,16 @@
 Run it with the venv that tools/kmip-server.sh made:  DIR/venv/bin/python tools/kmip_admin.py DIR OP ...
 It prints one JSON object per call.
 
-  create [--bits 128|192|256] [--name NAME] [--pre-active]
+  create [--bits 128|192|256] [--name NAME] [--pre-active] [--usage MASKS]
                                               create an AES key and (unless --pre-active) activate
-                                              it: {"id", "key_hex"}
+                                              it: {"id", "key_hex"}. --usage: PyKMIP's usage mask
+                                              names, comma-separated (default encrypt,decrypt), or
+                                              none; other than the default, the key is registered
+                                              (PyKMIP's Create always adds Encrypt|Decrypt)
+  scylla-locate [--bits N] [--namespace NS]   ScyllaDB's Locate for a new key (FORMAT.md 4.4: AES,
+                                              the length, Active, usage Encrypt|Decrypt, and
+                                              x-key-namespace when given): {"ids"} newest first, or
+                                              {"error": PyKMIP's result message} when it fails
   key ID                                      the raw key bytes: {"id", "key_hex"}
   state ID                                    {"id", "state"} with PyKMIP's State name, e.g. COMPROMISED
   states                                      {"states": {id: state}} for every key this client owns
@@ -79,29 +86,71 @@ def capture():
             "interval": hexof(primitives.Interval(864000))}
 
 
+def new_key(c, a):
+    """An AES key as `create` describes it; its id."""
+    masks = [] if a.usage == "none" else [
+        enums.CryptographicUsageMask[u.strip().upper()] for u in a.usage.split(",")]
+    if set(masks) != {enums.CryptographicUsageMask.ENCRYPT, enums.CryptographicUsageMask.DECRYPT}:
+        from kmip.pie.objects import SymmetricKey
+        key = SymmetricKey(enums.CryptographicAlgorithm.AES, a.bits, os.urandom(a.bits // 8),
+                           masks=masks, name=a.name or "Symmetric Key")
+        return c.register(key)
+    return c.create(enums.CryptographicAlgorithm.AES, a.bits, name=a.name,
+                    cryptographic_usage_mask=masks)
+
+
+def scylla_locate(c, a):
+    """The Locate ScyllaDB sends before creating a key (kmip_host.cc find_matching_keys)."""
+    from kmip.core import attributes, objects
+    from kmip.core.factories.attributes import AttributeFactory
+    from kmip.pie.exceptions import KmipOperationFailure
+    f = AttributeFactory()
+    filt = [
+        f.create_attribute(enums.AttributeType.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY),
+        f.create_attribute(enums.AttributeType.CRYPTOGRAPHIC_ALGORITHM,
+                           enums.CryptographicAlgorithm.AES),
+        f.create_attribute(enums.AttributeType.CRYPTOGRAPHIC_LENGTH, a.bits),
+        f.create_attribute(enums.AttributeType.STATE, enums.State.ACTIVE),
+        f.create_attribute(enums.AttributeType.CRYPTOGRAPHIC_USAGE_MASK,
+                           [enums.CryptographicUsageMask.ENCRYPT,
+                            enums.CryptographicUsageMask.DECRYPT]),
+    ]
+    if a.namespace:
+        filt.append(objects.Attribute(
+            attribute_name=objects.Attribute.AttributeName("x-key-namespace"),
+            attribute_value=attributes.CustomAttribute(a.namespace)))
+    try:
+        return {"ids": c.locate(attributes=filt)}
+    except KmipOperationFailure as e:
+        return {"error": str(e)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("server_dir")
-    ap.add_argument("op", choices=["create", "key", "state", "states", "revoke", "destroy", "capture"])
+    ap.add_argument("op", choices=["create", "key", "state", "states", "revoke", "destroy", "capture",
+                                   "scylla-locate"])
     ap.add_argument("id", nargs="?")
     ap.add_argument("--bits", type=int, default=128, choices=[128, 192, 256])
     ap.add_argument("--name")
     ap.add_argument("--reason", default="compromise", choices=["compromise", "superseded"])
     ap.add_argument("--pre-active", action="store_true")
+    ap.add_argument("--usage", default="encrypt,decrypt")
+    ap.add_argument("--namespace")
     a = ap.parse_args()
     if a.op == "capture":
         print(json.dumps(capture()))
         return 0
-    if a.op not in ("create", "states") and not a.id:
+    if a.op not in ("create", "states", "scylla-locate") and not a.id:
         ap.error(a.op + " needs ID")
     with client(a.server_dir) as c:
         if a.op == "create":
-            uid = c.create(enums.CryptographicAlgorithm.AES, a.bits, name=a.name,
-                           cryptographic_usage_mask=[enums.CryptographicUsageMask.ENCRYPT,
-                                                     enums.CryptographicUsageMask.DECRYPT])
+            uid = new_key(c, a)
             if not a.pre_active:
                 c.activate(uid)
             out = {"id": uid, "key_hex": c.get(uid).value.hex()}
+        elif a.op == "scylla-locate":
+            out = scylla_locate(c, a)
         elif a.op == "key":
             out = {"id": a.id, "key_hex": c.get(a.id).value.hex()}
         elif a.op == "state":

@@ -50,9 +50,9 @@ pub fn build_keys(
     dry_run: bool,
     scope: Option<(&[PathBuf], &Selection)>,
 ) -> Result<Built> {
-    let active_bits = || {
+    let active = || {
         let (dirs, sel) = scope.expect("rekey passes its scope");
-        sstable_rekey::rekey::selection_key_bits(dirs, sel)
+        sstable_rekey::rekey::selection_active(dirs, sel)
     };
     let built = KeyStore::build(&StoreSpec {
         kmip: load_config(kmip)?,
@@ -61,7 +61,7 @@ pub fn build_keys(
         to,
         create_key,
         dry_run,
-        active_bits: &active_bits,
+        active: &active,
     })?;
     for n in &built.notes {
         errln!("{n}");
@@ -258,7 +258,7 @@ fn list(a: &KmipListArgs) -> Result<Exit> {
 fn create(a: &KmipCreateArgs) -> Result<Exit> {
     let bits: u32 = a.bits.parse().expect("clap checked");
     let src = source(&a.kmip, &a.group)?;
-    let id = src.with_client(&a.group, |c| c.create_aes(bits, a.name.as_deref()))?;
+    let id = src.with_client(&a.group, |c| c.create_aes(bits, a.name.as_deref(), &[]))?;
     outln!("created kmip://{}/{id} (AES-{bits}, Active)", a.group);
     Ok(Exit::Ok)
 }

@@ -1,7 +1,7 @@
 //! The key store: every configured source of key material behind one lookup, and how it is built
 //! from what the operator named (key files, an offline keyring, a KMIP configuration; resolving
-//! `--to kmip://GROUP/active`). Knows nothing of SSTables: the tables' key strength, which
-//! `active` needs, is asked of the caller.
+//! `--to kmip://GROUP/active`). Knows nothing of SSTables: what `active` must find (the tables'
+//! key strength, and whether to look for it as DSE or as ScyllaDB does) is asked of the caller.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +12,7 @@ use crate::crypto::{AesKey, CipherSpec};
 use crate::error::{Error, Result};
 use crate::keys::keyring::Keyring;
 use crate::keys::kmip::source::ACTIVE;
-use crate::keys::kmip::{KmipConfig, KmipSource};
+use crate::keys::kmip::{ActiveWant, KmipConfig, KmipError, KmipSource};
 use crate::keys::{material_eq, KeyFiles, KeyId, KeyMaterial, KeyRef, KeySource};
 
 /// Resolves ids to expanded AES keys through the configured sources, once per (id, cipher).
@@ -135,9 +135,9 @@ pub struct StoreSpec<'a> {
     /// `--create-key`: create the Active key `active` names when there is none.
     pub create_key: bool,
     pub dry_run: bool,
-    /// The key strength `kmip://GROUP/active` must have (the tables' `secret_key_strength`);
-    /// asked only when `--to` is `active`.
-    pub active_bits: &'a dyn Fn() -> Result<u32>,
+    /// What `kmip://GROUP/active` must find: the tables' `secret_key_strength`, and how their
+    /// database looks for it; asked only when `--to` is `active`.
+    pub active: &'a dyn Fn() -> Result<ActiveWant>,
 }
 
 /// A built store, and what the building found.
@@ -220,32 +220,50 @@ impl KeyStore {
     }
 }
 
-/// The id `kmip://GROUP/active` stands for: the group's Active AES key of the tables' strength,
-/// or one created with `--create-key`.
+/// The id `kmip://GROUP/active` stands for: the group's Active AES key that the tables' database
+/// would find ([`ActiveWant`]), or one created with `--create-key`.
 fn resolve_active(
     src: &KmipSource,
     group: &str,
     spec: &StoreSpec,
     notes: &mut Vec<String>,
 ) -> Result<String> {
-    let bits = (spec.active_bits)()?;
-    match src.locate_active(group, bits)? {
+    let want = (spec.active)()?;
+    let (bits, (aes, more)) = (want.bits, want.describe());
+    match src.locate_active(group, &want)? {
         Some(a) => {
-            notes.push(format!("kmip://{group}/active is key {} (AES-{bits})", a.id));
+            notes.push(format!("kmip://{group}/active is key {} ({aes}{more})", a.id));
             Ok(a.id)
         }
         None if spec.create_key && spec.dry_run => Err(Error::Usage(format!(
-            "KMIP group {group} has no Active AES-{bits} key; a run without --dry-run would create one (--create-key)"
+            "KMIP group {group} has no Active {aes} key{more}; a run without --dry-run would create one (--create-key)"
         ))),
         None if spec.create_key => {
-            let id = src.with_client(group, |c| c.create_aes(bits, None))?;
+            let id = src
+                .with_client(group, |c| c.create_aes(bits, None, &want.create_texts()))
+                .map_err(|e| refused_create(e, &want))?;
+            src.check_created(group, &id, &want)?;
             notes.push(format!(
-                "created and activated KMIP key {group}/{id} (AES-{bits})"
+                "created and activated KMIP key {group}/{id} ({aes}{more})"
             ));
             Ok(id)
         }
         None => Err(Error::Key(format!(
-            "KMIP group {group} has no Active AES-{bits} key: add --create-key, or run `sstable-rekey kmip create {group} --bits {bits}`"
+            "KMIP group {group} has no Active {aes} key{more}: add --create-key, or {}",
+            match want.key_namespace() {
+                None => format!("run `sstable-rekey kmip create {group} --bits {bits}`"),
+                Some(_) => "create one with that namespace with the KMIP server's tools".into(),
+            }
         ))),
+    }
+}
+
+/// A failed Create; a refused one with a namespace says that the server may not store it.
+fn refused_create(e: KmipError, want: &ActiveWant) -> Error {
+    match want.key_namespace() {
+        Some(n) if matches!(e, KmipError::Failed { .. }) => Error::Key(format!(
+            "{e}. The key was to carry the text attribute x-key-namespace {n:?} (the tables' key_namespace), as ScyllaDB creates it; a server that does not store custom attributes (PyKMIP 0.11 refuses them) cannot hold such a key, and ScyllaDB's own Create would fail the same way"
+        )),
+        _ => e.into(),
     }
 }

@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::keys::kmip::{ActiveWant, LocateAs};
 use crate::keys::{KeyId, KeyRef};
 use crate::rekey::find::{self, Found, Selection};
 use crate::rekey::plan::{self, Load};
 use crate::rekey::report::BackupReport;
+use crate::rekey::scylla::ScyllaLoaded;
 use crate::rekey::staging::Staging;
 
 /// The single `file:` key among `--from`/`--key`: the key of header-less chunks of a table that
@@ -121,17 +123,72 @@ pub fn discover_with(
     })
 }
 
-/// The one `secret_key_strength` of the selected encrypted SSTables (for `kmip://GROUP/active`).
-pub fn selection_key_bits(dirs: &[PathBuf], sel: &Selection) -> Result<u32> {
+/// What `kmip://GROUP/active` must find for the selected encrypted SSTables: their one
+/// `secret_key_strength`, looked for the way their database looks for a new key (DSE's Locate, or
+/// ScyllaDB's with the tables' one `key_namespace`, FORMAT.md 4.4).
+///
+/// SSTables that failed to load are left out here: the run reports each of them as failed.
+pub fn selection_active(dirs: &[PathBuf], sel: &Selection) -> Result<ActiveWant> {
     let live = discover(dirs, sel, None)?.live;
-    let bits: BTreeSet<u32> = live
-        .iter()
-        .filter_map(|(_, l)| match l {
-            Ok(Load::Encrypted(l)) => Some(l.envelope.cipher.key_bits),
-            Ok(Load::Scylla(s)) => Some(s.spec.cipher.key_bits),
-            _ => None,
-        })
-        .collect();
+    let mut kinds: BTreeMap<TableKind, BTreeSet<String>> = BTreeMap::new();
+    let mut bits = BTreeSet::new();
+    let mut unread = Vec::new();
+    for (f, l) in &live {
+        let (kind, b) = match l {
+            Ok(Load::Encrypted(l)) => (TableKind::Dse, l.envelope.cipher.key_bits),
+            Ok(Load::Scylla(s)) => (scylla_kind(s)?, s.spec.cipher.key_bits),
+            Ok(Load::Unencrypted { .. }) => continue,
+            Err(e) => {
+                unread.push(e);
+                continue;
+            }
+        };
+        bits.insert(b);
+        kinds.entry(kind).or_default().insert(f.table.qualified());
+    }
+    if bits.is_empty() {
+        if let Some(e) = unread.first() {
+            return Err(Error::Usage(format!(
+                "kmip://GROUP/active: no encrypted SSTable in the selection could be read to take the key strength from ({} could not; the first: {e})",
+                unread.len()
+            )));
+        }
+    }
+    Ok(ActiveWant {
+        bits: one_strength(&bits)?,
+        how: one_way(kinds)?,
+    })
+}
+
+/// A table as `kmip://GROUP/active` sees it: a DSE table, or a ScyllaDB one with its
+/// `key_namespace` (`None`: unset or empty, as ScyllaDB reads it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TableKind {
+    Dse,
+    Scylla(Option<String>),
+}
+
+/// The kind of a ScyllaDB SSTable; refused when its options name a `template_name`, which
+/// ScyllaDB's Locate sends as a Template attribute in its KMIP SDK's encoding (not known here).
+fn scylla_kind(s: &ScyllaLoaded) -> Result<TableKind> {
+    let option = |k: &str| {
+        s.encryption
+            .options
+            .as_ref()
+            .and_then(|o| o.get(k))
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    if let Some(t) = option("template_name") {
+        return Err(Error::Usage(format!(
+            "kmip://GROUP/active: table {} sets template_name {t:?}, which ScyllaDB adds to its Locate as a Template attribute; this tool does not send it and could pick a key ScyllaDB would not: name the key (--to kmip://GROUP/ID)",
+            s.found.table.qualified()
+        )));
+    }
+    Ok(TableKind::Scylla(option("key_namespace")))
+}
+
+fn one_strength(bits: &BTreeSet<u32>) -> Result<u32> {
     match bits.len() {
         1 => Ok(*bits.first().expect("one")),
         0 => Err(Error::Usage(
@@ -142,6 +199,38 @@ pub fn selection_key_bits(dirs: &[PathBuf], sel: &Selection) -> Result<u32> {
             bits.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" and ")
         ))),
     }
+}
+
+/// The one way the selected tables look for a new key; refused when they differ (DSE and
+/// ScyllaDB tables, or ScyllaDB tables with different `key_namespace`s), naming the tables.
+fn one_way(kinds: BTreeMap<TableKind, BTreeSet<String>>) -> Result<LocateAs> {
+    let list = |t: &BTreeSet<String>| t.iter().cloned().collect::<Vec<_>>().join(", ");
+    if kinds.len() > 1 {
+        if let Some(dse) = kinds.get(&TableKind::Dse) {
+            let scylla: BTreeSet<String> = kinds.values().flatten().cloned().collect();
+            let scylla: BTreeSet<String> = scylla.difference(dse).cloned().collect();
+            return Err(Error::Usage(format!(
+                "kmip://GROUP/active: the selection holds DSE tables ({}) and ScyllaDB tables ({}), which look for their key differently: rekey them in separate runs (KEYSPACE TABLE...) or name the key",
+                list(dse),
+                list(&scylla)
+            )));
+        }
+        let each: Vec<String> = kinds
+            .iter()
+            .map(|(k, t)| match k {
+                TableKind::Scylla(Some(n)) => format!("key_namespace {n:?}: {}", list(t)),
+                _ => format!("no key_namespace: {}", list(t)),
+            })
+            .collect();
+        return Err(Error::Usage(format!(
+            "kmip://GROUP/active: the selected ScyllaDB tables disagree on key_namespace ({}); ScyllaDB finds a different key for each: rekey them in separate runs (KEYSPACE TABLE...) or name the key",
+            each.join("; ")
+        )));
+    }
+    Ok(match kinds.into_keys().next() {
+        Some(TableKind::Scylla(key_namespace)) => LocateAs::Scylla { key_namespace },
+        Some(TableKind::Dse) | None => LocateAs::Dse,
+    })
 }
 
 /// One entry per snapshot/backup SSTable, with the keys its records name; one that cannot be
@@ -172,4 +261,68 @@ pub fn backup_reports(backups: &[(Found, Result<Load>)]) -> Vec<BackupReport> {
             error: l.as_ref().err().map(|e| e.to_string()),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(of: &[(TableKind, &str)]) -> BTreeMap<TableKind, BTreeSet<String>> {
+        let mut m: BTreeMap<TableKind, BTreeSet<String>> = BTreeMap::new();
+        for (k, t) in of {
+            m.entry(k.clone()).or_default().insert(t.to_string());
+        }
+        m
+    }
+
+    fn ns(n: &str) -> TableKind {
+        TableKind::Scylla(Some(n.into()))
+    }
+
+    #[test]
+    fn one_way_for_the_selection_or_a_usage_error_naming_the_tables() {
+        assert_eq!(one_way(kinds(&[])).unwrap(), LocateAs::Dse);
+        assert_eq!(
+            one_way(kinds(&[(TableKind::Dse, "ks.a"), (TableKind::Dse, "ks.b")])).unwrap(),
+            LocateAs::Dse
+        );
+        assert_eq!(
+            one_way(kinds(&[(ns("n1"), "ks.a"), (ns("n1"), "ks.b")])).unwrap(),
+            LocateAs::Scylla {
+                key_namespace: Some("n1".into())
+            }
+        );
+        assert_eq!(
+            one_way(kinds(&[(TableKind::Scylla(None), "ks.a")])).unwrap(),
+            LocateAs::Scylla {
+                key_namespace: None
+            }
+        );
+        let e = one_way(kinds(&[(ns("n1"), "ks.a"), (ns("n2"), "ks.b")])).unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, Error::Usage(_)), "{m}");
+        assert!(
+            m.contains(r#"key_namespace "n1": ks.a; key_namespace "n2": ks.b"#),
+            "{m}"
+        );
+        let m = one_way(kinds(&[
+            (TableKind::Scylla(None), "ks.a"),
+            (ns("n2"), "ks.b"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(m.contains("no key_namespace: ks.a;"), "{m}");
+        let e = one_way(kinds(&[
+            (TableKind::Dse, "d.t"),
+            (ns("n2"), "s.t"),
+            (ns("n3"), "s.u"),
+        ]))
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, Error::Usage(_)), "{m}");
+        assert!(
+            m.contains("DSE tables (d.t) and ScyllaDB tables (s.t, s.u)"),
+            "{m}"
+        );
+    }
 }

@@ -35,7 +35,7 @@ use find::Selection;
 use plan::Target;
 use report::RekeyReport;
 
-pub use discover::{discover, fallback_file, selection_key_bits, Discovered, Discovery};
+pub use discover::{discover, fallback_file, selection_active, Discovered, Discovery};
 pub use report::{Progress, Silent};
 
 pub struct RekeyOptions {

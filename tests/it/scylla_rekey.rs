@@ -5,16 +5,25 @@
 //! mask, trailing CRC and tags; a wrong key does not open it; the snapshot is untouched; no
 //! TOC.txt.tmp, journal or old generation is left; `verify` proves the result; a second run
 //! skips everything.
+//!
+//! `--to kmip://test/active` against the real PyKMIP server (support/kmip.rs): the key is the one
+//! ScyllaDB's Locate would take (FORMAT.md 4.4: Active AES of the strength with usage
+//! Encrypt|Decrypt, and `x-key-namespace` when the tables set `key_namespace`), and `--create-key`
+//! makes one that PyKMIP's own client finds with ScyllaDB's Locate.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::kmip::{active_192_lock, kmip_server};
 use crate::support::oracle::{par_map, scylla_oracle, shared};
-use crate::support::{hex, scylla_manifest, strings, tree_strict, walk, Scratch};
+use crate::support::{
+    edit_scylla_db, hex, scylla_manifest, strings, tree_strict, walk, Run, Scratch,
+};
 
 fn keyring(path: &Path) -> BTreeMap<String, Vec<u8>> {
     crate::support::read_keyring(path)
@@ -427,5 +436,265 @@ fn a_scylla_yaml_still_naming_the_replaced_key_gets_its_change_printed() {
         r.stdout.contains("Change scylla.yaml on every node"),
         "{}",
         r.stdout
+    );
+}
+
+// ------------------------------------------------------------ kmip://GROUP/active, as ScyllaDB
+
+/// Sets `key_namespace` in the options of every live SSTable of table `t` (replacing one set
+/// before).
+fn set_key_namespace(env: &Scratch, t: &str, ns: &str) {
+    let mut n = 0;
+    for e in fs::read_dir(crate::support::table_dir(
+        &env.p("scylla/data/scylla_matrix"),
+        t,
+    ))
+    .unwrap()
+    {
+        let p = e.unwrap().path();
+        if p.to_str().unwrap().ends_with("-Scylla.db") {
+            edit_scylla_db(&p, |opts, _| {
+                opts.retain(|(k, _)| k != "key_namespace");
+                opts.push(("key_namespace".into(), ns.into()));
+            });
+            n += 1;
+        }
+    }
+    assert!(n > 0, "{t}: no Scylla.db");
+}
+
+/// `rekey --to kmip://test/active` of scylla_matrix `tables`, with `extra` options; the old keys
+/// (group kmip1, not configured) come from the keyring.
+fn rekey_active(env: &Scratch, cfg: &str, tables: &[&str], extra: &[&str]) -> Run {
+    let report = env.tmp.path().join("rekey.json");
+    let mut args = strings(&[
+        "rekey",
+        "-q",
+        "--to",
+        "kmip://test/active",
+        "--kmip-config",
+        cfg,
+        "--keyring",
+        &env.s("all.keyring"),
+        "--data-dir",
+        &env.s("scylla/data"),
+        "--report",
+        &report.display().to_string(),
+    ]);
+    args.extend(strings(extra));
+    args.push("scylla_matrix".into());
+    args.extend(strings(tables));
+    env.run(&args)
+}
+
+/// Every live SSTable of `table` was rewritten, and the oracle opens the new one with `(id, key)`
+/// only: the same plaintext, the key named in Scylla.db.
+fn oracle_opens_table_with(shared: &Path, env: &Scratch, table: &str, id: &str, key: &[u8]) {
+    let rep: Value =
+        serde_json::from_str(&fs::read_to_string(env.tmp.path().join("rekey.json")).unwrap())
+            .unwrap();
+    let new = news(&rep, &env.root);
+    let live: Vec<&Value> = scylla_manifest()
+        .iter()
+        .filter(|e| {
+            e["location"] == "live" && e["data"].as_str().unwrap().contains(&format!("/{table}-"))
+        })
+        .collect();
+    assert!(!live.is_empty());
+    assert_eq!(new.len(), live.len(), "{}", rep["totals"]);
+    let key = Err((id.to_string(), key.to_vec()));
+    for e in live {
+        let old = e["data"].as_str().unwrap();
+        let (code, out) = oracle_verify(shared, &env.p(&new[old]), &key);
+        assert_eq!(code, 0, "{old}: {out}");
+        assert_eq!(out["key_ref"], id, "{old}: {out}");
+        assert_eq!(
+            out["plaintext_sha256_all"], e["plaintext_sha256_all"],
+            "{old}"
+        );
+    }
+}
+
+/// The number of a PyKMIP id (they count up from 1): a later id is a newer key.
+fn num(id: &str) -> u64 {
+    id.parse().unwrap_or_else(|_| panic!("PyKMIP id {id:?}"))
+}
+
+#[test]
+fn active_takes_the_key_scylladb_locates_not_a_newer_misfit() {
+    let Some(shared) = shared() else { return };
+    let Some(kmip) = kmip_server() else { return };
+    let _one = active_192_lock();
+    kmip.retire_active(192);
+    let env = env();
+    let (right, key) = kmip.create(192, &[]);
+    // Newer keys (PyKMIP dates keys in whole seconds) that ScyllaDB's Locate does not take.
+    std::thread::sleep(Duration::from_millis(1100));
+    let no_usage = kmip.create(192, &["--usage", "none"]).0;
+    let encrypt_only = kmip.create(192, &["--usage", "encrypt"]).0;
+    let wrong_length = kmip.create(128, &[]).0;
+    let pre_active = kmip.create(192, &["--pre-active"]).0;
+    // DSE's Locate (no usage mask) would take the newest Active AES-192 key: a misfit.
+    let active = kmip.active_ids(192);
+    let newest = active.iter().max_by_key(|i| num(i)).unwrap();
+    assert!([&no_usage, &encrypt_only].contains(&newest), "{active:?}");
+    assert!(!active.contains(&pre_active) && !active.contains(&wrong_length));
+
+    let cfg = kmip.toml();
+    let r = rekey_active(&env, &cfg, &["t_kmip_CBC_192"], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains(&format!(
+            "kmip://test/active is key {right} (AES-192 with usage Encrypt|Decrypt)"
+        )),
+        "{}",
+        r.all()
+    );
+    oracle_opens_table_with(&shared, &env, "t_kmip_CBC_192", &right, &key);
+    // PyKMIP's own client with ScyllaDB's Locate agrees (newest first; ScyllaDB takes one).
+    let ids = kmip.admin(&["scylla-locate", "--bits", "192"]);
+    assert_eq!(ids["ids"][0], right.as_str(), "{ids}");
+}
+
+#[test]
+fn active_with_a_key_namespace_takes_no_key_without_it_and_pykmip_cannot_make_one() {
+    let Some(kmip) = kmip_server() else { return };
+    let _one = active_192_lock();
+    kmip.retire_active(192);
+    let env = env();
+    let ns = "rekey-test-ns";
+    set_key_namespace(&env, "t_kmip_CBC_192", ns);
+    // Active, AES-192, Encrypt|Decrypt, but no x-key-namespace (PyKMIP stores none).
+    let (plain, _) = kmip.create(192, &[]);
+    let cfg = kmip.toml();
+    let before = tree_strict(&env.p("scylla/data"));
+
+    let r = rekey_active(&env, &cfg, &["t_kmip_CBC_192"], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains(&format!(
+            "has no Active AES-192 key with usage Encrypt|Decrypt and x-key-namespace \"{ns}\""
+        )),
+        "{}",
+        r.all()
+    );
+    // The namespace is what rules that key out: the table without one takes it.
+    let r = rekey_active(&env, &cfg, &["t_kmip_ECB_192"], &["--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains(&format!("kmip://test/active is key {plain} ")),
+        "{}",
+        r.all()
+    );
+
+    // --create-key asks for a key with the namespace, as ScyllaDB's Create does: PyKMIP 0.11
+    // refuses the custom attribute, and nothing is created or written.
+    let r = rekey_active(&env, &cfg, &["t_kmip_CBC_192"], &["--create-key"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    for want in [
+        "Create failed: Invalid Field",
+        "The x-key-namespace attribute is unsupported",
+        "x-key-namespace \"rekey-test-ns\" (the tables' key_namespace)",
+    ] {
+        assert!(r.stderr.contains(want), "{want}: {}", r.all());
+    }
+    assert_eq!(kmip.active_ids(192), vec![plain]);
+    assert_eq!(before, tree_strict(&env.p("scylla/data")));
+    // ScyllaDB's Locate with the namespace fails as a whole on PyKMIP 0.11 (a custom attribute
+    // in a Locate filter is a General Failure): why ours checks it on Get Attributes instead.
+    let v = kmip.admin(&["scylla-locate", "--bits", "192", "--namespace", ns]);
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("GENERAL_FAILURE")),
+        "{v}"
+    );
+}
+
+#[test]
+fn active_refuses_tables_that_disagree_on_key_namespace_before_asking_the_server() {
+    let Some(kmip) = kmip_server() else { return };
+    let env = env();
+    set_key_namespace(&env, "t_kmip_CBC_192", "a");
+    set_key_namespace(&env, "t_kmip_ECB_192", "b");
+    // A configuration whose server does not answer: a refusal after asking it would say so.
+    let certs = kmip.dir.join("certs");
+    let cfg = env.tmp.path().join("unreachable.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[groups.test]\nhosts = [\"127.0.0.1:1\"]\nca = \"{c}/ca.crt\"\ncert = \"{c}/client.crt\"\nkey = \"{c}/client.key\"\ntimeout_ms = 2000\n",
+            c = certs.display()
+        ),
+    )
+    .unwrap();
+    let before = tree_strict(&env.p("scylla/data"));
+    for extra in [&[][..], &["--create-key"][..]] {
+        let r = rekey_active(
+            &env,
+            cfg.to_str().unwrap(),
+            &["t_kmip_CBC_192", "t_kmip_ECB_192"],
+            extra,
+        );
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(
+            r.stderr.contains(
+                "disagree on key_namespace (key_namespace \"a\": scylla_matrix.t_kmip_CBC_192; key_namespace \"b\": scylla_matrix.t_kmip_ECB_192)"
+            ),
+            "{}",
+            r.all()
+        );
+        assert_eq!(before, tree_strict(&env.p("scylla/data")));
+    }
+    // The same tables, one namespace: past that check, to the (unreachable) server.
+    set_key_namespace(&env, "t_kmip_ECB_192", "a");
+    let r = rekey_active(&env, cfg.to_str().unwrap(), &["t_kmip_ECB_192"], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("no server could be used"), "{}", r.all());
+}
+
+#[test]
+fn create_key_makes_the_key_scylladb_locate_finds() {
+    let Some(shared) = shared() else { return };
+    let Some(kmip) = kmip_server() else { return };
+    let _one = active_192_lock();
+    kmip.retire_active(192);
+    let env = env();
+    // DSE's Locate would take this one and create nothing; ScyllaDB's does not.
+    let (misfit, _) = kmip.create(192, &["--usage", "encrypt"]);
+    let none = kmip.admin(&["scylla-locate", "--bits", "192"]);
+    assert_eq!(none["ids"], serde_json::json!([]), "{none}");
+
+    let cfg = kmip.toml();
+    let r = rekey_active(&env, &cfg, &["t_kmip_ECB_192"], &["--create-key"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let id = r
+        .stderr
+        .split("created and activated KMIP key test/")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{}", r.all()))
+        .to_string();
+    assert_ne!(id, misfit);
+    assert_eq!(kmip.state(&id), "ACTIVE");
+    let found = kmip.admin(&["scylla-locate", "--bits", "192"]);
+    assert_eq!(found["ids"], serde_json::json!([id]), "{found}");
+    let key = kmip.key(&id);
+    assert_eq!(key.len(), 24);
+    oracle_opens_table_with(&shared, &env, "t_kmip_ECB_192", &id, &key);
+    // A later run finds it and creates no other.
+    let r = rekey_active(
+        &env,
+        &cfg,
+        &["t_kmip_CBC_192"],
+        &["--create-key", "--dry-run"],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains(&format!("kmip://test/active is key {id} ")),
+        "{}",
+        r.all()
     );
 }

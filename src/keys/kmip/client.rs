@@ -47,7 +47,19 @@ pub struct Attributes {
     pub activation_date: Option<i64>,
     pub protect_stop_date: Option<i64>,
     pub object_groups: Vec<String>,
+    /// Cryptographic Usage Mask: asked only by ScyllaDB's Locate ([`USAGE_MASK`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_mask: Option<i32>,
+    /// The custom text attribute `x-key-namespace` ([`KEY_NAMESPACE`]): asked only by
+    /// ScyllaDB's Locate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_namespace: Option<String>,
 }
+
+/// The attribute name of the usage mask.
+pub const USAGE_MASK: &str = "Cryptographic Usage Mask";
+/// The custom attribute ScyllaDB stores a table's `key_namespace` in (FORMAT.md 4.4).
+pub const KEY_NAMESPACE: &str = "x-key-namespace";
 
 /// The attributes asked for in every Get Attributes.
 pub const ATTRIBUTE_NAMES: &[&str] = &[
@@ -481,10 +493,19 @@ impl Client {
         &mut self,
         ids: &[String],
     ) -> Result<Vec<Result<Attributes, KmipError>>, KmipError> {
+        self.attributes_with(ids, &[])
+    }
+
+    /// [`Client::attributes`], asking also for the attributes named in `extra`.
+    pub fn attributes_with(
+        &mut self,
+        ids: &[String],
+        extra: &[&str],
+    ) -> Result<Vec<Result<Attributes, KmipError>>, KmipError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ops: Vec<Op> = ids.iter().map(|id| get_attributes_op(id)).collect();
+        let ops: Vec<Op> = ids.iter().map(|id| get_attributes_op(id, extra)).collect();
         let res = self.call(&ops, true)?;
         Ok(res
             .into_iter()
@@ -503,7 +524,7 @@ impl Client {
         id: &str,
     ) -> Result<(Attributes, Result<KeyMaterial, KmipError>), KmipError> {
         let ops = [
-            get_attributes_op(id),
+            get_attributes_op(id, &[]),
             Op {
                 op: op::GET,
                 payload: vec![
@@ -540,8 +561,14 @@ impl Client {
             .collect())
     }
 
-    /// Create an AES key (Encrypt|Decrypt) and Activate it.
-    pub fn create_aes(&mut self, bits: u32, name: Option<&str>) -> Result<String, KmipError> {
+    /// Create an AES key (Encrypt|Decrypt) and Activate it. `texts`: further attributes with a
+    /// text value (name, value), e.g. [`KEY_NAMESPACE`].
+    pub fn create_aes(
+        &mut self,
+        bits: u32,
+        name: Option<&str>,
+        texts: &[(&str, &str)],
+    ) -> Result<String, KmipError> {
         let mut template = vec![
             attribute(
                 "Cryptographic Algorithm",
@@ -553,6 +580,9 @@ impl Client {
                 Value::Integer(super::USAGE_ENCRYPT | super::USAGE_DECRYPT),
             ),
         ];
+        for (n, v) in texts {
+            template.push(attribute(n, Value::Text((*v).to_string())));
+        }
         if let Some(n) = name {
             template.push(attribute(
                 "Name",
@@ -670,11 +700,12 @@ pub fn attribute(name: &str, value: Value) -> Item {
     )
 }
 
-fn get_attributes_op(id: &str) -> Op {
+fn get_attributes_op(id: &str, extra: &[&str]) -> Op {
     let mut payload = vec![Item::text(tag::UNIQUE_IDENTIFIER, id)];
     payload.extend(
         ATTRIBUTE_NAMES
             .iter()
+            .chain(extra)
             .map(|n| Item::text(tag::ATTRIBUTE_NAME, *n)),
     );
     Op {
@@ -825,6 +856,8 @@ pub fn parse_attributes(payload: &Item, id: &str) -> Result<Attributes, Malforme
             "Object Group" => a
                 .object_groups
                 .push(v.as_text().ok_or_else(bad)?.to_string()),
+            USAGE_MASK => a.usage_mask = Some(v.as_int().ok_or_else(bad)?),
+            KEY_NAMESPACE => a.key_namespace = Some(v.as_text().ok_or_else(bad)?.to_string()),
             _ => {}
         }
     }
@@ -952,7 +985,7 @@ mod tests {
 
     #[test]
     fn batch_request_shape() {
-        let ops = [get_attributes_op("7"), get_attributes_op("8")];
+        let ops = [get_attributes_op("7", &[]), get_attributes_op("8", &[])];
         let m = request(&ops);
         let h = m.child(tag::REQUEST_HEADER).unwrap();
         assert_eq!(h.child(tag::BATCH_COUNT).unwrap().as_int(), Some(2));
@@ -972,7 +1005,7 @@ mod tests {
 
     #[test]
     fn responses_map_to_their_batch_items() {
-        let ops = [get_attributes_op("7"), get_attributes_op("8")];
+        let ops = [get_attributes_op("7", &[]), get_attributes_op("8", &[])];
         let bi = |id: u32, ok: bool| {
             let mut c = vec![
                 Item::enumeration(tag::OPERATION, op::GET_ATTRIBUTES),

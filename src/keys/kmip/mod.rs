@@ -17,7 +17,7 @@ pub mod ttlv;
 pub use client::{Attributes, Client};
 pub use config::{GroupConfig, KmipConfig};
 pub use error::KmipError;
-pub use source::KmipSource;
+pub use source::{ActiveWant, KmipSource, LocateAs};
 
 /// Tags used here (KMIP 1.2 spec section 9.1.3.1).
 pub mod tag {

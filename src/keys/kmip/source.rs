@@ -3,7 +3,9 @@
 //!   or missing one is an error (its data cannot be read without a backup of the key);
 //! - the new key must be Active and AES (its length is checked against each table's strength by
 //!   [`crate::keys::KeyStore`]);
-//! - `kmip://GROUP/active` is the Active AES key of the wanted length (Locate).
+//! - `kmip://GROUP/active` is the Active AES key of the wanted length (Locate), found the way the
+//!   tables' database finds it ([`LocateAs`]: DSE's, or ScyllaDB's with the usage mask and
+//!   `x-key-namespace`).
 //!
 //! A key is its group and its id (the group of an old key is the table's `kmip_host`, carried in
 //! its [`KeyId`]). One client, hence one connection, per group for the whole run.
@@ -11,10 +13,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::client::{attribute, Attributes, Client};
+use super::client::{attribute, Attributes, Client, KEY_NAMESPACE, USAGE_MASK};
 use super::config::KmipConfig;
 use super::error::KmipError;
-use super::ttlv::Value;
+use super::ttlv::{Item, Value};
 use super::{State, ALGORITHM_AES, OBJECT_TYPE_SYMMETRIC_KEY};
 use crate::crypto::CipherSpec;
 use crate::error::{Error, Result};
@@ -101,30 +103,149 @@ impl KmipSource {
         Ok(a)
     }
 
-    /// `kmip://GROUP/active`: the Active AES key of `bits` bits, as DSE finds it (Locate by
-    /// Object Type, Cryptographic Algorithm and Length, and State Active); the most recently
-    /// activated (else created) one when there are several. `None` when there is none.
-    pub fn locate_active(&self, group: &str, bits: u32) -> Result<Option<Attributes>> {
-        let filter = vec![
-            attribute("Object Type", Value::Enumeration(OBJECT_TYPE_SYMMETRIC_KEY)),
-            attribute("Cryptographic Algorithm", Value::Enumeration(ALGORITHM_AES)),
-            attribute("Cryptographic Length", Value::Integer(bits as i32)),
-            attribute("State", Value::Enumeration(State::Active.code())),
-        ];
-        let ids = self.with_client(group, |c| c.locate(filter))?;
-        // Check what Locate found: a server may ignore filters it does not support.
-        let attrs = self.with_client(group, |c| c.attributes(&ids))?;
-        let mut fit: Vec<Attributes> = attrs
-            .into_iter()
-            .filter_map(|a| a.ok())
-            .filter(|a| {
-                a.state == Some(State::Active)
-                    && a.algorithm == Some(ALGORITHM_AES)
-                    && a.length == Some(bits as i32)
-            })
-            .collect();
+    /// `kmip://GROUP/active`: the Active AES key `want` describes, found the way the tables'
+    /// database finds it ([`LocateAs`]); the most recently activated (else created) one when
+    /// there are several. `None` when there is none.
+    pub fn locate_active(&self, group: &str, want: &ActiveWant) -> Result<Option<Attributes>> {
+        let ids = self.with_client(group, |c| c.locate(want.locate_filter()))?;
+        // Check what Locate found: a server may ignore filters it does not support, and
+        // x-key-namespace is not in the filter at all (see `locate_filter`).
+        let attrs = self.with_client(group, |c| c.attributes_with(&ids, want.extra_names()))?;
+        let mut fit = Vec::new();
+        for a in attrs {
+            match a {
+                Ok(a) if want.fits(&a) => fit.push(a),
+                Ok(_) => {}
+                // Destroyed between Locate and Get Attributes: no longer a candidate.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         fit.sort_by_key(|a| (a.activation_date.or(a.initial_date), a.id.clone()));
         Ok(fit.pop())
+    }
+}
+
+impl KmipSource {
+    /// A key just created for `want` must read back as `want` asks: a server that dropped an
+    /// attribute (say `x-key-namespace`) made a key the tables' database would not find.
+    pub fn check_created(&self, group: &str, id: &str, want: &ActiveWant) -> Result<()> {
+        let a = self
+            .with_client(group, |c| {
+                c.attributes_with(&[id.to_string()], want.extra_names())
+            })?
+            .pop()
+            .expect("one result")?;
+        if want.fits(&a) {
+            return Ok(());
+        }
+        let (aes, more) = want.describe();
+        Err(Error::Key(format!(
+            "created and activated KMIP key {group}/{id}, but the server does not report it as an Active {aes} key{more}, so the database would not find it: revoke and destroy it (`sstable-rekey kmip revoke`, `kmip destroy`), and make the key with the server's own tools"
+        )))
+    }
+}
+
+/// How `kmip://GROUP/active` looks for its key: as the database of the tables does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocateAs {
+    /// DSE: Locate on Object Type Symmetric Key, Cryptographic Algorithm AES, Cryptographic
+    /// Length and State Active.
+    Dse,
+    /// ScyllaDB (FORMAT.md 4.4): DSE's attributes plus Cryptographic Usage Mask Encrypt|Decrypt
+    /// and, when the tables' `key_namespace` is set (not empty), the text attribute
+    /// `x-key-namespace` equal to it. A key it creates carries the same.
+    Scylla { key_namespace: Option<String> },
+}
+
+/// The key `kmip://GROUP/active` stands for: AES of `bits` bits, found as `how` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveWant {
+    pub bits: u32,
+    pub how: LocateAs,
+}
+
+/// Encrypt|Decrypt, what ScyllaDB asks of (and gives to) its keys.
+const SCYLLA_USAGE: i32 = super::USAGE_ENCRYPT | super::USAGE_DECRYPT;
+
+impl ActiveWant {
+    pub fn dse(bits: u32) -> ActiveWant {
+        ActiveWant {
+            bits,
+            how: LocateAs::Dse,
+        }
+    }
+
+    /// The table's `key_namespace`, when ScyllaDB's Locate filters on it.
+    pub fn key_namespace(&self) -> Option<&str> {
+        match &self.how {
+            LocateAs::Scylla { key_namespace } => {
+                key_namespace.as_deref().filter(|n| !n.is_empty())
+            }
+            LocateAs::Dse => None,
+        }
+    }
+
+    /// The Locate filter sent. `x-key-namespace` is left out and checked on the Get Attributes
+    /// answer instead: PyKMIP 0.11 fails a whole Locate naming a custom attribute (General
+    /// Failure), and a server that ignored it would still be caught by [`ActiveWant::fits`].
+    fn locate_filter(&self) -> Vec<Item> {
+        let mut f = vec![
+            attribute("Object Type", Value::Enumeration(OBJECT_TYPE_SYMMETRIC_KEY)),
+            attribute("Cryptographic Algorithm", Value::Enumeration(ALGORITHM_AES)),
+            attribute("Cryptographic Length", Value::Integer(self.bits as i32)),
+            attribute("State", Value::Enumeration(State::Active.code())),
+        ];
+        if let LocateAs::Scylla { .. } = self.how {
+            f.push(attribute(USAGE_MASK, Value::Integer(SCYLLA_USAGE)));
+        }
+        f
+    }
+
+    /// The attributes Get Attributes must also return to judge a key.
+    fn extra_names(&self) -> &'static [&'static str] {
+        match self.how {
+            LocateAs::Dse => &[],
+            LocateAs::Scylla { .. } => &[USAGE_MASK, KEY_NAMESPACE],
+        }
+    }
+
+    /// Whether the key with attributes `a` is one the tables' database would find.
+    pub fn fits(&self, a: &Attributes) -> bool {
+        let dse = a.state == Some(State::Active)
+            && a.algorithm == Some(ALGORITHM_AES)
+            && a.length == Some(self.bits as i32);
+        match self.how {
+            LocateAs::Dse => dse,
+            LocateAs::Scylla { .. } => {
+                dse && a
+                    .usage_mask
+                    .is_some_and(|m| m & SCYLLA_USAGE == SCYLLA_USAGE)
+                    && self
+                        .key_namespace()
+                        .is_none_or(|n| a.key_namespace.as_deref() == Some(n))
+            }
+        }
+    }
+
+    /// The text attributes a created key gets.
+    pub fn create_texts(&self) -> Vec<(&'static str, &str)> {
+        self.key_namespace()
+            .map(|n| vec![(KEY_NAMESPACE, n)])
+            .unwrap_or_default()
+    }
+
+    /// For messages: `AES-128`, then what else ScyllaDB asks (` with usage Encrypt|Decrypt…`).
+    pub fn describe(&self) -> (String, String) {
+        let aes = format!("AES-{}", self.bits);
+        let more = match (&self.how, self.key_namespace()) {
+            (LocateAs::Dse, _) => String::new(),
+            (LocateAs::Scylla { .. }, None) => " with usage Encrypt|Decrypt".into(),
+            (LocateAs::Scylla { .. }, Some(n)) => {
+                format!(" with usage Encrypt|Decrypt and {KEY_NAMESPACE} {n:?}")
+            }
+        };
+        (aes, more)
     }
 }
 
@@ -231,5 +352,123 @@ impl KeySource for KmipSource {
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::kmip::tag;
+
+    /// A Get Attributes answer as a server sends it.
+    fn answer(attrs: Vec<Item>) -> Attributes {
+        let mut p = vec![Item::text(tag::UNIQUE_IDENTIFIER, "k")];
+        p.extend(attrs);
+        super::super::client::parse_attributes(&Item::structure(tag::RESPONSE_PAYLOAD, p), "k")
+            .unwrap()
+    }
+
+    fn key(bits: i32, mask: Option<i32>, ns: Option<&str>) -> Attributes {
+        let mut a = vec![
+            attribute("State", Value::Enumeration(State::Active.code())),
+            attribute("Cryptographic Algorithm", Value::Enumeration(ALGORITHM_AES)),
+            attribute("Cryptographic Length", Value::Integer(bits)),
+        ];
+        if let Some(m) = mask {
+            a.push(attribute(USAGE_MASK, Value::Integer(m)));
+        }
+        if let Some(n) = ns {
+            a.push(attribute(KEY_NAMESPACE, Value::Text(n.into())));
+        }
+        answer(a)
+    }
+
+    fn scylla(bits: u32, ns: Option<&str>) -> ActiveWant {
+        ActiveWant {
+            bits,
+            how: LocateAs::Scylla {
+                key_namespace: ns.map(str::to_string),
+            },
+        }
+    }
+
+    #[test]
+    fn scylla_wants_the_usage_mask_and_the_namespace_dse_neither() {
+        let dse = ActiveWant::dse(128);
+        assert!(dse.fits(&key(128, None, None)));
+        assert!(dse.fits(&key(128, Some(0), Some("x"))));
+        assert!(!dse.fits(&key(256, Some(12), None)));
+
+        let s = scylla(128, None);
+        assert!(s.fits(&key(128, Some(12), None)));
+        assert!(
+            s.fits(&key(128, Some(12 | 0x1), Some("any"))),
+            "no namespace asked"
+        );
+        assert!(!s.fits(&key(128, None, None)), "no usage mask");
+        assert!(!s.fits(&key(128, Some(4), None)), "Encrypt only");
+        assert!(!s.fits(&key(192, Some(12), None)), "wrong length");
+
+        let n = scylla(128, Some("ns1"));
+        assert!(n.fits(&key(128, Some(12), Some("ns1"))));
+        assert!(!n.fits(&key(128, Some(12), Some("ns2"))), "wrong namespace");
+        assert!(!n.fits(&key(128, Some(12), None)), "no namespace");
+        assert!(!n.fits(&key(128, None, Some("ns1"))), "no usage mask");
+
+        // ScyllaDB treats an empty key_namespace as unset.
+        assert_eq!(scylla(128, Some("")).key_namespace(), None);
+        assert!(scylla(128, Some("")).fits(&key(128, Some(12), Some("other"))));
+    }
+
+    #[test]
+    fn scylla_locate_filter_and_created_attributes() {
+        let names = |w: &ActiveWant| -> Vec<String> {
+            w.locate_filter()
+                .iter()
+                .map(|a| {
+                    a.child(tag::ATTRIBUTE_NAME)
+                        .and_then(Item::as_text)
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        let base = [
+            "Object Type",
+            "Cryptographic Algorithm",
+            "Cryptographic Length",
+            "State",
+        ];
+        assert_eq!(names(&ActiveWant::dse(128)), base);
+        let mut with_mask = base.map(str::to_string).to_vec();
+        with_mask.push(USAGE_MASK.into());
+        assert_eq!(names(&scylla(128, Some("ns1"))), with_mask);
+        let mask = scylla(128, None).locate_filter()[4]
+            .child(tag::ATTRIBUTE_VALUE)
+            .and_then(Item::as_int);
+        assert_eq!(mask, Some(12));
+        assert!(ActiveWant::dse(128).extra_names().is_empty());
+        assert_eq!(
+            scylla(128, Some("ns1")).create_texts(),
+            vec![(KEY_NAMESPACE, "ns1")]
+        );
+        assert!(scylla(128, None).create_texts().is_empty());
+        assert_eq!(
+            scylla(128, Some("ns1")).describe().1,
+            " with usage Encrypt|Decrypt and x-key-namespace \"ns1\""
+        );
+        assert_eq!(
+            ActiveWant::dse(192).describe(),
+            ("AES-192".into(), String::new())
+        );
+    }
+
+    #[test]
+    fn a_namespace_of_another_type_is_an_error_not_a_match() {
+        let p = Item::structure(
+            tag::RESPONSE_PAYLOAD,
+            vec![attribute(KEY_NAMESPACE, Value::Integer(1))],
+        );
+        assert!(super::super::client::parse_attributes(&p, "k").is_err());
     }
 }

@@ -12,9 +12,11 @@ use crate::rekey::scylla::commitlog::ScyllaYaml;
 use crate::sstable::scylla::{EncryptionOptions, Provider, ProviderKind, RekeyTarget};
 
 /// `ALTER TABLE "ks"."t" WITH scylla_encryption_options = {...}`: new writes under the target.
-pub fn statement(table: &str, target: &RekeyTarget) -> String {
+/// A KMIP target keeps the table's `key_namespace` (its new writes Locate with it, FORMAT.md 4.4:
+/// without it they could take another Active key of the group).
+pub fn statement(table: &str, target: &RekeyTarget, key_namespace: Option<&str>) -> String {
     let quote = |s: &str| s.replace('\'', "''");
-    let opts: Vec<(&str, String)> = match target {
+    let mut opts: Vec<(&str, String)> = match target {
         RekeyTarget::Local {
             secret_key_file,
             cipher_algorithm,
@@ -37,6 +39,9 @@ pub fn statement(table: &str, target: &RekeyTarget) -> String {
             ("kmip_host", kmip_host.clone()),
         ],
     };
+    if let (RekeyTarget::Kmip { .. }, Some(ns)) = (target, key_namespace) {
+        opts.push(("key_namespace", ns.to_string()));
+    }
     let body: Vec<String> = opts
         .iter()
         .map(|(k, v)| format!("'{k}': '{}'", quote(v)))
@@ -124,5 +129,34 @@ fn section_key(path: &Path, options: &EncryptionOptions) -> Option<SectionKey> {
             .get("kmip_host")
             .map(|g| SectionKey::KmipGroup(g.to_string())),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kmip_statement_keeps_the_key_namespace_and_quotes() {
+        let kmip = RekeyTarget::Kmip {
+            kmip_host: "g'1".into(),
+            key_id: "7".into(),
+            cipher_algorithm: "AES/CBC/PKCS5Padding".into(),
+            secret_key_strength: 128,
+        };
+        assert_eq!(
+            statement("ks.t", &kmip, Some("ns")),
+            "ALTER TABLE \"ks\".\"t\" WITH scylla_encryption_options = {'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': '128', 'key_provider': 'KmipKeyProviderFactory', 'kmip_host': 'g''1', 'key_namespace': 'ns'};"
+        );
+        let local = RekeyTarget::Local {
+            secret_key_file: "/k".into(),
+            cipher_algorithm: "AES/ECB/PKCS5Padding".into(),
+            secret_key_strength: 256,
+        };
+        let s = statement("ks.t", &local, Some("ns"));
+        assert!(
+            !s.contains("key_namespace") && s.contains("'secret_key_file': '/k'"),
+            "{s}"
+        );
     }
 }

@@ -120,7 +120,11 @@ fn one(
     if let Some(Err(e)) = job.staged.as_ref().map(|e| remove_used_entry(&e.dir)) {
         r.reason = Some(format!("committed; the used staging entry remains: {e}"));
     }
-    Ok(Some(follow_up::statement(&r.table, &p.target)))
+    let ns = l.encryption.options.as_ref();
+    let ns = ns
+        .and_then(|o| o.get("key_namespace"))
+        .filter(|n| !n.is_empty());
+    Ok(Some(follow_up::statement(&r.table, &p.target, ns)))
 }
 
 /// Decides one SSTable for `rekey` or `stage`: skipped (`Ok(None)`, the reason in `r`) when it

@@ -12,6 +12,7 @@
 //! - `oracle`: the Python oracles of ../shared (workers, keys, the tool's runs);
 //! - `scylla`: ScyllaDB's Scylla.db (FORMAT.md 4.5, 4.6) read and rewritten, to point the relative
 //!   `secret_key_file` of testdata/scylla/ at a copy;
+//! - `kmip`: the real PyKMIP server and PyKMIP's own client, for suites other than kmip.rs;
 //! - `shim`, `inject`: fault injection (an LD_PRELOAD shim; a ptrace + seccomp injector);
 //! - `alloc`: the counting global allocator of the test binary.
 
@@ -22,6 +23,7 @@ mod decrypt;
 mod files;
 #[cfg(target_arch = "x86_64")]
 pub mod inject;
+pub mod kmip;
 pub mod oracle;
 mod run;
 mod scylla;
