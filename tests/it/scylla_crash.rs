@@ -326,26 +326,25 @@ impl KillSet {
     }
 
     /// Waits until a commit rename has doomed `k` original SSTables of `data` (its TOC.txt.tmp
-    /// seen, or its TOC.txt gone) or `child` has exited, watching by `stat` alone (an open folder
-    /// would make the rekey refuse to start: another process has the tables open).
+    /// seen, or any of its files gone) or `child` has exited, watching by `stat` alone (an open
+    /// folder would make the rekey refuse to start: another process has the tables open).
     fn wait_for_commits(&self, data: &Path, k: usize, child: &mut std::process::Child) {
-        let marks: Vec<(PathBuf, PathBuf)> = self
-            .tables
-            .iter()
-            .flat_map(|(t, ps)| {
-                ps.iter().map(move |p| {
-                    let dir = data.join(t);
-                    (
-                        dir.join(format!("{p}TOC.txt.tmp")),
-                        dir.join(format!("{p}TOC.txt")),
-                    )
-                })
-            })
-            .collect();
+        let mut marks: Vec<(PathBuf, Vec<PathBuf>)> = Vec::new();
+        for (t, ps) in &self.tables {
+            for p in ps {
+                let files = fs::read_dir(self.pristine.join(t))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .filter(|n| n.starts_with(p.as_str()))
+                    .map(|n| data.join(t).join(n))
+                    .collect();
+                marks.push((data.join(t).join(format!("{p}TOC.txt.tmp")), files));
+            }
+        }
         let mut seen = vec![false; marks.len()];
         while child.try_wait().unwrap().is_none() {
-            for (j, (tmp, toc)) in marks.iter().enumerate() {
-                seen[j] = seen[j] || tmp.exists() || !toc.exists();
+            for (j, (tmp, files)) in marks.iter().enumerate() {
+                seen[j] = seen[j] || tmp.exists() || files.iter().any(|f| !f.exists());
             }
             if seen.iter().filter(|s| **s).count() >= k {
                 return;
@@ -395,7 +394,7 @@ impl KillSet {
 
 /// SIGKILL of `sstable-rekey rekey` over ScyllaDB SSTables at random instants (seeded:
 /// `CRASH_SEED` replays, `CRASH_KILLS_SCYLLA` sets the count, default 30; every other kill is sent
-/// as soon as the folders show a random number of commit renames done). After each kill: the
+/// as soon as the folders show a random number of originals doomed). After each kill: the
 /// folder as ScyllaDB would start it holds each original SSTable exactly once and starts; so does
 /// it after `recover`, which keeps what ScyllaDB would have kept and leaves no TOC.txt.tmp,
 /// journal or stray file; every live SSTable opens to its original plaintext with the key its
@@ -465,8 +464,9 @@ fn random_sigkill_of_the_scylla_rekey_then_recover() {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        // Every other kill watches the folders and lands just after the k-th commit rename (the
-        // window after it is microseconds long: random instants alone rarely reach it).
+        // Every other kill watches the folders and lands just after the k-th commit rename, as
+        // the old SSTable's files go (that window is microseconds long: random instants alone
+        // rarely reach it).
         let watch = (i % 2 == 1).then(|| 1 + rng.below(ks.originals.len() as u64) as usize);
         match watch {
             None => std::thread::sleep(delay),
