@@ -16,6 +16,8 @@ mod staged;
 // The cluster rollout with real ansible-core.
 mod ansible;
 mod testdata_matrix;
+// The README's first command.
+mod demo;
 // Encrypted BTI indexes.
 mod bti_indexes;
 // Interop with the independent oracle of ../shared (real Cassandra SSTables).

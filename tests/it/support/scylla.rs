@@ -330,3 +330,167 @@ pub fn read_keyring(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> 
         })
         .collect()
 }
+
+// ------------------------------------------------------------------ writing ScyllaDB SSTables
+
+/// A local-provider ScyllaDB key file line: `AES/CBC/PKCS5Padding:<bits>:<base64 key>`.
+pub fn scylla_key_line(key: &[u8]) -> String {
+    use base64::Engine;
+    format!(
+        "AES/CBC/PKCS5Padding:{}:{}\n",
+        key.len() * 8,
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+/// A file's plaintext encrypted as ScyllaDB's file layer writes it (FORMAT.md 4.3), AES-CBC:
+/// 4096-byte blocks, block n under IV_n = AES-256-ECB_{SHA-256(key)}(0^8 || u64le n), each block
+/// its own CBC message, unpadded; the last block zero-filled, encrypted whole and the file cut to
+/// L (L % 16 == 0) or L + 16 bytes. Written here from the format with the `aes` block cipher.
+pub fn scylla_seal(plain: &[u8], key: &[u8]) -> Vec<u8> {
+    use aes::cipher::{BlockCipherEncrypt, KeyInit};
+    use aes::{Aes128, Aes192, Aes256};
+    use sha2::{Digest, Sha256};
+    const BLOCK: usize = 4096;
+    if plain.is_empty() {
+        return Vec::new();
+    }
+    let essiv = Aes256::new_from_slice(&Sha256::digest(key)).unwrap();
+    let enc = |b: &mut aes::Block| match key.len() {
+        16 => Aes128::new_from_slice(key).unwrap().encrypt_block(b),
+        24 => Aes192::new_from_slice(key).unwrap().encrypt_block(b),
+        32 => Aes256::new_from_slice(key).unwrap().encrypt_block(b),
+        n => panic!("{n}-byte key"),
+    };
+    let mut out = plain.to_vec();
+    out.resize(plain.len().div_ceil(BLOCK) * BLOCK, 0);
+    for (n, block) in out.chunks_mut(BLOCK).enumerate() {
+        let mut iv = [0u8; 16];
+        iv[8..].copy_from_slice(&(n as u64).to_le_bytes());
+        let mut prev = aes::Block::from(iv);
+        essiv.encrypt_block(&mut prev);
+        for c in block.chunks_mut(16) {
+            let mut b = aes::Block::try_from(&*c).unwrap();
+            for (x, p) in b.iter_mut().zip(prev.iter()) {
+                *x ^= p;
+            }
+            enc(&mut b);
+            c.copy_from_slice(&b);
+            prev = b;
+        }
+    }
+    let size = if plain.len().is_multiple_of(16) {
+        plain.len()
+    } else {
+        plain.len() + 16
+    };
+    out.resize(size, 0);
+    out
+}
+
+/// Writes a ScyllaDB `me` BIG SSTable `<dir>/me-<generation>-big-*` of about `data_len`
+/// compressed Data.db bytes, as a 2025.1+ node with the local key provider would (FORMAT.md
+/// 1.2, 4.1–4.6), written from the format: Data.db (LZ4 chunks of 64 KiB, each with its CRC32),
+/// CompressionInfo.db, Digest.crc32 (CRC32 of Data.db) and Filter.db encrypted under `key`
+/// (mask 0xA2), Scylla.db with the encryption attributes naming `key_file` and an
+/// SSTableIdentifier (tag 10) drawn from `rng`, and TOC.txt. Returns the Data.db path and the
+/// digest the ScyllaDB oracle reports as `plaintext_sha256_all`, computed here from the plaintexts:
+/// SHA-256 over `name || 0x00 || SHA-256(plaintext)` of each component but TOC.txt and Scylla.db,
+/// in name order.
+pub fn write_scylla_sstable(
+    dir: &Path,
+    generation: u32,
+    data_len: usize,
+    key: &[u8],
+    key_file: &Path,
+    rng: &mut super::Rng,
+) -> (std::path::PathBuf, String) {
+    use sha2::{Digest, Sha256};
+    const CHUNK: usize = 64 << 10;
+    let prefix = format!("me-{generation}-big-");
+    // Row-like text with random runs: compressible, but not to nothing.
+    let mut data = Vec::with_capacity(data_len + CHUNK);
+    let mut offsets = Vec::new();
+    let mut plain_len = 0u64;
+    let mut chunk = vec![0u8; CHUNK];
+    while data.len() < data_len {
+        rng.fill(&mut chunk);
+        for (i, b) in chunk.iter_mut().enumerate() {
+            if (i / 64) % 3 == 0 {
+                *b = b"row-key|value|"[i % 14];
+            }
+        }
+        offsets.push(data.len() as u64);
+        let c = lz4_flex::block::compress_prepend_size(&chunk);
+        data.extend_from_slice(&c);
+        data.extend_from_slice(&crc32fast::hash(&c).to_be_bytes());
+        plain_len += CHUNK as u64;
+    }
+    let mut ci = Vec::new();
+    let class = b"org.apache.cassandra.io.compress.LZ4Compressor";
+    ci.extend_from_slice(&(class.len() as u16).to_be_bytes());
+    ci.extend_from_slice(class);
+    ci.extend_from_slice(&0u32.to_be_bytes());
+    ci.extend_from_slice(&(CHUNK as u32).to_be_bytes());
+    ci.extend_from_slice(&plain_len.to_be_bytes());
+    ci.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
+    for o in &offsets {
+        ci.extend_from_slice(&o.to_be_bytes());
+    }
+    let digest = crc32fast::hash(&data).to_string();
+    let mut filter = vec![0u8; 4000 + rng.below(200) as usize];
+    rng.fill(&mut filter);
+
+    let opts: Vec<(String, String)> = [
+        ("cipher_algorithm", "AES/CBC/PKCS5Padding".to_string()),
+        (
+            "key_provider",
+            "LocalFileSystemKeyProviderFactory".to_string(),
+        ),
+        ("secret_key_file", key_file.display().to_string()),
+        ("secret_key_strength", (key.len() * 8).to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mask: u32 = 1 << 1 | 1 << 5 | 1 << 7; // CompressionInfo, Digest, Filter
+    let mut id = vec![0u8; 16];
+    rng.fill(&mut id);
+    let mut sdb = ScyllaDb {
+        entries: vec![(3, Vec::new()), (10, id)],
+        trailing_crc: false,
+    };
+    sdb.set_attributes(&[
+        (b"scylla_encryption_options".to_vec(), le_map(&opts)),
+        (
+            b"encrypted_components".to_vec(),
+            mask.to_le_bytes().to_vec(),
+        ),
+    ]);
+
+    let mut all = Sha256::new();
+    for (name, plain) in [
+        ("CompressionInfo.db", &ci[..]),
+        ("Data.db", &data[..]),
+        ("Digest.crc32", digest.as_bytes()),
+        ("Filter.db", &filter[..]),
+    ] {
+        all.update(name.as_bytes());
+        all.update([0u8]);
+        all.update(Sha256::digest(plain));
+    }
+    let put = |c: &str, b: &[u8]| fs::write(dir.join(format!("{prefix}{c}")), b).unwrap();
+    put("Data.db", &scylla_seal(&data, key));
+    put("CompressionInfo.db", &scylla_seal(&ci, key));
+    put("Digest.crc32", &scylla_seal(digest.as_bytes(), key));
+    put("Filter.db", &scylla_seal(&filter, key));
+    put("Scylla.db", &sdb.serialize());
+    put(
+        "TOC.txt",
+        b"CompressionInfo.db\nData.db\nDigest.crc32\nFilter.db\nScylla.db\nTOC.txt\n",
+    );
+    (
+        dir.join(format!("{prefix}Data.db")),
+        super::hex(&all.finalize()),
+    )
+}
