@@ -120,9 +120,12 @@ fn print_sstables(sstables: &[SstableReport]) {
         match s.status {
             Status::Failed => outln!("FAILED   {}: {}", s.old, s.reason.as_deref().unwrap_or("")),
             Status::Planned => outln!(
-                "PLAN     {} ({} chunks, keys {:?})",
+                "PLAN     {} ({}, keys {:?})",
                 s.old,
-                s.chunks,
+                match s.encrypted_files {
+                    Some(_) => units(s),
+                    None => format!("{} chunks", s.chunks),
+                },
                 s.keys_before
             ),
             Status::Skipped => {
@@ -136,16 +139,16 @@ fn print_sstables(sstables: &[SstableReport]) {
                 )
             }
             Status::Staged => outln!(
-                "staged   {} -> {} ({} chunks)",
+                "staged   {} -> {} ({})",
                 s.old,
                 s.new.as_deref().unwrap_or(""),
-                s.rekeyed_chunks
+                units(s)
             ),
             Status::Rekeyed => outln!(
-                "rekeyed  {} -> {} ({} chunks{}{})",
+                "rekeyed  {} -> {} ({}{}{})",
                 s.old,
                 s.new.as_deref().unwrap_or(""),
-                s.rekeyed_chunks,
+                units(s),
                 if s.from_staged { ", staged copy" } else { "" },
                 if s.raw_chunks > 0 {
                     format!(", {} PLAINTEXT chunks copied as they were", s.raw_chunks)
@@ -154,6 +157,15 @@ fn print_sstables(sstables: &[SstableReport]) {
                 }
             ),
         }
+    }
+}
+
+/// What an SSTable's rewrite counts: chunks (DSE/HCD), or whole encrypted files (ScyllaDB).
+fn units(s: &SstableReport) -> String {
+    match s.encrypted_files {
+        Some(1) => "1 encrypted file".into(),
+        Some(n) => format!("{n} encrypted files"),
+        None => format!("{} chunks", s.rekeyed_chunks),
     }
 }
 

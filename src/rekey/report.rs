@@ -58,6 +58,9 @@ pub struct SstableReport {
     pub metadata_after: BTreeMap<String, usize>,
     /// Rekeyed by moving in the copy an earlier `stage` wrote (no rewrite in this run).
     pub from_staged: bool,
+    /// A ScyllaDB SSTable: its encrypted component files (re-ciphered whole; no chunks counted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encrypted_files: Option<usize>,
     pub seconds: f64,
 }
 
@@ -75,6 +78,7 @@ impl SstableReport {
             rekeyed_chunks: 0,
             unchanged_chunks: 0,
             raw_chunks: 0,
+            encrypted_files: None,
             bytes_in: 0,
             bytes_out: 0,
             keys_before: BTreeMap::new(),

@@ -73,6 +73,7 @@ pub fn report_of(l: &ScyllaLoaded) -> SstableReport {
     );
     r.keys_before = BTreeMap::from([(l.key.to_string(), l.files.len())]);
     r.chunks = l.files.len();
+    r.encrypted_files = Some(l.files.len());
     r
 }
 
