@@ -409,6 +409,70 @@ impl KillSet {
         }
     }
 
+    /// After a kill: the folders as ScyllaDB would start them hold each original once; so do they
+    /// after `recover`, which keeps what ScyllaDB would have kept and leaves no TOC.txt.tmp,
+    /// journal or stray file; every live SSTable opens to its original plaintext (the oracle,
+    /// when given); then a rekey finishes and `verify --key NEW` passes. Returns how many
+    /// SSTables the kill left under the new key (0 without the oracle).
+    fn resolve_kill(
+        &self,
+        shared: Option<&Path>,
+        data: &Path,
+        jobs: usize,
+    ) -> Result<usize, String> {
+        let live = self
+            .boot(data)
+            .map_err(|e| format!("before recover: {e}"))?;
+        let rec = crate::support::run_in(
+            &self.root,
+            &strings(&["recover", "--data-dir", &data.display().to_string()]),
+            &[],
+        );
+        if rec.code != 0 {
+            return Err(format!("recover: {}", rec.all()));
+        }
+        let after = self.boot(data).map_err(|e| format!("after recover: {e}"))?;
+        if after != live {
+            return Err(format!(
+                "recover left {after:?}, ScyllaDB would have kept {live:?}"
+            ));
+        }
+        for (t, ps) in &after {
+            for e in fs::read_dir(data.join(t)).unwrap() {
+                let n = e.unwrap().file_name().into_string().unwrap();
+                if n.ends_with(".tmp") || prefix(&n).is_none_or(|p| !ps.contains(&p)) {
+                    return Err(format!("left after recover: {}/{n}", t.display()));
+                }
+            }
+        }
+        if data.join(".sstable-rekey-scylla").exists() {
+            return Err("the journal folder is left after recover".into());
+        }
+        let new = match shared {
+            Some(shared) => self.oracle(shared, data, &after)?,
+            None => 0,
+        };
+        let again = crate::support::run_in(&self.root, &self.rekey_args(data, jobs), &[]);
+        if again.code != 0 {
+            return Err(format!("the rekey after recover: {}", again.all()));
+        }
+        let v = crate::support::run_in(&self.root, &self.verify_args(data), &[]);
+        if v.code != 0 {
+            return Err(format!("verify after the final rekey: {}", v.all()));
+        }
+        Ok(new)
+    }
+
+    fn verify_args(&self, data: &Path) -> Vec<String> {
+        strings(&[
+            "verify",
+            "--key",
+            &format!("file:{}", self.new_key.display()),
+            "--data-dir",
+            &data.display().to_string(),
+        ])
+    }
+
     /// Every live SSTable opens, with the key file its Scylla.db names, to its original
     /// plaintext (the ScyllaDB oracle). Returns how many are under the new key.
     fn oracle(
@@ -478,15 +542,6 @@ fn random_sigkill_of_the_scylla_rekey_then_recover() {
         let live = ks.boot(&ks.pristine).unwrap();
         assert_eq!(ks.oracle(shared, &ks.pristine, &live), Ok(0));
     }
-    let verify_args = |data: &Path| {
-        strings(&[
-            "verify",
-            "--key",
-            &format!("file:{}", ks.new_key.display()),
-            "--data-dir",
-            &data.display().to_string(),
-        ])
-    };
 
     // How long an uninterrupted run takes: kills are drawn over that span.
     let mut span = Duration::ZERO;
@@ -497,7 +552,7 @@ fn random_sigkill_of_the_scylla_rekey_then_recover() {
         let r = crate::support::run_in(&ks.root, &ks.rekey_args(&data, jobs), &[]);
         span = span.max(t.elapsed());
         assert_eq!(r.code, 0, "{}", r.all());
-        let v = crate::support::run_in(&ks.root, &verify_args(&data), &[]);
+        let v = crate::support::run_in(&ks.root, &ks.verify_args(&data), &[]);
         assert_eq!(v.code, 0, "{}", v.all());
         fs::remove_dir_all(&data).unwrap();
     }
@@ -546,48 +601,10 @@ fn random_sigkill_of_the_scylla_rekey_then_recover() {
             (_, _, 0) => written += 1,
             _ => after_commit += 1,
         }
-        let outcome = (|| -> Result<(), String> {
-            let live = ks.boot(&data).map_err(|e| format!("before recover: {e}"))?;
-            let rec = crate::support::run_in(
-                &ks.root,
-                &strings(&["recover", "--data-dir", &data.display().to_string()]),
-                &[],
-            );
-            if rec.code != 0 {
-                return Err(format!("recover: {}", rec.all()));
-            }
-            let after = ks.boot(&data).map_err(|e| format!("after recover: {e}"))?;
-            if after != live {
-                return Err(format!(
-                    "recover left {after:?}, ScyllaDB would have kept {live:?}"
-                ));
-            }
-            for (t, ps) in &after {
-                for e in fs::read_dir(data.join(t)).unwrap() {
-                    let n = e.unwrap().file_name().into_string().unwrap();
-                    if n.ends_with(".tmp") || prefix(&n).is_none_or(|p| !ps.contains(&p)) {
-                        return Err(format!("left after recover: {}/{n}", t.display()));
-                    }
-                }
-            }
-            if data.join(".sstable-rekey-scylla").exists() {
-                return Err("the journal folder is left after recover".into());
-            }
-            if let Some(shared) = &shared {
-                let new = ks.oracle(shared, &data, &after)?;
-                kept_new += new;
-                kept_old += ks.originals.len() - new;
-            }
-            let again = crate::support::run_in(&ks.root, &ks.rekey_args(&data, jobs), &[]);
-            if again.code != 0 {
-                return Err(format!("the rekey after recover: {}", again.all()));
-            }
-            let v = crate::support::run_in(&ks.root, &verify_args(&data), &[]);
-            if v.code != 0 {
-                return Err(format!("verify after the final rekey: {}", v.all()));
-            }
-            Ok(())
-        })();
+        let outcome = ks.resolve_kill(shared.as_deref(), &data, jobs).map(|new| {
+            kept_new += new;
+            kept_old += ks.originals.len() - new;
+        });
         if let Err(e) = outcome {
             failures.push(format!(
                 "kill {i} (CRASH_SEED={seed}, --jobs {jobs}, {}): {e}",
@@ -614,4 +631,117 @@ fn random_sigkill_of_the_scylla_rekey_then_recover() {
         t0.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// SIGKILL around the staged path (seeded like the test above; `CRASH_KILLS_SCYLLA_STAGED`,
+/// default 16): every other kill lands in a `stage` at a random instant, after which no table
+/// folder has changed, and a stage then the rekey finish the job; the others land in the rekey
+/// that commits the staged copies (at a random instant, or as the k-th old SSTable is doomed),
+/// judged as above. In both, after the final rekey no staging or obsolete folder is left.
+#[test]
+fn random_sigkill_of_the_scylla_stage_and_staged_commit() {
+    use std::time::{Duration, Instant};
+    let seed = seed_from_env("CRASH_SEED");
+    let kills: usize = std::env::var("CRASH_KILLS_SCYLLA_STAGED")
+        .ok()
+        .map(|s| s.parse().expect("CRASH_KILLS_SCYLLA_STAGED"))
+        .unwrap_or(16);
+    println!(
+        "random SIGKILL (ScyllaDB, staged): CRASH_SEED={seed} CRASH_KILLS_SCYLLA_STAGED={kills}"
+    );
+    let mut rng = Rng(seed);
+    let ks = kill_set(&mut rng);
+    let shared = shared();
+    let stage_args = |data: &Path| {
+        let mut a = ks.rekey_args(data, 1);
+        a[0] = "stage".into();
+        a
+    };
+    let calibrate = ks.root.join("calibrate");
+    ks.copy(&calibrate);
+    let t = Instant::now();
+    let st = crate::support::run_in(&ks.root, &stage_args(&calibrate), &[]);
+    assert_eq!(st.code, 0, "{}", st.all());
+    let stage_span = t.elapsed().as_micros() as u64 * 11 / 10;
+    let t = Instant::now();
+    let r = crate::support::run_in(&ks.root, &ks.rekey_args(&calibrate, 1), &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let commit_span = t.elapsed().as_micros() as u64 * 11 / 10;
+    fs::remove_dir_all(&calibrate).unwrap();
+    let tables = |data: &Path| -> BTreeMap<String, String> {
+        let mut t = crate::support::tree_strict(data);
+        t.retain(|p, _| !p.starts_with(".sstable-rekey-staging"));
+        t
+    };
+    let pristine = tables(&ks.pristine);
+
+    let (mut stages, mut commits, mut in_flight) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for i in 0..kills {
+        let data = ks.root.join(format!("kill{i}"));
+        ks.copy(&data);
+        let (args, span) = match i % 2 {
+            0 => (stage_args(&data), stage_span),
+            _ => {
+                let st = crate::support::run_in(&ks.root, &stage_args(&data), &[]);
+                assert_eq!(st.code, 0, "{}", st.all());
+                (ks.rekey_args(&data, 1), commit_span)
+            }
+        };
+        let mut child = std::process::Command::new(crate::support::BIN)
+            .args(&args)
+            .current_dir(&ks.root)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        match (i % 4, i % 2) {
+            (3, _) => {
+                let k = 1 + rng.below(ks.originals.len() as u64) as usize;
+                ks.wait_for_commits(&data, k, &mut child);
+            }
+            _ => std::thread::sleep(Duration::from_micros(rng.below(span + 1))),
+        }
+        in_flight += child.try_wait().unwrap().is_none() as usize;
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        let outcome = match i % 2 {
+            0 => {
+                stages += 1;
+                let now = tables(&data);
+                if now != pristine {
+                    Err("a killed stage changed a table folder".to_string())
+                } else {
+                    let st = crate::support::run_in(&ks.root, &stage_args(&data), &[]);
+                    match st.code {
+                        0 => ks.resolve_kill(shared.as_deref(), &data, 1).map(|_| ()),
+                        _ => Err(format!("the stage after the kill: {}", st.all())),
+                    }
+                }
+            }
+            _ => {
+                commits += 1;
+                ks.resolve_kill(shared.as_deref(), &data, 1).map(|_| ())
+            }
+        };
+        let left = [".sstable-rekey-staging", ".sstable-rekey-obsolete"]
+            .into_iter()
+            .filter(|f| data.join(f).exists())
+            .collect::<Vec<_>>();
+        let outcome = outcome.and_then(|()| match left.is_empty() {
+            true => Ok(()),
+            false => Err(format!("left after the final rekey: {left:?}")),
+        });
+        if let Err(e) = outcome {
+            failures.push(format!("kill {i} (CRASH_SEED={seed}): {e}"));
+        }
+        let _ = fs::remove_dir_all(&data);
+    }
+    println!(
+        "random SIGKILL (ScyllaDB, staged): {kills} kills ({stages} of a stage, {commits} of the staged commit; {in_flight} in flight): {} failed",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(in_flight > 0, "no run was killed in flight");
 }
