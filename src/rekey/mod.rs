@@ -74,7 +74,12 @@ pub fn rekey(
         false => Some(exclusive::ensure_alone(&opts.data_dirs.dirs)?),
     };
     scylla::refuse_unfinished(&opts.data_dirs.dirs)?;
-    let fallback = fallback_file(&opts.from);
+    let fallback = fallback_file(&opts.from)?;
+    let from = opts
+        .from
+        .iter()
+        .map(KeyRef::id)
+        .collect::<Result<Vec<_>>>()?;
     // Staged copies, before loading: an SSTable with one is loaded from its chunk runs.
     let staged = staged_copies(opts)?;
     let found = discover::discover_with(
@@ -83,6 +88,7 @@ pub fn rekey(
         fallback.as_ref(),
         discover::Logs::Refuse,
         &staged,
+        true,
     )?;
     let mut report = RekeyReport::begin(
         &opts.to,
@@ -97,7 +103,7 @@ pub fn rekey(
     // Plan: every SSTable admitted or not, every key resolved, before anything is written.
     let cx = admit::Context {
         target: &target,
-        from: opts.from.iter().map(KeyRef::id).collect(),
+        from: from.clone(),
         store,
         kmip_configured: opts.kmip_configured,
         move_kmip_group: opts.move_kmip_group,
@@ -124,7 +130,10 @@ pub fn rekey(
     plan::check_space(&unstaged, opts.jobs)?;
     if opts.dry_run {
         report.planned(jobs.into_iter().map(|j| j.report), &target.id);
-        report.done(scylla_sstables(scylla, opts, store).0, &Default::default());
+        report.done(
+            scylla_sstables(scylla, &from, opts, store).0,
+            &Default::default(),
+        );
         return Ok(report.finish(started));
     }
 
@@ -133,7 +142,7 @@ pub fn rekey(
     // Rewrite and commit.
     let statements = plan::alter_statements(&jobs, &target);
     let mut done = execute::execute(jobs, &target, opts.jobs, cancel, progress);
-    let (scylla_done, scylla_statements) = scylla_sstables(scylla, opts, store);
+    let (scylla_done, scylla_statements) = scylla_sstables(scylla, &from, opts, store);
     done.extend(scylla_done);
     report.done(
         done,
@@ -154,18 +163,18 @@ pub fn rekey(
 /// `--dry-run`).
 fn scylla_sstables(
     sstables: Vec<scylla::ScyllaJob>,
+    from: &[crate::keys::KeyId],
     opts: &RekeyOptions,
     store: &KeyStore,
 ) -> (
     Vec<report::SstableReport>,
     std::collections::HashMap<String, String>,
 ) {
-    let from: Vec<crate::keys::KeyId> = opts.from.iter().map(KeyRef::id).collect();
     let done = scylla::run::all(
         sstables,
         &scylla::run::Context {
             to: &opts.to,
-            from: &from,
+            from,
             store,
             data_dirs: &opts.data_dirs.dirs,
             dry_run: opts.dry_run,
