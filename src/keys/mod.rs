@@ -85,30 +85,41 @@ impl fmt::Display for KeyRef {
 }
 
 impl KeyRef {
-    /// The on-disk identity this reference denotes.
-    pub fn id(&self) -> KeyId {
-        match self {
-            KeyRef::File(p) => KeyId::File(canonical(p)),
+    /// The on-disk identity this reference denotes (a key file by its [`canonical`] path).
+    pub fn id(&self) -> Result<KeyId> {
+        Ok(match self {
+            KeyRef::File(p) => KeyId::File(canonical(p)?),
             KeyRef::Kmip { group, id } => KeyId::Kmip {
                 group: group.clone(),
                 id: id.clone(),
             },
             KeyRef::Replicated(u) => KeyId::Replicated(*u),
-        }
+        })
     }
 }
 
-/// Absolute, symlink-resolved path where possible (key files are compared by path).
-pub fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .map(|d| d.join(p))
-                .unwrap_or_else(|_| p.to_path_buf())
+/// The absolute, symlink-resolved path of a key file (key files are compared by path). A file
+/// that is not there is taken as named (made absolute): a key named by an SSTable of another
+/// host. Any other error resolving it is an error, never "as named": a symlinked key would then
+/// be another key to every comparison, and the permission checks of the new key would look at
+/// the link's folders instead of the file's.
+pub fn canonical(p: &Path) -> Result<PathBuf> {
+    match std::fs::canonicalize(p) {
+        Ok(c) => Ok(c),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            Ok(if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                std::env::current_dir()
+                    .map(|d| d.join(p))
+                    .unwrap_or_else(|_| p.to_path_buf())
+            })
         }
-    })
+        Err(e) => Err(Error::io(p, "resolve key file path", e)),
+    }
 }
 
 /// The key a record on disk is under.
@@ -261,6 +272,28 @@ pub fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Found by the fault sweep (`stage-scylla:readlink:*:EIO`): a key file path that could not
+    /// be resolved was taken as named, and the run went on as if it had been. Only a file that is
+    /// not there is; any other error (here a symlink loop) is an error.
+    #[test]
+    fn a_key_file_path_that_cannot_be_resolved_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("absent.key");
+        assert_eq!(canonical(&missing).unwrap(), missing);
+        let under_file = d.path().join("file");
+        std::fs::write(&under_file, b"").unwrap();
+        assert_eq!(
+            canonical(&under_file.join("k")).unwrap(),
+            under_file.join("k")
+        );
+        std::os::unix::fs::symlink(d.path().join("b"), d.path().join("a")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("a"), d.path().join("b")).unwrap();
+        let looped = d.path().join("a/new.key");
+        let e = canonical(&looped).unwrap_err().to_string();
+        assert!(e.contains("resolve key file path"), "{e}");
+        assert!(KeyRef::File(looped).id().is_err());
+    }
+
     #[test]
     fn key_refs_parse_and_print() {
         let r: KeyRef = "kmip://kmip1/42".parse().unwrap();
@@ -285,8 +318,8 @@ mod tests {
     fn a_kmip_key_is_its_group_and_its_id() {
         let a: KeyRef = "kmip://kmip1/42".parse().unwrap();
         let b: KeyRef = "kmip://kmip2/42".parse().unwrap();
-        assert_ne!(a.id(), b.id());
-        assert_eq!(a.id().to_string(), "kmip://kmip1/42");
+        assert_ne!(a.id().unwrap(), b.id().unwrap());
+        assert_eq!(a.id().unwrap().to_string(), "kmip://kmip1/42");
     }
 
     #[test]

@@ -266,7 +266,15 @@ impl KeyProblems {
 /// canonical path) is a usage error, as is a relative `--to file:` path: it is written into every
 /// new CompressionInfo, and the node would resolve it against its own working folder.
 pub fn refs(to: &KeyRef, from: &[KeyRef]) -> Result<()> {
-    if let Some(f) = from.iter().find(|f| f.id() == to.id()) {
+    let to_id = to.id()?;
+    let mut same = None;
+    for f in from {
+        if f.id()? == to_id {
+            same = Some(f);
+            break;
+        }
+    }
+    if let Some(f) = same {
         return Err(Error::Usage(format!(
             "--to {to} is also given as --from {f}: the new key must be another key than the ones the data is under"
         )));
@@ -275,7 +283,7 @@ pub fn refs(to: &KeyRef, from: &[KeyRef]) -> Result<()> {
         if !p.is_absolute() {
             return Err(Error::Usage(format!(
                 "--to {to}: give the key file's absolute path (it is written into every new CompressionInfo as secret_key_file, and the node resolves a relative one against its own working folder), e.g. --to file:{}",
-                canonical(p).display()
+                canonical(p).unwrap_or_else(|_| p.clone()).display()
             )));
         }
     }
@@ -435,7 +443,7 @@ fn key_file_readable(typed: &Path, uid: u32, gid: u32, data: &Path) -> Result<()
     if uid == 0 {
         return Ok(());
     }
-    let path = canonical(typed);
+    let path = canonical(typed)?;
     let gids = fsio::groups_of(uid, gid);
     let who = user(uid);
     let refuse = |what: String| {

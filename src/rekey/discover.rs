@@ -16,12 +16,12 @@ use crate::rekey::staging::Staging;
 
 /// The single `file:` key among `--from`/`--key`: the key of header-less chunks of a table that
 /// names no `secret_key_file`.
-pub fn fallback_file(refs: &[KeyRef]) -> Option<KeyId> {
+pub fn fallback_file(refs: &[KeyRef]) -> Result<Option<KeyId>> {
     let files: Vec<&KeyRef> = refs
         .iter()
         .filter(|r| matches!(r, KeyRef::File(_)))
         .collect();
-    (files.len() == 1).then(|| files[0].id())
+    (files.len() == 1).then(|| files[0].id()).transpose()
 }
 
 /// SSTables with what loading them found.
@@ -42,7 +42,14 @@ pub fn discover(
     sel: &Selection,
     fallback: Option<&KeyId>,
 ) -> Result<Discovery> {
-    discover_with(data_dirs, sel, fallback, Logs::Refuse, &Staging::default())
+    discover_with(
+        data_dirs,
+        sel,
+        fallback,
+        Logs::Refuse,
+        &Staging::default(),
+        true,
+    )
 }
 
 /// What a leftover transaction log means to a run.
@@ -56,13 +63,17 @@ pub enum Logs {
 
 /// [`discover`], with leftover transaction logs treated as `logs` says. An SSTable with an entry in
 /// `staging` whose source is unchanged is loaded from the entry's chunk runs (one header read per
-/// run, not per chunk): the commit of a staged copy does not read the whole Data.db.
+/// run, not per chunk): the commit of a staged copy does not read the whole Data.db. Without
+/// `backups` (`stage`: it leaves snapshots to the rekey, which reports the keys they need),
+/// snapshot and backup SSTables are neither loaded nor returned: reading their chunk headers
+/// while the node serves was wasted, and a failure there went unreported.
 pub fn discover_with(
     data_dirs: &[PathBuf],
     sel: &Selection,
     fallback: Option<&KeyId>,
     logs: Logs,
     staging: &Staging,
+    backups: bool,
 ) -> Result<Discovery> {
     let scan = find::tables(data_dirs, sel)?;
     if scan.tables.is_empty() && scan.unseen.is_empty() {
@@ -95,7 +106,11 @@ pub fn discover_with(
             )));
         }
         let c = find::sstables_of(t)?;
-        found.extend(c.found);
+        found.extend(
+            c.found
+                .into_iter()
+                .filter(|f| backups || f.location.is_live()),
+        );
         unseen.extend(c.unseen);
         notes.extend(c.notes);
     }

@@ -76,7 +76,12 @@ pub fn rekey(
         false => Some(exclusive::ensure_alone(&opts.data_dirs.dirs)?),
     };
     scylla::refuse_unfinished(&opts.data_dirs.dirs)?;
-    let fallback = fallback_file(&opts.from);
+    let fallback = fallback_file(&opts.from)?;
+    let from = opts
+        .from
+        .iter()
+        .map(KeyRef::id)
+        .collect::<Result<Vec<_>>>()?;
     // Staged copies, before loading: an SSTable with one is loaded from its chunk runs.
     let staged = staged_copies(opts)?;
     let found = discover::discover_with(
@@ -85,6 +90,7 @@ pub fn rekey(
         fallback.as_ref(),
         discover::Logs::Refuse,
         &staged,
+        true,
     )?;
     let mut report = RekeyReport::begin(
         &opts.to,
@@ -101,10 +107,13 @@ pub fn rekey(
         jobs,
         scylla,
         stale,
-    } = plan_all(opts, store, &target, found.live, staged, &mut report)?;
+    } = plan_all(opts, store, &target, &from, found.live, staged, &mut report)?;
     if opts.dry_run {
         report.planned(jobs.into_iter().map(|j| j.report), &target.id);
-        report.done(scylla_sstables(scylla, opts, store).0, &Default::default());
+        report.done(
+            scylla_sstables(scylla, &from, opts, store).0,
+            &Default::default(),
+        );
         return Ok(report.finish(started));
     }
 
@@ -113,7 +122,7 @@ pub fn rekey(
     // Rewrite and commit.
     let statements = plan::alter_statements(&jobs, &target);
     let mut done = execute::execute(jobs, &target, opts.jobs, cancel, progress);
-    let (scylla_done, scylla_statements) = scylla_sstables(scylla, opts, store);
+    let (scylla_done, scylla_statements) = scylla_sstables(scylla, &from, opts, store);
     done.extend(scylla_done);
     report.done(
         done,
@@ -145,13 +154,14 @@ fn plan_all(
     opts: &RekeyOptions,
     store: &KeyStore,
     target: &Target,
+    from: &[crate::keys::KeyId],
     live: Discovered,
     staged: staging::Staging,
     report: &mut RekeyReport,
 ) -> Result<Planned> {
     let cx = admit::Context {
         target,
-        from: opts.from.iter().map(KeyRef::id).collect(),
+        from: from.to_vec(),
         store,
         kmip_configured: opts.kmip_configured,
         move_kmip_group: opts.move_kmip_group,
@@ -186,18 +196,18 @@ fn plan_all(
 /// `--dry-run`).
 fn scylla_sstables(
     sstables: Vec<scylla::ScyllaJob>,
+    from: &[crate::keys::KeyId],
     opts: &RekeyOptions,
     store: &KeyStore,
 ) -> (
     Vec<report::SstableReport>,
     std::collections::HashMap<String, String>,
 ) {
-    let from: Vec<crate::keys::KeyId> = opts.from.iter().map(KeyRef::id).collect();
     let done = scylla::run::all(
         sstables,
         &scylla::run::Context {
             to: &opts.to,
-            from: &from,
+            from,
             store,
             data_dirs: &opts.data_dirs.dirs,
             dry_run: opts.dry_run,

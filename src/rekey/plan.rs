@@ -316,10 +316,11 @@ pub fn envelope_of(ci: &CompressionInfo, path: &Path) -> Result<Option<Envelope>
 }
 
 /// The key file a header-less chunk of this table is under.
-pub fn table_key_file(ci: &CompressionInfo) -> Option<KeyId> {
+pub fn table_key_file(ci: &CompressionInfo) -> Result<Option<KeyId>> {
     ci.option("secret_key_file")
         .filter(|p| !p.is_empty())
-        .map(|p| KeyId::File(canonical(Path::new(p))))
+        .map(|p| canonical(Path::new(p)).map(KeyId::File))
+        .transpose()
 }
 
 /// The KMIP group of a KMIP-provider table (`kmip_host`, FORMAT.md 2.1): with the id of a
@@ -405,7 +406,7 @@ pub fn load_with(
     };
     let mut keys = KeyTable {
         keys: Vec::new(),
-        table_file: table_key_file(&ci),
+        table_file: table_key_file(&ci)?,
         fallback: fallback.cloned(),
         kmip_group,
     };
@@ -784,7 +785,7 @@ impl Target {
         };
         Ok(Target {
             kref: kref.clone(),
-            id: kref.id(),
+            id: kref.id()?,
             header,
             provider,
         })
@@ -808,16 +809,17 @@ impl Target {
             self.provider.factory_name().to_string()
         };
         ci.set_option(opt, &name);
-        match &self.kref {
-            KeyRef::File(p) => {
-                ci.set_option("secret_key_file", &canonical(p).to_string_lossy());
+        // The key file by the path `Target::new` resolved.
+        match &self.id {
+            KeyId::File(p) => {
+                ci.set_option("secret_key_file", &p.to_string_lossy());
                 ci.remove_option("kmip_host");
             }
-            KeyRef::Kmip { group, .. } => {
+            KeyId::Kmip { group, .. } => {
                 ci.set_option("kmip_host", group);
                 ci.remove_option("secret_key_file");
             }
-            KeyRef::Replicated(_) => unreachable!("refused in Target::new"),
+            KeyId::Replicated(_) => unreachable!("refused in Target::new"),
         }
     }
 }

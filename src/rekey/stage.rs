@@ -180,13 +180,14 @@ struct Work {
 /// SSTables to stage. The tables may be in use: a compaction's transaction log is no obstacle.
 fn admitted(opts: &StageOptions, store: &KeyStore, target: &Target) -> Result<(RekeyReport, Work)> {
     let dirs = &opts.data_dirs.dirs;
-    let fallback = fallback_file(&opts.from);
+    let fallback = fallback_file(&opts.from)?;
     let found = discover_with(
         dirs,
         &opts.selection,
         fallback.as_ref(),
         Logs::Allow,
         &Staging::default(),
+        false,
     )?;
     let mut report = RekeyReport::begin(
         &opts.to,
@@ -200,7 +201,7 @@ fn admitted(opts: &StageOptions, store: &KeyStore, target: &Target) -> Result<(R
     report.command = "stage";
     let cx = admit::Context {
         target,
-        from: opts.from.iter().map(KeyRef::id).collect(),
+        from: opts.from.iter().map(KeyRef::id).collect::<Result<_>>()?,
         store,
         kmip_configured: opts.kmip_configured,
         move_kmip_group: opts.move_kmip_group,

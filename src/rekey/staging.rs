@@ -142,20 +142,36 @@ pub fn moved_reason(e: &Error) -> String {
     format!("changed or removed while it was staged (a compaction?): nothing staged for it ({e})")
 }
 
-/// An entry's manifest, last: a temp file, fsync, rename, folder fsync.
+/// An entry's manifest, last: a temp file, fsync, rename, folder fsync. A manifest that is not
+/// whole and durable goes with the error (the caller then removes the files it would name): a
+/// failed entry never keeps a manifest, nor a temp file of one.
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
     let text = serde_json::to_string_pretty(m).expect("manifests serialize") + "\n";
     let tmp = dir.join(MANIFEST_TMP);
+    let dst = dir.join(MANIFEST);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&tmp)
         .map_err(|e| Error::io(&tmp, "create", e))?;
-    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| Error::io(&tmp, "write", e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, "fsync", e))?;
-    let dst = dir.join(MANIFEST);
-    fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, "rename", e))?;
-    sync_dir(dir)
+    let mut made = &tmp;
+    let done = std::io::Write::write_all(&mut f, text.as_bytes())
+        .map_err(|e| Error::io(&tmp, "write", e))
+        .and_then(|()| f.sync_all().map_err(|e| Error::io(&tmp, "fsync", e)))
+        .and_then(|()| fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, "rename", e)))
+        .and_then(|()| {
+            made = &dst;
+            sync_dir(dir)
+        });
+    drop(f);
+    let Err(e) = done else { return Ok(()) };
+    match fs::remove_file(made) {
+        Ok(()) => Err(e),
+        Err(e2) => Err(Error::rollback_failed(
+            e,
+            Error::io(made, "remove unfinished manifest", e2),
+        )),
+    }
 }
 
 /// A source file as it was when it was staged.

@@ -150,8 +150,8 @@ fn obsolete_note(data_dirs: &[std::path::PathBuf], rep: &mut VerifyReport) {
 
 pub fn verify(opts: &VerifyOptions, store: &KeyStore, cancel: &AtomicBool) -> Result<VerifyReport> {
     let t0 = Instant::now();
-    let allowed: Vec<KeyId> = opts.keys.iter().map(KeyRef::id).collect();
-    let fallback = crate::rekey::discover::fallback_file(&opts.keys);
+    let allowed: Vec<KeyId> = opts.keys.iter().map(KeyRef::id).collect::<Result<_>>()?;
+    let fallback = crate::rekey::discover::fallback_file(&opts.keys)?;
     // Never while a rekey or recover works on the folders (their logs would look interrupted).
     let _lock = crate::rekey::exclusive::lock_data_dirs_shared(&opts.data_dirs.dirs)?;
     crate::rekey::exclusive::refuse_symlinks(&opts.data_dirs.dirs)?;

@@ -39,7 +39,13 @@
 //!   (`support::scylla_boot`: every original SSTable loaded exactly once, by its SSTableIdentifier,
 //!   before and after `recover`, and `recover` resolving as a start would), the ScyllaDB oracle,
 //!   leftovers, foreign files and the exit status (that file's comment says how); then an
-//!   unfaulted `rekey` must finish the job.
+//!   unfaulted `rekey` must finish the job. On a smaller ScyllaDB set (the first SSTable of each
+//!   of those tables: one under the local key, one under KMIP), `stage-scylla` (`stage`: no table
+//!   folder changes, every entry left whole and valid, then an unfaulted `rekey` finishes, the
+//!   oracle judging what it committed) and `rekey-scylla-staged` (`rekey` committing what an
+//!   unfaulted `stage` of the same copy made: judged as `rekey-scylla`, plus the staging and
+//!   obsolete folders: a staged file may go stale but never change under its size, and only
+//!   replaced original generations are moved aside).
 //!
 //! Injection: tests/it/support/inject.rs (ptrace + seccomp; one fault per run: strace's `when=K`
 //! counts per thread and fails the K-th call of every thread). A counting run lists the tool's
@@ -187,6 +193,8 @@ struct Sweep {
     live: usize,
     /// The ScyllaDB data set of `rekey-scylla` and `recover-scylla-*` (the full sweep only).
     scylla: Option<scylla::ScyllaSet>,
+    /// The smaller one of `stage-scylla` and `rekey-scylla-staged` (the full sweep only).
+    scylla_small: Option<scylla::ScyllaSet>,
 }
 
 impl Sweep {
@@ -240,6 +248,7 @@ impl Sweep {
             kinds: FILE_KINDS.iter().map(|(k, _)| *k).collect(),
             live,
             scylla: None,
+            scylla_small: None,
         }
     }
 
@@ -604,6 +613,18 @@ fn fail_open(c: &Call) -> Option<String> {
     None
 }
 
+/// Check 4's rule for those errors ([`fail_open`]): a faulted run that ended as the unfaulted one
+/// must not have had its fault in one of them.
+fn judge_fail_open(t: &Traced, fault: Option<Fault>, baseline: i32, j: &mut Judged) {
+    if let (Some(f), Some(c)) = (fault, &t.injected) {
+        if f.errno != libc::EINTR && unreported(t, baseline) {
+            if let Some(why) = fail_open(c) {
+                j.add("safety check skipped", why);
+            }
+        }
+    }
+}
+
 /// A run that exits 0 has written its whole report: every live SSTable rekeyed (or verified), and
 /// every snapshot SSTable listed with the old key it still needs.
 fn check_report(kind: CmdKind, path: &Path, live: usize) -> Result<(), String> {
@@ -625,9 +646,10 @@ fn check_report(kind: CmdKind, path: &Path, live: usize) -> Result<(), String> {
                 ));
             }
         }
-        CmdKind::Recover { .. } | CmdKind::RekeyScylla | CmdKind::RecoverScylla { .. } => {
-            return Ok(())
-        }
+        CmdKind::Recover { .. }
+        | CmdKind::RekeyScylla
+        | CmdKind::RecoverScylla { .. }
+        | CmdKind::RekeyScyllaStaged => return Ok(()),
         CmdKind::Purge => {
             let files = n(&v["files"]);
             return match files > 0 && v["error"].is_null() {
@@ -635,7 +657,7 @@ fn check_report(kind: CmdKind, path: &Path, live: usize) -> Result<(), String> {
                 false => Err(format!("files {}, error {}", v["files"], v["error"])),
             };
         }
-        CmdKind::Stage => {
+        CmdKind::Stage | CmdKind::StageScylla => {
             return match n(&v["totals"]["staged"]) == live && n(&v["totals"]["failed"]) == 0 {
                 true => Ok(()),
                 false => Err(format!("totals {}", v["totals"])),
@@ -686,11 +708,23 @@ enum CmdKind {
         failpoint: &'static str,
         committed: bool,
     },
+    /// `stage` of the smaller ScyllaDB data set (`scylla::ScyllaSet::small`): then an unfaulted
+    /// `rekey` must finish the job.
+    StageScylla,
+    /// `rekey` committing the copies an unfaulted `stage` made of the smaller ScyllaDB data set:
+    /// after `recover`, an unfaulted `rekey` must finish the job.
+    RekeyScyllaStaged,
 }
 
 impl CmdKind {
     fn is_scylla(self) -> bool {
-        matches!(self, CmdKind::RekeyScylla | CmdKind::RecoverScylla { .. })
+        matches!(
+            self,
+            CmdKind::RekeyScylla
+                | CmdKind::RecoverScylla { .. }
+                | CmdKind::StageScylla
+                | CmdKind::RekeyScyllaStaged
+        )
     }
 }
 
@@ -730,9 +764,10 @@ impl Cmd {
             CmdKind::Verify { .. } => sw.verify_args(data),
             CmdKind::Stage => stage_args(sw, data),
             CmdKind::Purge => strings(&["purge", "--data-dir", data.to_str().unwrap()]),
-            CmdKind::RekeyScylla | CmdKind::RecoverScylla { .. } => {
-                return scylla::args(sw.scylla.as_ref().unwrap(), self.kind, data)
-            }
+            k @ (CmdKind::RekeyScylla
+            | CmdKind::RecoverScylla { .. }
+            | CmdKind::StageScylla
+            | CmdKind::RekeyScyllaStaged) => return scylla::args(sw, k, data),
         };
         args.push("--report".into());
         args.push(report_path(data).display().to_string());
@@ -827,13 +862,7 @@ impl Cmd {
         {
             written.push("folders added or removed".into());
         }
-        if let (Some(f), Some(c)) = (fault, &t.injected) {
-            if f.errno != libc::EINTR && unreported(&t, self.baseline) {
-                if let Some(why) = fail_open(c) {
-                    j.add("safety check skipped", why);
-                }
-            }
-        }
+        judge_fail_open(&t, fault, self.baseline, &mut j);
         if code == 0 && !matches!(self.kind, CmdKind::Recover { .. }) {
             if let Err(e) = check_report(self.kind, &report_path(&data), sw.live) {
                 j.add("exit 0 with a wrong report", e);
@@ -993,7 +1022,10 @@ impl Cmd {
                     );
                 }
             }
-            CmdKind::RekeyScylla | CmdKind::RecoverScylla { .. } => unreachable!("scylla::run"),
+            CmdKind::RekeyScylla
+            | CmdKind::RecoverScylla { .. }
+            | CmdKind::StageScylla
+            | CmdKind::RekeyScyllaStaged => unreachable!("scylla::run"),
             CmdKind::Rekey | CmdKind::Recover { .. } => {
                 let logs = logs_under(&data);
                 if code == 2 && !written.is_empty() {
@@ -1129,6 +1161,15 @@ fn commands(sw: &Sweep, base: &Path, verify_trees: &[VerifyTree]) -> Vec<Cmd> {
                 0,
             ));
         }
+    }
+    if let Some(sc) = &sw.scylla_small {
+        cmds.push(("stage-scylla", CmdKind::StageScylla, sc.data.clone(), 0));
+        cmds.push((
+            "rekey-scylla-staged",
+            CmdKind::RekeyScyllaStaged,
+            sc.data.clone(),
+            0,
+        ));
     }
     for &(label, keyspaces, old_live) in verify_trees {
         let template = base.join("templates").join(label);
@@ -1291,6 +1332,7 @@ fn fault_sweep_every_syscall_of_rekey_recover_stage_and_verify() {
     let t0 = Instant::now();
     let mut sw = Sweep::new(&sweep_tables(), true);
     sw.scylla = Some(scylla::ScyllaSet::new());
+    sw.scylla_small = Some(scylla::ScyllaSet::small());
     let base = sw.ds.root.join("sweep");
     let cmds = commands(
         &sw,
@@ -1926,6 +1968,79 @@ fn a_failed_scylla_journal_write_leaves_no_journal() {
         "snapshots untouched"
     );
     assert!(!data.join(scylla::JOURNALS).exists());
+}
+
+/// Found by `stage-scylla:fsync:12:EIO` (and the `openat` of the same folder): when the fsync of
+/// a staging entry's folder after its manifest's rename failed, `stage` removed the staged files
+/// but left `manifest.json`: an entry naming files that are gone (the next rekey found it stale;
+/// nothing was lost, but it was not the whole-or-nothing entry the manifest promises). A failed
+/// manifest write or fsync left `manifest.json.tmp` likewise. The rule: a manifest that is not
+/// whole and durable goes with the error, and the entry folder with it.
+#[test]
+fn a_failed_staging_manifest_leaves_no_entry() {
+    let sc = scylla::ScyllaSet::small();
+    let base = sc.root().join("manifest-fsync");
+    let fresh = |name: &str| {
+        let data = base.join(name).join("data");
+        copy_tree(&sc.data, &data);
+        data
+    };
+    let stage = |data: &Path| {
+        let mut a = sc.rekey_args(data);
+        a[0] = "stage".into();
+        a
+    };
+    let data = fresh("count");
+    let kinds = ["fsync", "write"];
+    let t = traced(sc.root(), &stage(&data), ENV, &kinds, None, true, TIMEOUT);
+    assert_eq!(t.run.code, 0, "{}", t.run.all());
+    // The manifest's own write and fsync, and the fsync of its folder after the rename.
+    let mut points = Vec::new();
+    for (i, c) in t.calls.iter().enumerate() {
+        if c.what.contains(STAGING) && c.what.contains("manifest.json.tmp") {
+            points.push(c.clone());
+            if c.kind == "fsync" {
+                let dir = t.calls[i + 1..]
+                    .iter()
+                    .find(|d| d.kind == "fsync")
+                    .expect("the folder is fsynced after the manifest");
+                points.push(dir.clone());
+            }
+        }
+    }
+    assert_eq!(points.len(), 6, "two entries: {points:?}");
+    for c in points {
+        let data = fresh(&format!("{}-{}", c.kind, c.nth));
+        let t = traced(
+            sc.root(),
+            &stage(&data),
+            ENV,
+            &[c.kind],
+            Some(Fault {
+                kind: c.kind,
+                nth: c.nth,
+                errno: libc::EIO,
+                plant: false,
+            }),
+            false,
+            TIMEOUT,
+        );
+        assert_eq!(t.run.code, 1, "{}: {}", c.what, t.run.all());
+        let mut left = Vec::new();
+        if data.join(STAGING).is_dir() {
+            walk(&data.join(STAGING), &mut left);
+        }
+        let what = c.what.replace(data.to_str().unwrap(), "DATA");
+        let entries = left.iter().filter(|p| p.ends_with("manifest.json")).count();
+        assert!(
+            entries == 1 && !left.iter().any(|p| p.ends_with("manifest.json.tmp")),
+            "{what} failed: one entry whole, nothing of the other: {left:?}\n{}",
+            t.run.all()
+        );
+        let r = run_in(sc.root(), &sc.rekey_args(&data), ENV);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(!data.join(STAGING).exists(), "{what}");
+    }
 }
 
 /// Found by `recover-scylla-doomed:statx:15:EIO` and `recover-scylla-committed:statx:16:EIO`:

@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::keys::KeyRef;
+use crate::error::Result;
+use crate::keys::{KeyId, KeyRef};
 use crate::rekey::scylla::commitlog::ScyllaYaml;
 use crate::sstable::scylla::{EncryptionOptions, Provider, ProviderKind, RekeyTarget};
 
@@ -63,22 +64,31 @@ pub fn yaml_changes(
 ) -> Vec<String> {
     let mut out = Vec::new();
     for (section, options) in &yaml.info_encryption {
-        let Some(old) = section_key(path, options) else {
-            continue;
+        let old = match section_key(path, options) {
+            Ok(Some(old)) => old,
+            Ok(None) => continue,
+            Err(e) => {
+                out.push(format!(
+                    "{} {section}: cannot tell which key it names ({e}): check by hand that it does not name a key this rekey replaced",
+                    path.display()
+                ));
+                continue;
+            }
         };
         let hit: Vec<&String> = replaced.iter().filter(|k| old.matches(k)).collect();
         if hit.is_empty() || hit.iter().all(|k| **k == to.to_string()) {
             continue;
         }
-        let set = match to {
-            KeyRef::File(p) => format!(
+        let set = match to.id() {
+            Ok(KeyId::File(p)) => format!(
                 "key_provider: LocalFileSystemKeyProviderFactory and secret_key_file: {}",
-                crate::keys::canonical(p).display()
+                p.display()
             ),
-            KeyRef::Kmip { group, .. } => format!(
+            Ok(KeyId::Kmip { group, .. }) => format!(
                 "key_provider: KmipKeyProviderFactory and kmip_host: {group} (ScyllaDB then writes with the group's Active key: revoke the old one)"
             ),
-            KeyRef::Replicated(_) => continue,
+            Ok(KeyId::Replicated(_)) => continue,
+            Err(e) => format!("the new key ({e})"),
         };
         let names: Vec<&str> = hit.iter().map(|k| k.as_str()).collect();
         out.push(format!(
@@ -114,21 +124,24 @@ impl SectionKey {
 /// beside the scylla.yaml, ScyllaDB's configuration folder), or a KMIP provider's group. Other
 /// providers, and a relative file (resolved against a working folder this tool cannot know),
 /// are not followed.
-fn section_key(path: &Path, options: &EncryptionOptions) -> Option<SectionKey> {
+fn section_key(path: &Path, options: &EncryptionOptions) -> Result<Option<SectionKey>> {
     match Provider::from_options(options).kind {
         ProviderKind::Local => {
             let file = match options.get("secret_key_file") {
                 Some(f) if Path::new(f).is_absolute() => Path::new(f).to_path_buf(),
-                Some(_) => return None,
-                None => path.parent()?.join("data_encryption_keys"),
+                Some(_) => return Ok(None),
+                None => match path.parent() {
+                    Some(conf) => conf.join("data_encryption_keys"),
+                    None => return Ok(None),
+                },
             };
-            let file = crate::keys::canonical(&file);
-            Some(SectionKey::File(format!("file:{}", file.display())))
+            let file = crate::keys::canonical(&file)?;
+            Ok(Some(SectionKey::File(format!("file:{}", file.display()))))
         }
-        ProviderKind::Kmip => options
+        ProviderKind::Kmip => Ok(options
             .get("kmip_host")
-            .map(|g| SectionKey::KmipGroup(g.to_string())),
-        _ => None,
+            .map(|g| SectionKey::KmipGroup(g.to_string()))),
+        _ => Ok(None),
     }
 }
 

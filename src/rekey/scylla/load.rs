@@ -149,7 +149,7 @@ pub(crate) fn key_of(spec: &KeySpec, fallback: Option<&KeyId>, path: &Path) -> R
         } => {
             let p = Path::new(f);
             if p.is_absolute() {
-                return Ok(KeyId::File(crate::keys::canonical(p)));
+                return Ok(KeyId::File(crate::keys::canonical(p)?));
             }
             fallback.cloned().ok_or_else(|| {
                 Error::unsupported(

@@ -92,7 +92,7 @@ fn one(
     unfinished_in(&l.found.desc.dir)?;
     if cx.dry_run {
         r.status = Status::Planned;
-        r.reason = Some(format!("would rekey to {}", cx.to.id()));
+        r.reason = Some(format!("would rekey to {}", cx.to.id()?));
         return Ok(None);
     }
     let data_dir = data_dir_of(cx.data_dirs, &l.found.desc.dir)?;
@@ -114,7 +114,7 @@ fn one(
     r.new = Some(new_desc.data_path().display().to_string());
     r.bytes_in = written;
     r.bytes_out = written;
-    r.keys_after = BTreeMap::from([(cx.to.id().to_string(), l.files.len())]);
+    r.keys_after = BTreeMap::from([(cx.to.id()?.to_string(), l.files.len())]);
     r.seconds = t0.elapsed().as_secs_f64();
     // The staged copy is used up: its manifest and folder go. Failing that is harmless: a
     // manifest without its files is stale, and the next run discards it.
@@ -132,7 +132,7 @@ fn one(
 /// is already under the target or outside `--from`; else both keys taken for the table's cipher
 /// and strength (refused when they are the same bytes) and the old one proven on the plaintext.
 pub fn prepare(l: &ScyllaLoaded, cx: &Context, r: &mut SstableReport) -> Result<Option<Prepared>> {
-    let to = cx.to.id();
+    let to = cx.to.id()?;
     if l.key == to {
         r.reason = Some(format!("already under {to}"));
         r.keep_counts();
@@ -183,7 +183,7 @@ fn target_of(to: &KeyRef, l: &ScyllaLoaded) -> Result<RekeyTarget> {
         (l.spec.cipher.algorithm.clone(), l.spec.cipher.key_bits);
     match to {
         KeyRef::File(p) => Ok(RekeyTarget::Local {
-            secret_key_file: crate::keys::canonical(p).display().to_string(),
+            secret_key_file: crate::keys::canonical(p)?.display().to_string(),
             cipher_algorithm,
             secret_key_strength,
         }),

@@ -1,15 +1,19 @@
 //! The ScyllaDB part of the sweep: `rekey-scylla` (the swap of FORMAT.md 4.9 under every injection
-//! point) and `recover-scylla-*` (the journal a rekey crashed at `scylla.doomed` or
-//! `scylla.committed` left, resolved by `recover` under every injection point).
+//! point), `recover-scylla-*` (the journal a rekey crashed at `scylla.doomed` or
+//! `scylla.committed` left, resolved by `recover` under every injection point), and on a smaller
+//! set `stage-scylla` (`stage`, the node serving) and `rekey-scylla-staged` (the window's `rekey`
+//! committing the entries an unfaulted `stage` of the same copy made).
 //!
 //! The data set: `scylla_edge.t_snap` (two live SSTables under the local key file `keys/old.key`,
 //! and `snapshots/snap1/` with copies of both) and the first SSTable of
 //! `scylla_matrix.t_kmip_CBC_128` (KMIP key `old-128`, read from the offline keyring that joins
 //! `keys/keyring` and `scylla/keys/keyring`), plus an operator's file in a keyspace folder. The
-//! target is `file:<copy>/keys/new.key`.
+//! target is `file:<copy>/keys/new.key`. The smaller set of the staged commands keeps only the
+//! first live SSTable of `t_snap` (its snapshot whole): one SSTable under each kind of key.
 //!
-//! After each run (and a `recover` without fault), judged by `support::scylla_boot` (ScyllaDB's
-//! startup rule, written from FORMAT.md 4.9), MANIFEST.json and the ScyllaDB oracle of ../shared:
+//! After each swap (`rekey`, `recover`, and a `recover` without fault after them), judged by
+//! `support::scylla_boot` (ScyllaDB's startup rule, written from FORMAT.md 4.9), MANIFEST.json and
+//! the ScyllaDB oracle of ../shared:
 //! - right after the run, every table folder as ScyllaDB would start it boots and holds every
 //!   original SSTable exactly once (by its Scylla.db SSTableIdentifier, tag 10); a generation still
 //!   live keeps its files byte for byte;
@@ -17,27 +21,43 @@
 //!   no `*.tmp`, no journal folder, no file of a generation that is not live;
 //! - every live SSTable opens, with the key its Scylla.db names, to its MANIFEST plaintext
 //!   (`plaintext_sha256_all`, the oracle; verdicts cached by file contents);
-//! - nothing but the table folders' own generations and the journal folder changed (snapshots,
-//!   operators' files and a file "another process" created under the tool's feet included);
+//! - nothing but the table folders' own generations, the journal folder and the tool's staging
+//!   and obsolete folders changed (snapshots, operators' files and a file "another process"
+//!   created under the tool's feet included);
+//! - the staging folder (before and after `recover`): a staging entry may lose its manifest or go
+//!   stale by its sizes (the next rekey discards it and rewrites that SSTable), but a staged file
+//!   never keeps its manifest's size with other bytes (a rekey would commit it); the obsolete
+//!   folder holds only files of original generations that are no longer live, byte for byte;
 //! - the exit status tells the truth: 0 only when every SSTable was rekeyed (its report and both
-//!   `ALTER TABLE`s written), 2 only when nothing was written, a journal left comes with exit 1
-//!   and the word `recover` (and never with `recover`'s exit 0), an EINTR run ends as the
-//!   unfaulted one; a recover of the `scylla.committed` journal leaves the first SSTable under the
-//!   new key, of the `scylla.doomed` one none;
-//! - an unfaulted `rekey` then finishes the job: every SSTable once, under the new key, and
-//!   `verify --key file:new.key` exits 0.
+//!   `ALTER TABLE`s written, the replaced files purged), 2 only when nothing was written, a
+//!   journal left comes with exit 1 and the word `recover` (and never with `recover`'s exit 0), an
+//!   EINTR run ends as the unfaulted one; a recover of the `scylla.committed` journal leaves the
+//!   first SSTable under the new key, of the `scylla.doomed` one none; a fault in the `/proc` scan
+//!   never goes unreported (`super::fail_open`).
+//!
+//! After `stage`: nothing written outside the staging folder (every file of the data dir as it
+//! was, no folder added or removed elsewhere), every entry with a manifest whole (its files of the
+//! manifest's sizes and CRC32, its sources the files now there), exit 0 only with every SSTable
+//! staged and reported so, 2 only with nothing written, EINTR retried.
+//!
+//! Then an unfaulted `rekey` must finish the job: every SSTable once, under the new key, no
+//! journal or obsolete folder and no staging entry with a manifest left (entries without one are
+//! the next `stage`'s to remove: it must), and `verify --key file:new.key` exits 0; for the
+//! staged commands the oracle also opens what that rekey committed (the entries the faulted run
+//! left, committed only then).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex, OnceLock};
 
 use serde_json::Value;
 
 use super::{
-    judge_exit, last_line, report_path, state, state_diff, Cmd, CmdKind, Judged, State, Sweep, ENV,
-    TIMEOUT,
+    check_report, judge_exit, judge_fail_open, last_line, report_path, state, state_diff, Cmd,
+    CmdKind, Judged, State, Sweep, ENV, OBSOLETE, STAGING, TIMEOUT,
 };
 use crate::support::inject::{traced, Fault, Traced, PLANTED};
 use crate::support::oracle::{scylla_oracle, shared};
@@ -79,7 +99,19 @@ pub struct ScyllaSet {
 }
 
 impl ScyllaSet {
+    /// The set of `rekey-scylla` and `recover-scylla-*`.
     pub fn new() -> ScyllaSet {
+        ScyllaSet::of(None)
+    }
+
+    /// The set of `stage-scylla` and `rekey-scylla-staged`: the first SSTable of each table (one
+    /// under the local key, one under KMIP), the snapshot of `t_snap` whole.
+    pub fn small() -> ScyllaSet {
+        ScyllaSet::of(Some("me-1-big-"))
+    }
+
+    /// `edge_only`: the prefix of the only live SSTable kept in `t_snap`.
+    fn of(edge_only: Option<&str>) -> ScyllaSet {
         let scratch = Scratch::of(&["scylla", "keys"]);
         let root = scratch.root.clone();
         let mut ring = fs::read_to_string(root.join("keys/keyring")).unwrap();
@@ -91,7 +123,7 @@ impl ScyllaSet {
         let src = root.join("scylla/data");
         let mut tables = Vec::new();
         for (ks, table, only) in [
-            ("scylla_edge", "t_snap", None),
+            ("scylla_edge", "t_snap", edge_only),
             ("scylla_matrix", "t_kmip_CBC_128", Some("me-1-big-")),
         ] {
             let from = table_dir(&src.join(ks), table);
@@ -100,7 +132,7 @@ impl ScyllaSet {
             if let Some(keep) = only {
                 for e in fs::read_dir(data.join(&rel)).unwrap() {
                     let p = e.unwrap().path();
-                    if !p.file_name().unwrap().to_str().unwrap().starts_with(keep) {
+                    if p.is_file() && !p.file_name().unwrap().to_str().unwrap().starts_with(keep) {
                         fs::remove_file(p).unwrap();
                     }
                 }
@@ -143,7 +175,8 @@ impl ScyllaSet {
                 old_ref,
             });
         }
-        assert_eq!(originals.len(), 3, "the ScyllaDB sweep's SSTables");
+        let want = if edge_only.is_some() { 2 } else { 3 };
+        assert_eq!(originals.len(), want, "the ScyllaDB sweep's SSTables");
 
         let mut oracle_keys: Vec<OsString> = Vec::new();
         for f in ["keys/old.key", "keys/new.key"] {
@@ -180,8 +213,12 @@ impl ScyllaSet {
     }
 
     pub fn rekey_args(&self, data: &Path) -> Vec<String> {
+        self.command_args("rekey", data)
+    }
+
+    fn command_args(&self, command: &str, data: &Path) -> Vec<String> {
         strings(&[
-            "rekey",
+            command,
             "-q",
             "--to",
             &format!("file:{}", self.new_key.display()),
@@ -336,13 +373,15 @@ impl ScyllaSet {
             .sum()
     }
 
-    /// The checks after `recover`: leftovers, foreign files, every live SSTable opened.
+    /// The checks after `recover` (`when`): leftovers, foreign files, every live SSTable opened.
+    /// The staging and obsolete folders are [`ScyllaSet::judge_tool_folders`]'.
     fn judge_resolved(
         &self,
         data: &Path,
         before: &State,
         planted: Option<&Path>,
         live: &BTreeMap<PathBuf, BTreeSet<String>>,
+        when: &str,
         j: &mut Judged,
     ) {
         let after = state(data);
@@ -355,11 +394,11 @@ impl ScyllaSet {
             match after.get(p) {
                 None => {
                     j.foreign += 1;
-                    j.add("foreign file removed", p.display().to_string());
+                    j.add("foreign file removed", format!("{when}: {}", p.display()));
                 }
                 Some(t) if t != s => {
                     j.foreign += 1;
-                    j.add("foreign file changed", p.display().to_string());
+                    j.add("foreign file changed", format!("{when}: {}", p.display()));
                 }
                 _ => {}
             }
@@ -368,11 +407,15 @@ impl ScyllaSet {
         if data.join(JOURNALS).exists() {
             j.add(
                 "not resolved",
-                "the journal folder is left after recover".into(),
+                format!("{when}: the journal folder is left"),
             );
         }
         for p in after.keys() {
-            if before.contains_key(p) || planted_rel.as_deref() == Some(p.as_path()) {
+            if before.contains_key(p)
+                || planted_rel.as_deref() == Some(p.as_path())
+                || p.starts_with(STAGING)
+                || p.starts_with(OBSOLETE)
+            {
                 continue;
             }
             let name = p.file_name().unwrap().to_str().unwrap_or("");
@@ -380,10 +423,7 @@ impl ScyllaSet {
                 !name.ends_with(".tmp") && scylla_prefix(name).is_some_and(|g| gens.contains(&g))
             });
             if !in_live {
-                j.add(
-                    "not resolved",
-                    format!("left after recover: {}", p.display()),
-                );
+                j.add("not resolved", format!("{when}: left: {}", p.display()));
             }
         }
         // Every live SSTable opens, with the key its Scylla.db names, to its plaintext.
@@ -402,7 +442,7 @@ impl ScyllaSet {
                     Ok((key, plain)) => j.add(
                         "SSTable does not open to its plaintext",
                         format!(
-                            "{}{p}: key {key}, plaintext {plain} (want {} under {} or {new})",
+                            "{when}: {}{p}: key {key}, plaintext {plain} (want {} under {} or {new})",
                             t.display(),
                             o.plaintext,
                             o.old_ref
@@ -410,7 +450,7 @@ impl ScyllaSet {
                     ),
                     Err(e) => j.add(
                         "SSTable does not open to its plaintext",
-                        format!("{}{p}: {e}", t.display()),
+                        format!("{when}: {}{p}: {e}", t.display()),
                     ),
                 }
             }
@@ -440,17 +480,28 @@ fn oracle_call(shared: &Path, args: Vec<OsString>) -> (i32, Value) {
     rx.recv().expect("the oracle thread answers")
 }
 
-/// A Scylla command's line (with its `--report` for rekey).
-pub fn args(sc: &ScyllaSet, kind: CmdKind, data: &Path) -> Vec<String> {
+/// The data set of a Scylla command.
+fn set(sw: &Sweep, kind: CmdKind) -> &ScyllaSet {
     match kind {
-        CmdKind::RekeyScylla => {
-            let mut a = sc.rekey_args(data);
-            a.push("--report".into());
-            a.push(report_path(data).display().to_string());
-            a
-        }
-        _ => strings(&["recover", "--data-dir", data.to_str().unwrap()]),
+        CmdKind::StageScylla | CmdKind::RekeyScyllaStaged => sw.scylla_small.as_ref(),
+        _ => sw.scylla.as_ref(),
     }
+    .expect("the ScyllaDB data set")
+}
+
+/// A Scylla command's line (with its `--report` for rekey and stage).
+pub fn args(sw: &Sweep, kind: CmdKind, data: &Path) -> Vec<String> {
+    let command = match kind {
+        CmdKind::RecoverScylla { .. } => {
+            return strings(&["recover", "--data-dir", data.to_str().unwrap()])
+        }
+        CmdKind::StageScylla => "stage",
+        _ => "rekey",
+    };
+    let mut a = set(sw, kind).command_args(command, data);
+    a.push("--report".into());
+    a.push(report_path(data).display().to_string());
+    a
 }
 
 fn journals(data: &Path) -> Vec<PathBuf> {
@@ -461,6 +512,171 @@ fn journals(data: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Every file under `data`'s folder `name` (none when it is not there).
+fn files_in(data: &Path, name: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if data.join(name).is_dir() {
+        walk(&data.join(name), &mut v);
+    }
+    v
+}
+
+/// The file planted by "another process" is as it was planted (`when`: the moment judged).
+fn planted_intact(planted: Option<&Path>, when: &str, j: &mut Judged) {
+    let Some(p) = planted else { return };
+    let what = match fs::read(p) {
+        Ok(b) if b == PLANTED => return,
+        Ok(_) => "foreign file changed",
+        Err(_) => "foreign file removed",
+    };
+    j.foreign += 1;
+    j.add(
+        what,
+        format!("{} (planted by another process, {when})", p.display()),
+    );
+}
+
+/// Why a staging entry with a manifest cannot be committed as it is, if it cannot.
+enum Unfit {
+    /// A staged file is missing or of another length than its manifest's: a rekey finds it
+    /// stale by its sizes and discards it (no loss: the SSTable is rewritten instead).
+    Stale(String),
+    /// The manifest is unreadable, a staged file has the manifest's length but not its CRC32
+    /// (a rekey that checks sizes would commit it), or a source changed.
+    Wrong(String),
+}
+
+/// A staging entry with a manifest, checked independently of the tool: its files against the
+/// manifest's sizes and CRC32, and (`sources`) its sources' identities against the files now.
+fn entry_unfit(dir: &Path, sources: bool) -> Option<Unfit> {
+    let text = fs::read_to_string(dir.join("manifest.json")).ok()?;
+    let m: Value = match serde_json::from_str(&text) {
+        Ok(m) => m,
+        Err(e) => return Some(Unfit::Wrong(format!("manifest: {e}"))),
+    };
+    let files = m["files"].as_array().cloned().unwrap_or_default();
+    if files.is_empty() {
+        return Some(Unfit::Wrong("the manifest names no file".into()));
+    }
+    let mut stale = None;
+    for f in &files {
+        let c = f["component"].as_str().unwrap_or("?");
+        match fs::read(dir.join(c)) {
+            Err(e) => stale = Some(format!("{c}: {e}")),
+            Ok(b) if Some(b.len() as u64) != f["size"].as_u64() => {
+                stale = Some(format!(
+                    "{c}: {} bytes, the manifest says {}",
+                    b.len(),
+                    f["size"]
+                ))
+            }
+            Ok(b) if Some(crc32fast::hash(&b) as u64) != f["crc32"].as_u64() => {
+                return Some(Unfit::Wrong(format!(
+                    "{c}: the manifest's size, but CRC32 {:08x}, the manifest says {}",
+                    crc32fast::hash(&b),
+                    f["crc32"]
+                )))
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Some(s) = stale {
+        return Some(Unfit::Stale(s));
+    }
+    if sources {
+        let source = Path::new(m["source"].as_str().unwrap_or(""));
+        let prefix = source
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix("Data.db"))
+            .unwrap_or("?");
+        for s in m["sources"].as_array().cloned().unwrap_or_default() {
+            let c = s["component"].as_str().unwrap_or("?");
+            let p = source.with_file_name(format!("{prefix}{c}"));
+            let same = fs::symlink_metadata(&p).is_ok_and(|now| {
+                Some(now.ino()) == s["ino"].as_u64()
+                    && Some(now.size()) == s["size"].as_u64()
+                    && Some(now.mtime() * 1_000_000_000 + now.mtime_nsec())
+                        == s["mtime_ns"].as_i64()
+            });
+            if !same {
+                return Some(Unfit::Wrong(format!(
+                    "source {} is not the file it was staged from",
+                    p.display()
+                )));
+            }
+        }
+    }
+    None
+}
+
+impl ScyllaSet {
+    /// The tool's staging and obsolete folders at `when` (`live`: the generations ScyllaDB
+    /// would load then). A staging entry may lack its manifest (an interrupted `stage`: the
+    /// next run removes it) or, with `whole` unset, be stale by its sizes; never does a staged
+    /// file keep its manifest's size with other bytes. With `whole` (after `stage`), every
+    /// entry with a manifest holds what it says, made from the files now there. The obsolete
+    /// folder holds only files of original generations no longer live, byte for byte.
+    /// Returns the entries fit to commit.
+    fn judge_tool_folders(
+        &self,
+        data: &Path,
+        live: &BTreeMap<PathBuf, BTreeSet<String>>,
+        planted: Option<&Path>,
+        whole: bool,
+        when: &str,
+        j: &mut Judged,
+    ) -> usize {
+        let entries: BTreeSet<PathBuf> = files_in(data, STAGING)
+            .into_iter()
+            .filter(|p| Some(p.as_path()) != planted)
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        let mut fit = 0;
+        for e in &entries {
+            let rel = e.strip_prefix(data).unwrap_or(e).display();
+            match entry_unfit(e, whole) {
+                None if e.join("manifest.json").exists() => fit += 1,
+                None => {}
+                Some(Unfit::Stale(why)) if whole => {
+                    j.add("staging entry not whole", format!("{when}: {rel}: {why}"))
+                }
+                Some(Unfit::Stale(_)) => {}
+                Some(Unfit::Wrong(why)) => {
+                    j.add("staging entry wrong", format!("{when}: {rel}: {why}"))
+                }
+            }
+        }
+        let root = data.join(OBSOLETE);
+        for p in files_in(data, OBSOLETE) {
+            let rel = p.strip_prefix(&root).unwrap();
+            let (table, name) = (rel.parent().unwrap(), rel.file_name().unwrap().to_str());
+            let o = self
+                .originals
+                .iter()
+                .find(|o| o.table == table && name.is_some_and(|n| n.starts_with(&o.prefix)));
+            let why = match o {
+                None => Some("not a file of an original SSTable".to_string()),
+                Some(o) if live.get(table).is_some_and(|g| g.contains(&o.prefix)) => {
+                    Some(format!("{} is still live", o.prefix))
+                }
+                Some(o) => {
+                    let c = &name.unwrap()[o.prefix.len()..];
+                    let same = fs::read(&p).is_ok_and(|b| o.files.get(c) == Some(&sha256(&b)));
+                    (!same).then(|| "not the original's file byte for byte".to_string())
+                }
+            };
+            if let Some(why) = why {
+                j.add(
+                    "obsolete folder holds what is not replaced",
+                    format!("{when}: {}: {why}", rel.display()),
+                );
+            }
+        }
+        fit
+    }
+}
+
 /// One run of a Scylla command under the injector, and the checks (module comment).
 pub fn run(
     cmd: &Cmd,
@@ -469,7 +685,7 @@ pub fn run(
     fault: Option<Fault>,
     record: bool,
 ) -> (Traced, Judged) {
-    let sc = sw.scylla.as_ref().expect("the ScyllaDB data set");
+    let sc = set(sw, cmd.kind);
     if dir.exists() {
         fs::remove_dir_all(dir).unwrap();
     }
@@ -477,25 +693,41 @@ pub fn run(
     let data = dir.join("data");
     copy_tree(&cmd.template, &data);
     let before = state(&data);
-    if let CmdKind::RecoverScylla { failpoint, .. } = cmd.kind {
-        let mut env = ENV.to_vec();
-        env.push((sstable_rekey::rekey::failpoint::ENV, failpoint));
-        let r = run_in(sc.root(), &sc.rekey_args(&data), &env);
-        let left = journals(&data);
-        assert!(
-            r.code == 128 + libc::SIGABRT && left.len() == 1,
-            "the rekey crashed at {failpoint} should leave one journal: {left:?}\n{}",
-            r.all()
-        );
+    match cmd.kind {
+        CmdKind::RecoverScylla { failpoint, .. } => {
+            let mut env = ENV.to_vec();
+            env.push((sstable_rekey::rekey::failpoint::ENV, failpoint));
+            let r = run_in(sc.root(), &sc.rekey_args(&data), &env);
+            let left = journals(&data);
+            assert!(
+                r.code == 128 + libc::SIGABRT && left.len() == 1,
+                "the rekey crashed at {failpoint} should leave one journal: {left:?}\n{}",
+                r.all()
+            );
+        }
+        CmdKind::RekeyScyllaStaged => {
+            // Manifests name their sources by path and inode: staged on this very copy.
+            let r = run_in(sc.root(), &sc.command_args("stage", &data), ENV);
+            let mut j = Judged::default();
+            let fit = sc.judge_tool_folders(&data, &BTreeMap::new(), None, true, "staged", &mut j);
+            assert!(
+                r.code == 0 && fit == sc.live() && j.findings.is_empty(),
+                "staging the copy: {fit} entries, {:?}\n{}",
+                j.findings,
+                r.all()
+            );
+        }
+        _ => {}
     }
     let ready = state(&data);
+    let ready_dirs = dirs(&data);
     let kinds = match fault {
         Some(f) => vec![f.kind],
         None => sw.kinds.clone(),
     };
     let t = traced(
         sc.root(),
-        &args(sc, cmd.kind, &data),
+        &args(sw, cmd.kind, &data),
         ENV,
         &kinds,
         fault,
@@ -504,44 +736,16 @@ pub fn run(
     );
     let mut j = Judged::default();
     judge_exit(&t, fault.is_some(), &mut j);
-    let code = t.run.code;
+    judge_fail_open(&t, fault, cmd.baseline, &mut j);
     let eintr = fault.is_some_and(|f| f.errno == libc::EINTR);
-    let is_recover = matches!(cmd.kind, CmdKind::RecoverScylla { .. });
     let planted = t.planted.clone();
-    let planted_rel = planted
-        .as_ref()
-        .map(|p| p.strip_prefix(&data).unwrap_or(p).to_path_buf());
-    let skip: BTreeSet<String> = planted
-        .iter()
-        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
-        .collect();
-    let intact = |j: &mut Judged, when: &str| {
-        if let Some(p) = &planted {
-            match fs::read(p) {
-                Ok(b) if b == PLANTED => {}
-                Ok(_) => {
-                    j.foreign += 1;
-                    j.add(
-                        "foreign file changed",
-                        format!("{} (planted by another process, {when})", p.display()),
-                    );
-                }
-                Err(_) => {
-                    j.foreign += 1;
-                    j.add(
-                        "foreign file removed",
-                        format!("{} (planted by another process, {when})", p.display()),
-                    );
-                }
-            }
-        }
-    };
-    intact(&mut j, "after the run");
+    planted_intact(planted.as_deref(), "after the run", &mut j);
     let mut written = state_diff(&ready, &state(&data));
-    if let Some(rel) = &planted_rel {
+    if let Some(p) = &planted {
+        let rel = p.strip_prefix(&data).unwrap_or(p);
         written.retain(|d| d != &format!("added {}", rel.display()));
     }
-    if code == 2 && !written.is_empty() {
+    if t.run.code == 2 && !written.is_empty() {
         j.add(
             "exit 2 after writing",
             format!(
@@ -550,13 +754,159 @@ pub fn run(
             ),
         );
     }
+    if cmd.kind == CmdKind::StageScylla {
+        let outside = |d: &PathBuf| !d.starts_with(STAGING);
+        let folders = |d: BTreeSet<PathBuf>| d.into_iter().filter(outside).collect::<Vec<_>>();
+        written.retain(|d| !d.contains(STAGING));
+        if folders(dirs(&data)) != folders(ready_dirs) {
+            written.push("folders added or removed".into());
+        }
+        judge_stage(sc, &t, &data, &written, planted.as_deref(), eintr, &mut j);
+    } else {
+        let run = (&t, eintr);
+        judge_swap(
+            cmd.kind,
+            sc,
+            run,
+            &data,
+            &before,
+            planted.as_deref(),
+            &mut j,
+        );
+    }
+
+    // An unfaulted rekey finishes the job (the planted file taken back by its owner first; one
+    // in the staging folder is the tool's to remove).
+    if let Some(p) = planted
+        .as_ref()
+        .filter(|p| !p.starts_with(data.join(STAGING)))
+    {
+        let _ = fs::remove_file(p);
+    }
+    let r = run_in(sc.root(), &sc.rekey_args(&data), ENV);
+    if r.code != 0 {
+        j.add(
+            "rekey after the fault failed",
+            format!("exit {}: {}", r.code, last_line(&r)),
+        );
+    }
+    let mut k = Judged::default();
+    let when = "after the final rekey";
+    let last = sc.boot(&data, &BTreeSet::new(), when, &mut k);
+    let done = sc.under_new_key(&data, &last);
+    if done != sc.live() || !journals(&data).is_empty() {
+        k.add(
+            "not done after recover and rekey",
+            format!("{done} of {} under the new key", sc.live()),
+        );
+    }
+    let staged = files_in(&data, STAGING);
+    if staged.iter().any(|p| p.ends_with("manifest.json")) || data.join(OBSOLETE).exists() {
+        k.add(
+            "tool folder left after the final rekey",
+            format!("{staged:?}, {:?}", files_in(&data, OBSOLETE)),
+        );
+    } else if data.join(STAGING).exists() {
+        // Entries without a manifest (a failed stage's, a name planted in one) are the next
+        // `stage`'s to remove (README), not the rekey's.
+        let s = run_in(sc.root(), &sc.command_args("stage", &data), ENV);
+        if s.code != 0 || !files_in(&data, STAGING).is_empty() {
+            k.add(
+                "staging folder left after the next stage",
+                format!("exit {}: {:?}", s.code, files_in(&data, STAGING)),
+            );
+        }
+    }
+    if matches!(cmd.kind, CmdKind::StageScylla | CmdKind::RekeyScyllaStaged) {
+        // What the final rekey committed of the entries the faulted run left, opened.
+        sc.judge_resolved(&data, &before, None, &last, when, &mut k);
+    }
+    let v = run_in(
+        sc.root(),
+        &strings(&[
+            "verify",
+            "--key",
+            &format!("file:{}", sc.new_key.display()),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]),
+        ENV,
+    );
+    if v.code != 0 {
+        k.add(
+            "verify after the final rekey failed",
+            format!("exit {}: {}", v.code, last_line(&v)),
+        );
+    }
+    // Counted once: what the final rekey finds lost was lost by the run.
+    if j.lost == 0 {
+        j.lost = k.lost;
+    }
+    j.findings.extend(k.findings);
+    (t, j)
+}
+
+/// `stage`: nothing written outside the staging folder (`written`: every change there was), every
+/// entry left whole and valid, and exit 0 only with every SSTable staged.
+fn judge_stage(
+    sc: &ScyllaSet,
+    t: &Traced,
+    data: &Path,
+    written: &[String],
+    planted: Option<&Path>,
+    eintr: bool,
+    j: &mut Judged,
+) {
+    let code = t.run.code;
+    if !written.is_empty() {
+        j.add("stage wrote outside its staging folder", written.join(", "));
+    }
+    let fit = sc.judge_tool_folders(data, &BTreeMap::new(), planted, true, "after the stage", j);
+    if code == 0 {
+        if let Err(e) = check_report(CmdKind::StageScylla, &report_path(data), sc.live()) {
+            j.add("exit 0 with a wrong report", e);
+        }
+        if fit != sc.live() {
+            j.add(
+                "exit 0 but not done",
+                format!("{fit} of {} SSTables staged", sc.live()),
+            );
+        }
+    }
+    if eintr && code != 0 {
+        j.add(
+            "EINTR not retried",
+            format!("exit {code}: {}", last_line(&t.run)),
+        );
+    }
+}
+
+/// A swap (`rekey`, `recover`): the folders as ScyllaDB would start them right after the run and
+/// after a `recover` without fault (each original exactly once, `recover` resolving as a start
+/// would), journals, the tool's folders, every live SSTable opened, and the exit status.
+fn judge_swap(
+    kind: CmdKind,
+    sc: &ScyllaSet,
+    (t, eintr): (&Traced, bool),
+    data: &Path,
+    before: &State,
+    planted: Option<&Path>,
+    j: &mut Judged,
+) {
+    let code = t.run.code;
+    let is_recover = matches!(kind, CmdKind::RecoverScylla { .. });
+    let skip: BTreeSet<String> = planted
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
 
     // The folder as ScyllaDB would start it now.
-    let booted = sc.boot(&data, &skip, "before recover", &mut j);
-    let left = journals(&data);
+    let booted = sc.boot(data, &skip, "before recover", j);
+    sc.judge_tool_folders(data, &booted, planted, false, "before recover", j);
+    let left = journals(data);
     let left: Vec<&PathBuf> = left
         .iter()
-        .filter(|p| Some(*p) != planted.as_ref())
+        .filter(|p| Some(p.as_path()) != planted)
         .collect();
     if !left.is_empty() {
         let told = code == 1 && t.run.all().contains("recover");
@@ -573,7 +923,7 @@ pub fn run(
         }
     }
     if code == 0 && !is_recover {
-        let new = sc.under_new_key(&data, &booted);
+        let new = sc.under_new_key(data, &booted);
         if new != sc.live() || !left.is_empty() {
             j.add(
                 "exit 0 but not done",
@@ -584,7 +934,14 @@ pub fn run(
                 ),
             );
         }
-        match fs::read_to_string(report_path(&data))
+        // Without --purge-later the replaced files are purged before exit 0.
+        if data.join(OBSOLETE).exists() {
+            j.add(
+                "exit 0 but not done",
+                format!("{OBSOLETE} left: {:?}", files_in(data, OBSOLETE)),
+            );
+        }
+        match fs::read_to_string(report_path(data))
             .map_err(|e| e.to_string())
             .and_then(|s| serde_json::from_str::<Value>(&s).map_err(|e| e.to_string()))
         {
@@ -619,7 +976,6 @@ pub fn run(
     // A name planted in the journal folder is not a journal: recover rightly refuses it, and its
     // owner takes it back.
     let taken_back = planted
-        .as_ref()
         .filter(|p| p.starts_with(data.join(JOURNALS)))
         .is_some_and(|p| fs::remove_file(p).is_ok());
     let rec = run_in(
@@ -634,9 +990,10 @@ pub fn run(
         );
     }
     if !taken_back {
-        intact(&mut j, "after recover");
+        planted_intact(planted, "after recover", j);
     }
-    let resolved = sc.boot(&data, &skip, "after recover", &mut j);
+    let when = "after recover";
+    let resolved = sc.boot(data, &skip, when, j);
     if j.findings
         .iter()
         .all(|f| f.what != "ScyllaDB would not start")
@@ -647,9 +1004,10 @@ pub fn run(
             format!("ScyllaDB would have loaded {booted:?}, recover left {resolved:?}"),
         );
     }
-    sc.judge_resolved(&data, &before, planted.as_deref(), &resolved, &mut j);
-    let new = sc.under_new_key(&data, &resolved);
-    match cmd.kind {
+    sc.judge_resolved(data, before, planted, &resolved, when, j);
+    sc.judge_tool_folders(data, &resolved, planted, false, when, j);
+    let new = sc.under_new_key(data, &resolved);
+    match kind {
         CmdKind::RecoverScylla { committed, .. } if new != committed as usize => {
             j.add(
                 "journal resolved the wrong way",
@@ -668,48 +1026,4 @@ pub fn run(
         }
         _ => {}
     }
-
-    // An unfaulted rekey finishes the job (the planted file taken back by its owner first).
-    if let Some(p) = &planted {
-        let _ = fs::remove_file(p);
-    }
-    let r = run_in(sc.root(), &sc.rekey_args(&data), ENV);
-    if r.code != 0 {
-        j.add(
-            "rekey after the fault failed",
-            format!("exit {}: {}", r.code, last_line(&r)),
-        );
-    }
-    let mut k = Judged::default();
-    let last = sc.boot(&data, &BTreeSet::new(), "after the final rekey", &mut k);
-    let done = sc.under_new_key(&data, &last);
-    if done != sc.live() || !journals(&data).is_empty() {
-        k.add(
-            "not done after recover and rekey",
-            format!("{done} of {} under the new key", sc.live()),
-        );
-    }
-    let v = run_in(
-        sc.root(),
-        &strings(&[
-            "verify",
-            "--key",
-            &format!("file:{}", sc.new_key.display()),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ]),
-        ENV,
-    );
-    if v.code != 0 {
-        k.add(
-            "verify after the final rekey failed",
-            format!("exit {}: {}", v.code, last_line(&v)),
-        );
-    }
-    // Counted once: what the final rekey finds lost was lost by the run.
-    if j.lost == 0 {
-        j.lost = k.lost;
-    }
-    j.findings.extend(k.findings);
-    (t, j)
 }
