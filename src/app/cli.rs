@@ -51,7 +51,7 @@ Procedure per node: `sstable-rekey stage --to NEW` (node running, throttled with
 
 ScyllaDB SSTables are staged too: each encrypted component re-ciphered under the new key into the staging folder; the window's `rekey` renames them in and swaps by ScyllaDB's startup rules.
 
-A killed stage leaves files only in the staging folder; the next stage removes the incomplete entries and keeps the valid ones. `stage --discard` removes the staging folders.",
+A killed stage leaves files only in the staging folder; the next stage (or the rekey) removes the incomplete entries; valid ones are kept. `stage --discard` removes the staging folders.",
         after_help = KEYREF_HELP
     )]
     Stage(StageArgs),

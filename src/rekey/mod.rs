@@ -83,7 +83,8 @@ pub fn rekey(
         .map(KeyRef::id)
         .collect::<Result<Vec<_>>>()?;
     // Staged copies, before loading: an SSTable with one is loaded from its chunk runs.
-    let staged = staged_copies(opts)?;
+    let mut staged = staged_copies(opts)?;
+    let incomplete = std::mem::take(&mut staged.incomplete);
     let found = discover::discover_with(
         &opts.data_dirs.dirs,
         &opts.selection,
@@ -118,7 +119,7 @@ pub fn rekey(
     }
 
     // Stale staged copies go first: never committed, they only take room.
-    stage::discard_stale(stale, &mut report)?;
+    stage::discard_stale(stale, incomplete, &mut report)?;
     // Rewrite and commit.
     let statements = plan::alter_statements(&jobs, &target);
     let mut done = execute::execute(jobs, &target, opts.jobs, cancel, progress);

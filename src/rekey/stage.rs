@@ -107,13 +107,26 @@ pub fn attach<'a>(
 }
 
 /// For a rekey: removes the stale entries `attach` returned, each with a note in the report.
-pub fn discard_stale(stale: Vec<(Entry, String)>, report: &mut RekeyReport) -> Result<()> {
+/// Also removes the entries an interrupted `stage` left without a manifest: after the window
+/// nobody may run `stage` again, and they only take room.
+pub fn discard_stale(
+    stale: Vec<(Entry, String)>,
+    incomplete: Vec<PathBuf>,
+    report: &mut RekeyReport,
+) -> Result<()> {
     report.totals.staged_discarded = stale.len();
     for (e, why) in stale {
         remove_entry(&e.dir)?;
         report.notes.push(format!(
             "discarded the staged copy of {} ({why})",
             e.manifest.source.display()
+        ));
+    }
+    for d in incomplete {
+        remove_entry(&d)?;
+        report.notes.push(format!(
+            "removed an incomplete staging entry {} (left by an interrupted stage)",
+            d.display()
         ));
     }
     Ok(())

@@ -752,3 +752,29 @@ fn empty_folders_left_in_the_staging_folder_are_pruned_by_the_next_rekey() {
         );
     }
 }
+
+/// After a killed stage, the window's rekey (no stage in between) removes the entries left without
+/// a manifest, rewrites every SSTable, and leaves no staging folder.
+#[test]
+fn the_rekey_removes_the_entries_a_killed_stage_left() {
+    require_failpoints();
+    let env = env();
+    let r = run_in(
+        env.tmp.path(),
+        &cmd(&env, "stage", &["--jobs", "1"]),
+        &[("SSTABLE_REKEY_TEST_FAILPOINT", "data.fsynced@3")],
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        !staged_files(&env).is_empty(),
+        "the crash left partial entries"
+    );
+    let rep = run_with_report(&env, "rekey", &[], 0);
+    let notes = rep["notes"].to_string();
+    assert!(
+        notes.contains("removed an incomplete staging entry"),
+        "{notes}"
+    );
+    assert_eq!(check_rekeyed(&env, &rep), under_old().len());
+    assert_eq!(staged_files(&env), Vec::<PathBuf>::new());
+}
