@@ -71,28 +71,35 @@ pub fn attach<'a>(
         .map(|e| (e.manifest.source.clone(), e))
         .collect();
     let mut stale = Vec::new();
-    let mut take = |desc: &Descriptor, expected: &[&str]| -> Result<Option<Box<Entry>>> {
-        let path = desc.data_path();
-        let data = fs::canonicalize(&path).map_err(|e| Error::io(&path, "resolve path", e))?;
-        let Some(e) = entries.remove(&data) else {
-            return Ok(None);
-        };
-        let why = e
-            .stale_for(desc, expected, target)
-            .or_else(|| verify.then(|| e.corrupt()).flatten());
-        match why {
-            None => Ok(Some(Box::new(e))),
-            Some(why) => {
-                stale.push((e, why));
-                Ok(None)
+    let mut take =
+        |desc: &Descriptor, expected: &[&str], check: Option<&str>| -> Result<Option<Box<Entry>>> {
+            let path = desc.data_path();
+            let data = fs::canonicalize(&path).map_err(|e| Error::io(&path, "resolve path", e))?;
+            let Some(e) = entries.remove(&data) else {
+                return Ok(None);
+            };
+            let why = e
+                .stale_for(desc, expected, target, check)
+                .or_else(|| verify.then(|| e.corrupt()).flatten());
+            match why {
+                None => Ok(Some(Box::new(e))),
+                Some(why) => {
+                    stale.push((e, why));
+                    Ok(None)
+                }
             }
-        }
-    };
+        };
     for j in jobs.iter_mut() {
-        j.staged = take(&j.loaded.found.desc, &files_of(j))?;
+        let check = j.target_key.check_value();
+        j.staged = take(&j.loaded.found.desc, &files_of(j), Some(&check))?;
     }
     for j in scylla {
-        j.staged = take(&j.loaded.found.desc, &scylla::stage::files_of(&j.loaded))?;
+        // A ScyllaDB copy's key bytes are checked at its commit (first blocks compared).
+        j.staged = take(
+            &j.loaded.found.desc,
+            &scylla::stage::files_of(&j.loaded),
+            None,
+        )?;
     }
     for e in entries.into_values() {
         let (ks, t) = e.manifest.table.split_once('.').unwrap_or(("", ""));
@@ -283,7 +290,11 @@ fn scylla_decided(
     let mut todo = Vec::new();
     for job in sstables {
         let mut report = scylla::run::report_of(&job.loaded);
-        match scylla::run::prepare(&job.loaded, &cx, &mut report) {
+        let decided = scylla::run::prepare(&job.loaded, &cx, &mut report).and_then(|p| {
+            p.map(|p| scylla::check::evidence(&job.loaded, &p.old).map(|()| p))
+                .transpose()
+        });
+        match decided {
             Ok(Some(prepared)) => todo.push(Todo {
                 job,
                 prepared,
@@ -589,6 +600,7 @@ fn manifest_of(
         source: fs::canonicalize(&data).map_err(|e| Error::io(&data, "resolve path", e))?,
         sources,
         target: target.id.to_string(),
+        target_check: job.target_key.check_value(),
         files: w
             .files
             .iter()

@@ -227,6 +227,11 @@ pub struct Manifest {
     pub sources: Vec<SourceFile>,
     /// The key the staged files are under.
     pub target: String,
+    /// DSE/HCD: the check value of the target key's bytes when staged (`AesKey::check_value`);
+    /// a copy made under other bytes than the key holds now is stale. Empty in a ScyllaDB entry
+    /// (its commit compares first blocks instead) and in older manifests (then stale).
+    #[serde(default)]
+    pub target_check: String,
     pub files: Vec<StagedFile>,
     pub rekeyed_chunks: usize,
     pub unchanged_chunks: usize,
@@ -253,15 +258,26 @@ impl Entry {
             .collect()
     }
 
-    /// Why this entry cannot stand for the SSTable `desc`, rekeyed to `target` by rewriting the
-    /// components `expected`, if it cannot.
-    pub fn stale_for(&self, desc: &Descriptor, expected: &[&str], target: &str) -> Option<String> {
+    /// Why this entry cannot stand for the SSTable `desc`, rekeyed to `target` (whose bytes have
+    /// the check value `check`, when given) by rewriting the components `expected`, if it cannot.
+    pub fn stale_for(
+        &self,
+        desc: &Descriptor,
+        expected: &[&str],
+        target: &str,
+        check: Option<&str>,
+    ) -> Option<String> {
         let m = &self.manifest;
         if m.format != MANIFEST_FORMAT {
             return Some(format!("manifest format {}", m.format));
         }
         if m.target != target {
             return Some(format!("staged for {}, not {target}", m.target));
+        }
+        if check.is_some_and(|c| c != m.target_check) {
+            return Some(format!(
+                "staged under other bytes of {target} than it holds now"
+            ));
         }
         for s in &m.sources {
             match SourceFile::of(&desc.path(&s.component), &s.component) {

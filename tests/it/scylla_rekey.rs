@@ -698,3 +698,58 @@ fn create_key_makes_the_key_scylladb_locate_finds() {
         r.all()
     );
 }
+
+/// The target key file's bytes change between `stage` and the window (same path, another key):
+/// the staged copies, made under the old bytes, are discarded (each with its reason) and the
+/// SSTables rewritten under the bytes the file holds now; the oracle opens every new SSTable with
+/// the file as it is. Committing the staged copies would have left files no key opens.
+#[test]
+fn staged_copies_made_with_other_target_key_bytes_are_rewritten() {
+    let Some(shared) = shared() else { return };
+    let env = env();
+    let table = "t_local_CBC_128";
+    let target = env.tmp.path().join("target.key");
+    let write_key = |b: u8| {
+        fs::write(&target, crate::support::scylla_key_line(&[b; 16])).unwrap();
+        crate::support::chmod(&target, 0o600);
+    };
+    write_key(0x11);
+    let args = |verb: &str| {
+        let mut a = strings(&[verb, "-q", "--to"]);
+        a.push(format!("file:{}", target.display()));
+        a.extend(strings(&["--keyring", &env.s("all.keyring"), "--data-dir"]));
+        a.push(env.s("scylla/data"));
+        a.extend([
+            "--report".into(),
+            env.tmp.path().join("r.json").display().to_string(),
+        ]);
+        a.extend(strings(&["scylla_matrix", table]));
+        a
+    };
+    let st = env.run(&args("stage"));
+    assert_eq!(st.code, 0, "{}", st.all());
+    write_key(0x22);
+    let r = env.run(&args("rekey"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rep: Value =
+        serde_json::from_str(&fs::read_to_string(env.tmp.path().join("r.json")).unwrap()).unwrap();
+    let rekeyed = with_status(&rep, "rekeyed");
+    assert_eq!(rekeyed.len(), 4, "{}", rep["totals"]);
+    for s in &rekeyed {
+        assert_eq!(s["from_staged"], false, "{s}");
+        assert!(
+            s["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("other key bytes"),
+            "{s}"
+        );
+        let (code, out) = oracle_verify(
+            &shared,
+            Path::new(s["new"].as_str().unwrap()),
+            &Ok(target.display().to_string()),
+        );
+        assert_eq!(code, 0, "{}: {out}", s["new"]);
+    }
+    assert!(!env.p("scylla/data/.sstable-rekey-staging").exists());
+}

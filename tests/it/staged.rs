@@ -778,3 +778,36 @@ fn the_rekey_removes_the_entries_a_killed_stage_left() {
     assert_eq!(check_rekeyed(&env, &rep), under_old().len());
     assert_eq!(staged_files(&env), Vec::<PathBuf>::new());
 }
+
+/// The target key's bytes change between `stage` and the window (the keyring now holds other
+/// bytes under the same id): the rekey must not commit copies no key opens. `verify` with the
+/// keyring as it is now proves every rekeyed SSTable.
+#[test]
+fn staged_copies_made_with_other_target_key_bytes_are_not_committed() {
+    let env = env();
+    run_with_report(&env, "stage", &[], 0);
+    let ring = env.p("keys/keyring");
+    let text = fs::read_to_string(&ring).unwrap();
+    let changed = text.replace(
+        "new-128:97PIuDaIu6+mHlXv9VcMIw==",
+        "new-128:AAECAwQFBgcICQoLDA0ODw==",
+    );
+    assert_ne!(text, changed);
+    fs::write(&ring, changed).unwrap();
+    let rep = run_with_report(&env, "rekey", &[], 0);
+    assert!(
+        rep["totals"]["rekeyed"].as_u64().unwrap() > 0,
+        "{}",
+        rep["totals"]
+    );
+    let mut v = strings(&["verify", "--key", TO, "--keyring"]);
+    v.push(env.s("keys/keyring"));
+    v.extend(data_dirs(&env));
+    // Tables outside --from stay under their keys (OTHER KEY): none may fail to decrypt.
+    let r = env.run(&v);
+    assert!(
+        r.stdout.contains("OK ") && !r.stdout.lines().any(|l| l.starts_with("FAILED")),
+        "{}",
+        r.all()
+    );
+}

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::crypto::scylla::FileCipher;
+use crate::crypto::scylla::{cipher_len, plain_len, FileCipher};
 use crate::error::{Error, Result};
 use crate::keys::{material_eq, KeyId, KeyRef, KeyStore};
 use crate::rekey::generation::Generations;
@@ -15,8 +15,10 @@ use crate::rekey::report::{SstableReport, Status};
 use crate::rekey::scylla::load::{key_material, ScyllaLoaded};
 use crate::rekey::scylla::swap::Swap;
 use crate::rekey::scylla::{check, follow_up};
-use crate::rekey::staging::{remove_used_entry, Entry};
+use crate::rekey::staging::{remove_entry, remove_used_entry, Entry};
+use crate::sstable::data::read_at;
 use crate::sstable::scylla::RekeyTarget;
+use zeroize::Zeroizing;
 
 /// What every SSTable of the run shares.
 pub struct Context<'a> {
@@ -95,8 +97,9 @@ fn one(
         r.reason = Some(format!("would rekey to {}", cx.to.id()?));
         return Ok(None);
     }
+    let staged = staged_or_proven(job, &p, r)?;
     let data_dir = data_dir_of(cx.data_dirs, &l.found.desc.dir)?;
-    if job.staged.is_none() {
+    if staged.is_none() {
         enough_space(l)?;
     }
     let new_desc = gens.allocate(&l.found.desc, &l.found.table.dir)?;
@@ -106,11 +109,11 @@ fn one(
         new: &p.new,
         target: &p.target,
         data_dir,
-        staged: job.staged.as_deref(),
+        staged,
     };
     let written = swap.run(&new_desc)?;
     r.status = Status::Rekeyed;
-    r.from_staged = job.staged.is_some();
+    r.from_staged = staged.is_some();
     r.new = Some(new_desc.data_path().display().to_string());
     r.bytes_in = written;
     r.bytes_out = written;
@@ -118,7 +121,7 @@ fn one(
     r.seconds = t0.elapsed().as_secs_f64();
     // The staged copy is used up: its manifest and folder go. Failing that is harmless: a
     // manifest without its files is stale, and the next run discards it.
-    if let Some(Err(e)) = job.staged.as_ref().map(|e| remove_used_entry(&e.dir)) {
+    if let Some(Err(e)) = staged.map(|e| remove_used_entry(&e.dir)) {
         r.reason = Some(format!("committed; the used staging entry remains: {e}"));
     }
     let ns = l.encryption.options.as_ref();
@@ -130,7 +133,8 @@ fn one(
 
 /// Decides one SSTable for `rekey` or `stage`: skipped (`Ok(None)`, the reason in `r`) when it
 /// is already under the target or outside `--from`; else both keys taken for the table's cipher
-/// and strength (refused when they are the same bytes) and the old one proven on the plaintext.
+/// and strength (refused when they are the same bytes). The old key is proven on the plaintext
+/// by the caller ([`check::evidence`]) before anything is written from it.
 pub fn prepare(l: &ScyllaLoaded, cx: &Context, r: &mut SstableReport) -> Result<Option<Prepared>> {
     let to = cx.to.id()?;
     if l.key == to {
@@ -159,9 +163,61 @@ pub fn prepare(l: &ScyllaLoaded, cx: &Context, r: &mut SstableReport) -> Result<
     }
     let (old, new) = (l.cipher_of(&old_raw, &l.key)?, l.cipher_of(&new_raw, &to)?);
     drop((old_raw, new_raw));
-    check::evidence(l, &old)?;
     let target = target_of(cx.to, l)?;
     Ok(Some(Prepared { old, new, target }))
+}
+
+/// The staged copy to commit, when it holds the source's plaintext under the new key as its
+/// bytes are now: the first block of every staged file, decrypted with the new key, equals the
+/// source's under the old key (a key file whose bytes changed since `stage` would otherwise
+/// commit files no key opens). Else, with no copy or one that does not match (discarded, with a
+/// reason), the old key is proven as for a rewrite.
+fn staged_or_proven<'a>(
+    job: &'a ScyllaJob,
+    p: &Prepared,
+    r: &mut SstableReport,
+) -> Result<Option<&'a Entry>> {
+    let l = &job.loaded;
+    if let Some(e) = job.staged.as_deref() {
+        if same_first_blocks(l, e, p)? {
+            return Ok(Some(e));
+        }
+        remove_entry(&e.dir)?;
+        r.reason = Some(format!(
+            "its staged copy ({}) was made with other key bytes than the keys hold now: discarded, rewritten now",
+            e.dir.display()
+        ));
+    }
+    check::evidence(l, &p.old)?;
+    Ok(None)
+}
+
+/// Whether every staged file's first block decrypts under the new key to the source file's
+/// first block under the old key.
+fn same_first_blocks(l: &ScyllaLoaded, e: &Entry, p: &Prepared) -> Result<bool> {
+    for f in &l.files {
+        let path = l.path(&f.component);
+        let n = cipher_len(
+            plain_len(f.file_len).map_err(|m| Error::corrupt(&path, m.0))?,
+            0,
+        );
+        if n == 0 {
+            continue;
+        }
+        let first = |path: &Path, cipher: &FileCipher| -> Result<Zeroizing<Vec<u8>>> {
+            let mut buf = Zeroizing::new(vec![0u8; n]);
+            let file = std::fs::File::open(path).map_err(|x| Error::io(path, "open", x))?;
+            read_at(&file, path, 0, &mut buf)?;
+            cipher.decrypt_block(0, &mut buf);
+            Ok(buf)
+        };
+        let source = first(&path, &p.old)?;
+        let staged = first(&e.dir.join(&f.component), &p.new)?;
+        if source != staged {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Room beside the SSTable for its re-ciphered copy.

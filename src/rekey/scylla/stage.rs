@@ -134,6 +134,7 @@ fn manifest_of(
         source: fs::canonicalize(&data).map_err(|e| Error::io(&data, "resolve path", e))?,
         sources,
         target: target.to_string(),
+        target_check: String::new(),
         files: files.to_vec(),
         rekeyed_chunks: files.len(),
         unchanged_chunks: 0,
