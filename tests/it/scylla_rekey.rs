@@ -753,3 +753,37 @@ fn staged_copies_made_with_other_target_key_bytes_are_rewritten() {
     }
     assert!(!env.p("scylla/data/.sstable-rekey-staging").exists());
 }
+
+/// KMIP configured from a scylla.yaml, against the real server: a local-key table rekeyed to a
+/// key PyKMIP made (fetched through the yaml's `kmip_hosts`), which the oracle opens with that key;
+/// Scylla.db names the group and the key's id.
+#[test]
+fn rekey_to_a_pykmip_key_configured_from_scylla_yaml() {
+    let Some(shared) = shared() else { return };
+    let Some(server) = crate::support::kmip::kmip_server() else {
+        return;
+    };
+    let env = env();
+    let (id, bytes) = server.create(128, &[]);
+    let yaml = server.scylla_yaml(env.tmp.path());
+    let report = env.tmp.path().join("rekey.json");
+    let mut args = strings(&["rekey", "-q", "--to"]);
+    args.push(format!("kmip://test/{id}"));
+    args.extend(strings(&["--keyring", &env.s("all.keyring"), "--data-dir"]));
+    args.push(env.s("scylla/data"));
+    args.extend(strings(&["--scylla-yaml", &yaml.display().to_string()]));
+    args.extend(["--report".into(), report.display().to_string()]);
+    args.extend(strings(&["scylla_matrix", "t_local_CBC_128"]));
+    let r = env.run(&args);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("'kmip_host': 'test'"), "{}", r.stdout);
+    let rep: Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    let rekeyed = with_status(&rep, "rekeyed");
+    assert_eq!(rekeyed.len(), 4, "{}", rep["totals"]);
+    for s in rekeyed {
+        let new = Path::new(s["new"].as_str().unwrap());
+        let (code, out) = oracle_verify(&shared, new, &Err((id.clone(), bytes.clone())));
+        assert_eq!(code, 0, "{}: {out}", new.display());
+        assert_eq!(out["key_ref"], id.as_str(), "{out}");
+    }
+}

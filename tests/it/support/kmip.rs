@@ -68,6 +68,26 @@ impl KmipServer {
         self.dir.join("kmip.toml").display().to_string()
     }
 
+    /// A scylla.yaml whose `kmip_hosts` group [`KMIP_GROUP_TEST`] is the server (written into
+    /// `dir`); returns its path.
+    pub fn scylla_yaml(&self, dir: &std::path::Path) -> PathBuf {
+        let port = std::fs::read_to_string(self.dir.join("port")).unwrap();
+        let certs = self.dir.join("certs");
+        let yaml = dir.join("scylla.yaml");
+        std::fs::write(
+            &yaml,
+            format!(
+                "cluster_name: test\nkmip_hosts:\n  {KMIP_GROUP_TEST}:\n    hosts: 127.0.0.1:{}\n    certificate: {}\n    keyfile: {}\n    truststore: {}\n",
+                port.trim(),
+                certs.join("client.crt").display(),
+                certs.join("client.key").display(),
+                certs.join("ca.crt").display()
+            ),
+        )
+        .unwrap();
+        yaml
+    }
+
     /// PyKMIP's own client: its one JSON line.
     pub fn admin(&self, args: &[&str]) -> Value {
         let r = Run::of(
