@@ -143,7 +143,10 @@ pub struct KmipOpts {
     /// commands that convert them)
     #[arg(long, value_name = "FILE", conflicts_with_all = ["kmip_config", "scylla_yaml"])]
     pub dse_yaml: Option<PathBuf>,
-    /// Use the kmip_hosts entries of this scylla.yaml (certificate, keyfile, truststore: PEM)
+    /// Use the kmip_hosts entries of this scylla.yaml (certificate, keyfile, truststore: PEM). Also
+    /// read for its commit log and hints folders (verify, kmip destroy) and, by rekey, for
+    /// user_info_encryption/system_info_encryption still naming a replaced key (the scylla.yaml
+    /// change is printed). Without kmip_hosts, rekey, stage and verify use it for these only
     #[arg(long, value_name = "FILE", conflicts_with = "kmip_config")]
     pub scylla_yaml: Option<PathBuf>,
 }

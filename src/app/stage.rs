@@ -32,7 +32,7 @@ pub fn run(a: &StageArgs) -> Result<Exit> {
         errln!("sstable-rekey: warning: {m}. Their SSTables are not staged in this run");
     }
     let keys = crate::app::kmip::build_keys(
-        &a.scope.kmip,
+        &crate::app::scope::kmip_opts(&a.scope.kmip)?,
         a.scope.keyring.as_deref(),
         &from,
         Some(&to),
