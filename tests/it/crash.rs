@@ -366,10 +366,7 @@ fn torn_transaction_logs_resolve_like_cassandra() {
 fn random_sigkill_then_recover() {
     let t0 = Instant::now();
     let seed = seed_from_env("CRASH_SEED");
-    let kills: usize = std::env::var("CRASH_KILLS")
-        .ok()
-        .map(|s| s.parse().expect("CRASH_KILLS"))
-        .unwrap_or(200);
+    let kills = crate::support::count_from_env("CRASH_KILLS", 200);
     println!("random SIGKILL: CRASH_SEED={seed} CRASH_KILLS={kills} (set them to replay)");
     let mut rng = Rng(seed);
     let ds = crash_set();
@@ -501,10 +498,7 @@ fn killed_after(ds: &DataSet, args: &[String], delay: Duration) -> bool {
 #[test]
 fn random_sigkill_of_stage_and_of_the_staged_commit() {
     let seed = seed_from_env("CRASH_SEED");
-    let kills: usize = std::env::var("CRASH_KILLS_STAGED")
-        .ok()
-        .map(|s| s.parse().expect("CRASH_KILLS_STAGED"))
-        .unwrap_or(40);
+    let kills = crate::support::count_from_env("CRASH_KILLS_STAGED", 40);
     println!("random SIGKILL (staged): CRASH_SEED={seed} CRASH_KILLS_STAGED={kills}");
     let mut rng = Rng(seed);
     let ds = crash_set();

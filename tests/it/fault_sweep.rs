@@ -392,6 +392,51 @@ impl Judged {
     }
 }
 
+/// What a run left for `recover`: Cassandra transaction logs or ScyllaDB swap journals (how many).
+#[derive(Clone, Copy)]
+enum Left {
+    Logs(usize),
+    Journals(usize),
+}
+
+/// Work left for `recover` must be said: `recover` itself never exits 0 with some left, and
+/// any other command exits 1 with the word `recover` in its output.
+fn judge_left_for_recover(
+    j: &mut Judged,
+    left: Left,
+    code: i32,
+    run: &Run,
+    is_recover: bool,
+    names: &dyn std::fmt::Debug,
+) {
+    let (n, exit0, unsaid, noun) = match left {
+        Left::Logs(n) => (
+            n,
+            "recover exit 0 with a log left",
+            "log left without saying so",
+            "logs",
+        ),
+        Left::Journals(n) => (
+            n,
+            "recover exit 0 with a journal left",
+            "journal left without saying so",
+            "journals",
+        ),
+    };
+    if n == 0 {
+        return;
+    }
+    let told = code == 1 && run.all().contains("recover");
+    if is_recover && code == 0 {
+        j.add(exit0, format!("{names:?}"));
+    } else if !is_recover && !told {
+        j.add(
+            unsaid,
+            format!("exit {code}, {n} {noun}; the output does not say `recover`"),
+        );
+    }
+}
+
 struct Outcome {
     point: Point,
     injected: Option<Call>,
@@ -1038,20 +1083,8 @@ impl Cmd {
                     );
                 }
                 let recover_cmd = matches!(self.kind, CmdKind::Recover { .. });
-                if !logs.is_empty() {
-                    let told = code == 1 && t.run.all().contains("recover");
-                    if recover_cmd && code == 0 {
-                        j.add("recover exit 0 with a log left", format!("{logs:?}"));
-                    } else if !recover_cmd && !told {
-                        j.add(
-                            "log left without saying so",
-                            format!(
-                                "exit {code}, {} logs; the output does not say `recover`",
-                                logs.len()
-                            ),
-                        );
-                    }
-                }
+                let left = Left::Logs(logs.len());
+                judge_left_for_recover(&mut j, left, code, &t.run, recover_cmd, &logs);
                 let rec = recover(&sw.ds, &data);
                 if rec.code != 0 {
                     j.add(

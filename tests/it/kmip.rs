@@ -46,25 +46,7 @@ fn root() -> PathBuf {
 }
 
 fn env() -> Option<Env> {
-    let Some(server) = std::env::var_os("KMIP_TEST_DIR").map(PathBuf::from) else {
-        return unavailable("KMIP_TEST_DIR is not set (tools/kmip-server.sh start DIR)");
-    };
-    let toml = server.join("kmip.toml");
-    assert!(
-        toml.is_file(),
-        "KMIP_TEST_DIR={} has no kmip.toml: start it with tools/kmip-server.sh",
-        server.display()
-    );
-    let st = Command::new(root().join("tools/kmip-server.sh"))
-        .arg("status")
-        .arg(&server)
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "the KMIP server in {} does not answer",
-        server.display()
-    );
+    let server = crate::support::kmip::kmip_server()?.dir;
     let shared = root().join("../shared");
     if !shared.join("oracle/tde_oracle.py").is_file() {
         return unavailable("../shared (the oracle and real SSTables) is not beside the checkout");

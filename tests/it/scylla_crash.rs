@@ -250,7 +250,15 @@ fn an_empty_journal_is_removed_and_an_unreadable_one_stops_recover() {
     let after = crate::support::tree_strict(&env.p("scylla/data/scylla_matrix"));
     assert_eq!(before, after);
 
+    // An empty file not named as a journal is not the tool's: it stops recover and stays.
     fs::create_dir(&journals).unwrap();
+    let foreign = journals.join("notes.txt");
+    fs::write(&foreign, b"").unwrap();
+    let rec = crate::support::run_in(&env.root, &recover, &[]);
+    assert_eq!(rec.code, 1, "{}", rec.all());
+    assert!(foreign.exists(), "{}", rec.all());
+    fs::remove_file(&foreign).unwrap();
+
     let garbage = journals.join("0-me-98-big.json");
     fs::write(&garbage, b"{\"dir\":").unwrap();
     let rec = crate::support::run_in(&env.root, &recover, &[]);
@@ -527,10 +535,7 @@ fn random_sigkill_of_the_scylla_rekey_then_recover() {
     use std::time::{Duration, Instant};
     let t0 = Instant::now();
     let seed = seed_from_env("CRASH_SEED");
-    let kills: usize = std::env::var("CRASH_KILLS_SCYLLA")
-        .ok()
-        .map(|s| s.parse().expect("CRASH_KILLS_SCYLLA"))
-        .unwrap_or(30);
+    let kills = crate::support::count_from_env("CRASH_KILLS_SCYLLA", 30);
     println!(
         "random SIGKILL (ScyllaDB): CRASH_SEED={seed} CRASH_KILLS_SCYLLA={kills} (set them to replay)"
     );
@@ -642,10 +647,7 @@ fn random_sigkill_of_the_scylla_rekey_then_recover() {
 fn random_sigkill_of_the_scylla_stage_and_staged_commit() {
     use std::time::{Duration, Instant};
     let seed = seed_from_env("CRASH_SEED");
-    let kills: usize = std::env::var("CRASH_KILLS_SCYLLA_STAGED")
-        .ok()
-        .map(|s| s.parse().expect("CRASH_KILLS_SCYLLA_STAGED"))
-        .unwrap_or(16);
+    let kills = crate::support::count_from_env("CRASH_KILLS_SCYLLA_STAGED", 16);
     println!(
         "random SIGKILL (ScyllaDB, staged): CRASH_SEED={seed} CRASH_KILLS_SCYLLA_STAGED={kills}"
     );

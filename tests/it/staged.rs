@@ -328,23 +328,28 @@ fn a_source_changed_after_staging_is_rewritten_now_and_its_copy_discarded() {
     assert_eq!(staged_files(&env), Vec::<PathBuf>::new());
 }
 
+/// A stage crashed (abort) after its third staged Data.db is written: entries without a
+/// manifest are left.
+fn crashed_stage(env: &Scratch) {
+    let r = run_in(
+        env.tmp.path(),
+        &cmd(env, "stage", &["--jobs", "1"]),
+        &[("SSTABLE_REKEY_TEST_FAILPOINT", "data.fsynced@3")],
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        staged_files(env).iter().any(|p| p.ends_with("Data.db")),
+        "the crash left partial staging entries"
+    );
+}
+
 #[test]
 fn a_killed_stage_leaves_the_tables_alone_and_the_next_stage_resumes() {
     require_failpoints();
     let env = env();
     let before = tables_tree(&env);
-    // A crash (abort) after the third staged Data.db is written: entries without a manifest.
-    let r = run_in(
-        env.tmp.path(),
-        &cmd(&env, "stage", &["--jobs", "1"]),
-        &[("SSTABLE_REKEY_TEST_FAILPOINT", "data.fsynced@3")],
-    );
-    assert_ne!(r.code, 0, "{}", r.all());
+    crashed_stage(&env);
     assert_eq!(diff(&before, &tables_tree(&env)), Vec::<String>::new());
-    assert!(
-        staged_files(&env).iter().any(|p| p.ends_with("Data.db")),
-        "the crash left partial staging entries"
-    );
 
     let rep = run_with_report(&env, "stage", &[], 0);
     let notes = rep["notes"].to_string();
@@ -759,16 +764,7 @@ fn empty_folders_left_in_the_staging_folder_are_pruned_by_the_next_rekey() {
 fn the_rekey_removes_the_entries_a_killed_stage_left() {
     require_failpoints();
     let env = env();
-    let r = run_in(
-        env.tmp.path(),
-        &cmd(&env, "stage", &["--jobs", "1"]),
-        &[("SSTABLE_REKEY_TEST_FAILPOINT", "data.fsynced@3")],
-    );
-    assert_ne!(r.code, 0, "{}", r.all());
-    assert!(
-        !staged_files(&env).is_empty(),
-        "the crash left partial entries"
-    );
+    crashed_stage(&env);
     let rep = run_with_report(&env, "rekey", &[], 0);
     let notes = rep["notes"].to_string();
     assert!(

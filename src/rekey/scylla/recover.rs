@@ -63,9 +63,19 @@ pub fn recover(data_dirs: &[PathBuf]) -> Result<Vec<Recovered>> {
     Ok(done)
 }
 
+/// Whether `path` is a regular file named as this tool names journals (`….json`): only such an
+/// empty file is taken for an empty journal and removed; anything else stops `recover`.
+fn is_journal_file(path: &Path) -> Result<bool> {
+    let m = fs::symlink_metadata(path).map_err(|e| Error::io(path, "stat journal", e))?;
+    let named = path
+        .file_name()
+        .is_some_and(|n| n.as_encoded_bytes().ends_with(b".json"));
+    Ok(m.is_file() && named)
+}
+
 fn one(path: &Path, home: &Path) -> Result<&'static str> {
     let text = fs::read(path).map_err(|e| Error::io(path, "read journal", e))?;
-    if text.is_empty() {
+    if text.is_empty() && is_journal_file(path)? {
         // A swap writes nothing in a table folder before its journal is whole and durable: an
         // empty journal (a crash, or a failed write whose cleanup failed too) had no swap.
         remove_journal(path)?;

@@ -97,8 +97,9 @@ fn stage_one(
                     return Err(Error::Interrupted);
                 }
                 let (from, to) = (l.path(&f.component), dir.join(&f.component));
-                let crc32 =
-                    ciphers.file(&from, &to, f.file_len, created, &|n| progress.advance(n))?;
+                let advance = |n| progress.advance(n);
+                let crc32 = ciphers.file(&from, &to, f.file_len, created, true, &advance)?;
+                let crc32 = crc32.expect("asked for");
                 files.push(StagedFile {
                     component: f.component.clone(),
                     size: f.file_len,

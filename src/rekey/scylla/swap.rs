@@ -129,7 +129,7 @@ impl Swap<'_> {
                             new: self.new,
                             key: &self.l.key,
                         };
-                        ciphers.file(&from, &to, f.file_len, created, &|_| {})?;
+                        ciphers.file(&from, &to, f.file_len, created, false, &|_| {})?;
                     }
                 }
                 written += f.file_len;
@@ -223,15 +223,17 @@ pub struct Reciphering<'a> {
 impl Reciphering<'_> {
     /// One encrypted component file `from` (`len` bytes) re-ciphered from the old key to the new
     /// into the new file `to` (owned like `from`, durable), window by window; `advance` is told
-    /// the bytes of each window done. Returns the CRC32 of what was written.
+    /// the bytes of each window done. With `crc`, returns the CRC32 of what was written (a
+    /// staging manifest's; a rekey needs none, and it is a pass over every byte).
     pub fn file(
         &self,
         from: &Path,
         to: &Path,
         len: u64,
         created: &mut Created,
+        crc: bool,
         advance: &(dyn Fn(u64) + Sync),
-    ) -> Result<u32> {
+    ) -> Result<Option<u32>> {
         let plain = plain_len(len).map_err(|m| Error::corrupt(from, m.0))?;
         let src = File::open(from).map_err(|e| Error::io(from, "open", e))?;
         let meta = src.metadata().map_err(|e| Error::io(from, "stat", e))?;
@@ -269,14 +271,16 @@ impl Reciphering<'_> {
                     );
                     dst.write_all_at(&output[..n], off)
                         .map_err(|e| Error::io(to, "write", e))?;
-                    let mut crc = crc32fast::Hasher::new();
-                    crc.update(&output[..n]);
+                    let mut part = crc32fast::Hasher::new();
+                    if crc {
+                        part.update(&output[..n]);
+                    }
                     advance(n as u64);
-                    Ok((ok, crc))
+                    Ok((ok, part))
                 },
             )
             .collect();
-        let mut crc = crc32fast::Hasher::new();
+        let mut whole = crc32fast::Hasher::new();
         for d in done {
             let (ok, part) = d?;
             if !ok {
@@ -287,10 +291,10 @@ impl Reciphering<'_> {
                     msg: "the bytes after its plaintext's end are not zero".into(),
                 });
             }
-            crc.combine(&part);
+            whole.combine(&part);
         }
         dst.sync_all().map_err(|e| Error::io(to, "fsync", e))?;
-        Ok(crc.finalize())
+        Ok(crc.then(|| whole.finalize()))
     }
 }
 

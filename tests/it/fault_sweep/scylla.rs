@@ -56,8 +56,8 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use serde_json::Value;
 
 use super::{
-    check_report, judge_exit, judge_fail_open, last_line, report_path, state, state_diff, Cmd,
-    CmdKind, Judged, State, Sweep, ENV, OBSOLETE, STAGING, TIMEOUT,
+    check_report, judge_exit, judge_fail_open, judge_left_for_recover, last_line, report_path,
+    state, state_diff, Cmd, CmdKind, Judged, Left, State, Sweep, ENV, OBSOLETE, STAGING, TIMEOUT,
 };
 use crate::support::inject::{traced, Fault, Traced, PLANTED};
 use crate::support::oracle::{scylla_oracle, shared};
@@ -908,20 +908,8 @@ fn judge_swap(
         .iter()
         .filter(|p| Some(p.as_path()) != planted)
         .collect();
-    if !left.is_empty() {
-        let told = code == 1 && t.run.all().contains("recover");
-        if is_recover && code == 0 {
-            j.add("recover exit 0 with a journal left", format!("{left:?}"));
-        } else if !is_recover && !told {
-            j.add(
-                "journal left without saying so",
-                format!(
-                    "exit {code}, {} journals; the output does not say `recover`",
-                    left.len()
-                ),
-            );
-        }
-    }
+    let n = Left::Journals(left.len());
+    judge_left_for_recover(j, n, code, &t.run, is_recover, &left);
     if code == 0 && !is_recover {
         let new = sc.under_new_key(data, &booted);
         if new != sc.live() || !left.is_empty() {

@@ -34,6 +34,11 @@ pub fn kmip_server() -> Option<KmipServer> {
         );
         return None;
     };
+    assert!(
+        dir.join("kmip.toml").is_file(),
+        "KMIP_TEST_DIR={} has no kmip.toml: start it with tools/kmip-server.sh",
+        dir.display()
+    );
     let st = Command::new(repo().join("tools/kmip-server.sh"))
         .arg("status")
         .arg(&dir)

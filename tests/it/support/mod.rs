@@ -111,6 +111,18 @@ impl Rng {
 }
 
 /// A seed from the clock (or `var` when set), printed so that a failure can be replayed.
+/// A count from the environment variable `var` (a replay or a longer trial), else `default`.
+pub fn count_from_env(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{var}={s}: not a count"))
+        })
+        .unwrap_or(default)
+}
+
 pub fn seed_from_env(var: &str) -> u64 {
     match std::env::var(var) {
         Ok(s) => s
